@@ -1,0 +1,78 @@
+"""Settings, read once from the environment and `.env`. Every name is listed in `.env.example`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # --- the seed's names ---
+    huggingface_token: str | None = None
+    pyannote_model: str | None = Field(
+        default=None,
+        description="Hub id (e.g. pyannote/speaker-diarization-community-1) or a local config/checkpoint path",
+    )
+    whisper_model: str = Field(
+        default="tiny.en",
+        description="'tiny.en' uses the bundled model; other names (large-v3, ...) or a CTranslate2 folder",
+    )
+    audio_storage_path: Path = Path("./data")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    hf_home: Path | None = None
+
+    # --- models ---
+    compute_type: str = Field(default="auto", description="auto: int8_float16 on CUDA, int8 on CPU")
+    cpu_threads: int = Field(default=0, ge=0, description="CTranslate2 threads; 0 lets it choose")
+    beam_size: int = Field(default=5, ge=1, le=10)
+    batch_size: int = Field(default=8, ge=1, le=64, description="chunks per transcription batch")
+    diarizer: Literal["auto", "pyannote", "embedded"] = "auto"
+
+    # --- chunking (VAD) ---
+    min_silence_ms: int = Field(default=600, ge=100, description="cut only in silences longer than this")
+    max_chunk_s: float = Field(default=30.0, gt=1.0, le=30.0)
+    chunk_overlap_s: float = Field(default=0.2, ge=0.0, le=1.0)
+
+    # --- service ---
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_upload_mb: float = Field(default=500.0, gt=0)
+    log_level: str = "info"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        try:
+            import ctranslate2
+
+            return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        except Exception:  # noqa: BLE001 - no CUDA runtime at all means CPU
+            return "cpu"
+
+    @property
+    def resolved_compute_type(self) -> str:
+        if self.compute_type != "auto":
+            return self.compute_type
+        return "int8_float16" if self.resolved_device == "cuda" else "int8"
+
+    @property
+    def resolved_diarizer(self) -> str:
+        if self.diarizer != "auto":
+            return self.diarizer
+        return "pyannote" if self.pyannote_model else "embedded"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,142 @@
+"""Domain types. They are the API schema too, so the OpenAPI document describes what really flows."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+
+import numpy as np
+from pydantic import BaseModel, Field, model_validator
+
+SAMPLE_RATE = 16_000
+
+CLIP_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+class OutputFormat(str, Enum):
+    json = "json"
+    srt = "srt"
+    vtt = "vtt"
+    txt = "txt"
+    rttm = "rttm"
+
+
+class Task(str, Enum):
+    transcribe = "transcribe"
+    translate = "translate"
+
+
+class SpeakerHints(BaseModel):
+    """What the caller knows about the number of speakers. All optional."""
+
+    num_speakers: int | None = Field(default=None, ge=1, le=32)
+    min_speakers: int | None = Field(default=None, ge=1, le=32)
+    max_speakers: int | None = Field(default=None, ge=1, le=32)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SpeakerHints":
+        lo, hi, n = self.min_speakers, self.max_speakers, self.num_speakers
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError("min_speakers must not exceed max_speakers")
+        if n is not None and ((lo is not None and n < lo) or (hi is not None and n > hi)):
+            raise ValueError("num_speakers must lie within [min_speakers, max_speakers]")
+        return self
+
+
+class TranscribeOptions(BaseModel):
+    """Everything a caller can ask of one transcription."""
+
+    diarize: bool = True
+    speakers: SpeakerHints = Field(default_factory=SpeakerHints)
+    language: str | None = Field(default=None, description="ISO 639-1 code; None detects it")
+    task: Task = Task.transcribe
+    word_timestamps: bool = False
+    initial_prompt: str | None = None
+    temperature: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class Chunk(BaseModel):
+    """A span of the clip cut out for transcription.
+
+    [start, end] is the audio sent to Whisper; [keep_start, keep_end) is the part this chunk owns.
+    Neighbours overlap a little, and a word belongs to the chunk whose owned part holds its midpoint,
+    so no word is duplicated or lost at a boundary.
+    """
+
+    index: int
+    start: float
+    end: float
+    keep_start: float
+    keep_end: float
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class ChunkAudio:
+    """A chunk with its samples (16 kHz mono float32): the unit of transcription work."""
+
+    chunk: Chunk
+    samples: np.ndarray
+
+
+class Word(BaseModel):
+    start: float
+    end: float
+    word: str
+    probability: float | None = None
+    speaker: str | None = None
+
+
+class TranscribedSegment(BaseModel):
+    """What Whisper says about a stretch of one chunk, in absolute clip time."""
+
+    start: float
+    end: float
+    text: str
+    words: list[Word] = Field(default_factory=list)
+
+
+class ChunkTranscript(BaseModel):
+    chunk: Chunk
+    language: str
+    segments: list[TranscribedSegment]
+
+
+class Turn(BaseModel):
+    """A stretch of time in which one speaker talks (a diarization output)."""
+
+    start: float
+    end: float
+    speaker: str
+
+
+class Segment(BaseModel):
+    speaker: str | None = None
+    start: float
+    end: float
+    text: str
+    words: list[Word] | None = None
+
+
+class Transcript(BaseModel):
+    segments: list[Segment]
+    language: str
+    duration: float
+    speakers: list[str] = Field(default_factory=list)
+
+
+class ClipInfo(BaseModel):
+    clip_id: str
+    filename: str | None = None
+    content_type: str | None = None
+    size_bytes: int
+    duration: float
+    sample_rate: int | None = None
+    channels: int | None = None
+    codec: str | None = None
+    created_at: datetime

@@ -1,0 +1,68 @@
+"""The Runner port: how the pipeline gets a stage run, wherever the models live.
+
+Adapters: `InProcessRunner` (tests, CLI, single machine), local_dev's worker pool, and the Modal runner
+in functions/. The pipeline only ever calls `submit` and `map`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from shared.stages import Stage, StageWorker
+
+
+class Runner(ABC):
+    @abstractmethod
+    def submit(self, stage: Stage, *args: Any, **kwargs: Any) -> Future:
+        """Start one stage call; the Future holds its result or its exception."""
+
+    def map(self, stage: Stage, items: Iterable[Any], **kwargs: Any) -> Iterator[Any]:
+        """Run `stage(item, **kwargs)` for every item, yielding results in input order as they finish.
+
+        Adapters that can fan out (a worker pool, Modal's .map) override this; the default submits all
+        items at once and lets `submit` decide how many run together.
+        """
+        futures = [self.submit(stage, item, **kwargs) for item in items]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release workers; the default holds none."""
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class InProcessRunner(Runner):
+    """Runs stages on threads of this process, next to one StageWorker.
+
+    One small thread pool per stage: diarization runs beside transcription instead of queueing behind
+    its batches, and transcription batches run one after another by default (on a CPU, CTranslate2
+    already uses every core for one batch).
+    """
+
+    def __init__(self, worker: StageWorker, *, transcribe_threads: int = 1, diarize_threads: int = 1):
+        self.worker = worker
+        sizes = {Stage.TRANSCRIBE: transcribe_threads, Stage.DIARIZE: diarize_threads}
+        self._pools = {
+            stage: ThreadPoolExecutor(max_workers=sizes.get(stage, 2), thread_name_prefix=f"stage-{stage.value}")
+            for stage in Stage
+        }
+
+    def submit(self, stage: Stage, *args: Any, **kwargs: Any) -> Future:
+        stage = Stage(stage)
+        return self._pools[stage].submit(self.worker.run, stage, *args, **kwargs)
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,91 @@
+"""The pipeline's stages and the worker that runs them next to its models.
+
+A stage is a named unit of work the pipeline hands to a Runner:
+- VAD_SPLIT(samples) -> list[Chunk]
+- DETECT_LANGUAGE(samples) -> str
+- TRANSCRIBE(batch: list[ChunkAudio], options: TranscribeOptions) -> list[ChunkTranscript]
+- DIARIZE(samples, hints: SpeakerHints) -> list[Turn]
+
+`StageWorker` holds one instance of each model a process needs (loaded once, thread-safe) and runs
+stages by name. The in-process runner owns one; each local_dev worker process owns one; on Modal each
+deployable class wraps the single model it needs instead.
+"""
+
+from __future__ import annotations
+
+import threading
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.config import Settings
+    from shared.diarization import Diarizer
+    from shared.transcriber import WhisperTranscriber
+    from shared.vad import SileroVad
+
+
+class Stage(str, Enum):
+    VAD_SPLIT = "vad_split"
+    DETECT_LANGUAGE = "detect_language"
+    TRANSCRIBE = "transcribe"
+    DIARIZE = "diarize"
+
+
+class StageWorker:
+    """Loads models on first use (or all at once with `load()`), then runs stages by name."""
+
+    def __init__(self, settings: "Settings"):
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._vad: SileroVad | None = None
+        self._transcriber: WhisperTranscriber | None = None
+        self._diarizer: Diarizer | None = None
+
+    @property
+    def vad(self) -> "SileroVad":
+        with self._lock:
+            if self._vad is None:
+                from shared.vad import SileroVad
+
+                self._vad = SileroVad.from_settings(self.settings)
+            return self._vad
+
+    @property
+    def transcriber(self) -> "WhisperTranscriber":
+        with self._lock:
+            if self._transcriber is None:
+                from shared.transcriber import WhisperTranscriber
+
+                self._transcriber = WhisperTranscriber.from_settings(self.settings)
+            return self._transcriber
+
+    @property
+    def diarizer(self) -> "Diarizer":
+        with self._lock:
+            if self._diarizer is None:
+                from shared.diarization import build_diarizer
+
+                self._diarizer = build_diarizer(self.settings)
+            return self._diarizer
+
+    def load(self, stages: tuple[Stage, ...] = tuple(Stage)) -> "StageWorker":
+        """Load every model the given stages need now, so the first request does not pay for it."""
+        if Stage.VAD_SPLIT in stages:
+            self.vad  # noqa: B018 - property loads the model
+        if Stage.TRANSCRIBE in stages or Stage.DETECT_LANGUAGE in stages:
+            self.transcriber  # noqa: B018
+        if Stage.DIARIZE in stages:
+            self.diarizer  # noqa: B018
+        return self
+
+    def run(self, stage: Stage | str, *args: Any, **kwargs: Any) -> Any:
+        stage = Stage(stage)
+        if stage is Stage.VAD_SPLIT:
+            return self.vad.split(*args, **kwargs)
+        if stage is Stage.DETECT_LANGUAGE:
+            return self.transcriber.detect_language(*args, **kwargs)
+        if stage is Stage.TRANSCRIBE:
+            return self.transcriber.transcribe_batch(*args, **kwargs)
+        if stage is Stage.DIARIZE:
+            return self.diarizer.diarize(*args, **kwargs)
+        raise ValueError(f"unknown stage {stage!r}")
