@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     beam_size: int = Field(default=5, ge=1, le=10)
     batch_size: int = Field(default=8, ge=1, le=64, description="chunks per transcription batch")
     diarizer: Literal["auto", "pyannote", "embedded"] = "auto"
+    diarizer_threshold: float = Field(
+        default=0.4, gt=0.0, lt=2.0,
+        description="embedded diarizer: cosine distance at which voices count as different speakers",
+    )
 
     # --- chunking (VAD) ---
     min_silence_ms: int = Field(default=600, ge=100, description="cut only in silences longer than this")
@@ -44,6 +48,18 @@ class Settings(BaseSettings):
     port: int = 8000
     max_upload_mb: float = Field(default=500.0, gt=0)
     log_level: str = "info"
+
+    # --- local_dev worker pool (python -m local_dev serve) ---
+    cpu_workers: int = Field(default=2, ge=1, description="worker processes when there is no GPU (or DEVICE=cpu)")
+    workers_per_gpu: int = Field(default=1, ge=1, description="worker processes (model copies) per GPU")
+    diarize_gpu: int | None = Field(default=None, description="nvidia-smi index of the diarizer GPU; default last")
+    batch_wait_ms: float = Field(default=20.0, ge=0, description="hold a short batch this long to merge requests")
+    worker_inflight: int = Field(default=2, ge=1, description="calls per stage sent ahead to a worker")
+    worker_max_attempts: int = Field(default=3, ge=1, description="tries per call across worker crashes")
+    worker_preload: bool = Field(default=True, description="load a worker's models before it takes work")
+    worker_port: int = Field(default=0, ge=0, description="port workers connect to; 0 picks a free one")
+    worker_authkey: str | None = Field(default=None, description="shared secret of workers; default random")
+    docker_image: str = "whospoke-worker:local"
 
     @property
     def max_upload_bytes(self) -> int:

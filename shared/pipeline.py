@@ -1,0 +1,118 @@
+"""The flow, on one page.
+
+    samples --VAD_SPLIT--> chunks --TRANSCRIBE (batches, fanned out by the runner)--> words
+    samples --DIARIZE (started first, runs while transcription goes on)--> speaker turns
+    words + turns --assign--> segments, emitted in time order as soon as they are final
+
+The pipeline only talks to a Runner; where the stages run (threads here, local worker processes, Modal
+containers) is the runner's business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+
+import numpy as np
+
+from shared.assign import build_segments
+from shared.domain import SAMPLE_RATE, ChunkAudio, Segment, TranscribeOptions, Transcript, Turn, Word
+from shared.runner import Runner
+from shared.stages import Stage
+
+UNDETERMINED = "und"  # ISO 639-2 "undetermined": no speech to tell the language from
+
+ProgressCallback = Callable[[float, float], None]  # (audio seconds done, total seconds)
+
+
+class PipelineRun:
+    """One transcription in flight: iterate it for final segments, then read language and speakers."""
+
+    def __init__(
+        self,
+        samples: np.ndarray,
+        options: TranscribeOptions,
+        runner: Runner,
+        *,
+        batch_size: int = 8,
+        on_progress: ProgressCallback | None = None,
+    ):
+        self.samples = samples
+        self.options = options
+        self.runner = runner
+        self.batch_size = batch_size
+        self.on_progress = on_progress
+        self.duration = len(samples) / SAMPLE_RATE
+        self.language: str = options.language or UNDETERMINED
+        self.speakers: list[str] = []
+
+    def __iter__(self) -> Iterator[Segment]:
+        diarization: Future | None = None
+        if self.options.diarize:
+            diarization = self.runner.submit(Stage.DIARIZE, self.samples, self.options.speakers)
+        try:
+            chunks = self.runner.submit(Stage.VAD_SPLIT, self.samples).result()
+            options = self.options
+            if chunks and options.language is None:
+                first = _cut(self.samples, chunks[0])
+                options = options.model_copy(
+                    update={"language": self.runner.submit(Stage.DETECT_LANGUAGE, first).result()}
+                )
+            self.language = options.language or UNDETERMINED
+            batches = [
+                [ChunkAudio(c, _cut(self.samples, c)) for c in chunks[i : i + self.batch_size]]
+                for i in range(0, len(chunks), self.batch_size)
+            ]
+            pending: list[Word] = []
+            turns: list[Turn] | None = None
+            self._progress(0.0)
+            for batch_result in self.runner.map(Stage.TRANSCRIBE, batches, options=options):
+                for chunk_transcript in batch_result:
+                    pending += [w for seg in chunk_transcript.segments for w in seg.words]
+                self._progress(batch_result[-1].chunk.keep_end if batch_result else 0.0)
+                if diarization is not None and turns is None:
+                    turns = diarization.result()
+                # every segment but the last is final: a later word has already closed it
+                segments = build_segments(pending, turns)
+                for segment in segments[:-1]:
+                    yield self._seen(segment)
+                pending = pending[len(pending) - len(segments[-1].words or []) :] if segments else []
+            if diarization is not None and turns is None:
+                turns = diarization.result()
+            for segment in build_segments(pending, turns):
+                yield self._seen(segment)
+            self._progress(self.duration)
+        finally:
+            if diarization is not None:
+                diarization.cancel()
+
+    def transcript(self) -> Transcript:
+        """Run to the end and return the whole transcript."""
+        segments = list(self)
+        return Transcript(segments=segments, language=self.language, duration=self.duration, speakers=self.speakers)
+
+    def _seen(self, segment: Segment) -> Segment:
+        if segment.speaker and segment.speaker not in self.speakers:
+            self.speakers.append(segment.speaker)
+        if not self.options.word_timestamps:
+            segment = segment.model_copy(update={"words": None})
+        return segment
+
+    def _progress(self, done: float) -> None:
+        if self.on_progress:
+            self.on_progress(min(done, self.duration), self.duration)
+
+
+def transcribe(
+    samples: np.ndarray,
+    options: TranscribeOptions,
+    runner: Runner,
+    *,
+    batch_size: int = 8,
+    on_progress: ProgressCallback | None = None,
+) -> Transcript:
+    return PipelineRun(samples, options, runner, batch_size=batch_size, on_progress=on_progress).transcript()
+
+
+def _cut(samples: np.ndarray, chunk) -> np.ndarray:
+    return samples[int(chunk.start * SAMPLE_RATE) : int(chunk.end * SAMPLE_RATE)]

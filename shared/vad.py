@@ -1,0 +1,124 @@
+"""Silero VAD: find speech, then cut the clip into chunks Whisper can take (<= 30 s).
+
+Cuts fall in silences longer than `min_silence_ms`. A stretch of speech longer than a chunk with no such
+silence is cut at its quietest moment instead. Every chunk owns [keep_start, keep_end), the span between
+two cut points, and its audio reaches `overlap_s / 2` past each cut, so neighbours overlap by `overlap_s`
+and a word is kept only by the chunk that owns its midpoint.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from shared.domain import SAMPLE_RATE, Chunk
+
+SPEECH_PAD_S = 0.2  # audio kept around detected speech, so soft word edges are not clipped
+
+
+@dataclass(frozen=True)
+class Region:
+    start: float
+    end: float
+
+
+class SileroVad:
+    def __init__(
+        self,
+        *,
+        min_silence_ms: int = 600,
+        max_chunk_s: float = 30.0,
+        overlap_s: float = 0.2,
+        threshold: float = 0.5,
+        min_speech_ms: int = 250,
+    ):
+        from silero_vad import load_silero_vad
+
+        self.min_silence_ms = min_silence_ms
+        self.max_chunk_s = max_chunk_s
+        self.overlap_s = overlap_s
+        self.threshold = threshold
+        self.min_speech_ms = min_speech_ms
+        self._model = load_silero_vad(onnx=True)  # the ONNX model bundled in the silero-vad wheel
+        self._lock = threading.Lock()  # the model carries recurrent state between windows
+
+    @classmethod
+    def from_settings(cls, settings) -> "SileroVad":
+        return cls(
+            min_silence_ms=settings.min_silence_ms,
+            max_chunk_s=settings.max_chunk_s,
+            overlap_s=settings.chunk_overlap_s,
+        )
+
+    def speech_regions(self, samples: np.ndarray, *, min_silence_ms: int | None = None) -> list[Region]:
+        """Stretches of speech, merged across silences shorter than `min_silence_ms`."""
+        import torch
+        from silero_vad import get_speech_timestamps
+
+        if samples.size < SAMPLE_RATE // 10:
+            return []
+        with self._lock, torch.inference_mode():
+            stamps = get_speech_timestamps(
+                torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)),
+                self._model,
+                threshold=self.threshold,
+                sampling_rate=SAMPLE_RATE,
+                min_speech_duration_ms=self.min_speech_ms,
+                min_silence_duration_ms=min_silence_ms if min_silence_ms is not None else self.min_silence_ms,
+                speech_pad_ms=30,
+            )
+        return [Region(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in stamps]
+
+    def split(self, samples: np.ndarray) -> list[Chunk]:
+        duration = len(samples) / SAMPLE_RATE
+        regions = self._split_long(samples, self.speech_regions(samples))
+        return plan_chunks(regions, duration, max_chunk_s=self.max_chunk_s, overlap_s=self.overlap_s)
+
+    def _split_long(self, samples: np.ndarray, regions: list[Region]) -> list[Region]:
+        """Cut speech longer than a chunk can hold at its quietest moments."""
+        limit = self.max_chunk_s - 2 * SPEECH_PAD_S
+        out: list[Region] = []
+        for region in regions:
+            start = region.start
+            while region.end - start > limit:
+                cut = quietest_point(samples, start + limit / 2, start + limit)
+                out.append(Region(start, cut))
+                start = cut
+            out.append(Region(start, region.end))
+        return out
+
+
+def quietest_point(samples: np.ndarray, lo: float, hi: float, frame_s: float = 0.05) -> float:
+    """The centre of the lowest-energy frame in [lo, hi] (seconds)."""
+    frame = int(frame_s * SAMPLE_RATE)
+    a, b = int(lo * SAMPLE_RATE), int(hi * SAMPLE_RATE)
+    window = samples[a:b]
+    n = len(window) // frame
+    if n == 0:
+        return hi
+    energy = np.square(window[: n * frame].reshape(n, frame)).mean(axis=1)
+    return (a + (int(np.argmin(energy)) + 0.5) * frame) / SAMPLE_RATE
+
+
+def plan_chunks(regions: list[Region], duration: float, *, max_chunk_s: float, overlap_s: float) -> list[Chunk]:
+    """Pack speech regions greedily into chunks of at most `max_chunk_s` seconds of audio."""
+    groups: list[list[Region]] = []
+    for region in regions:
+        if groups and (region.end + SPEECH_PAD_S) - (groups[-1][0].start - SPEECH_PAD_S) <= max_chunk_s:
+            groups[-1].append(region)
+        else:
+            groups.append([region])
+    # cut points: the middle of the gap between two groups (zero-width gap for a forced cut)
+    cuts = [(a[-1].end + b[0].start) / 2 for a, b in zip(groups, groups[1:])]
+    bounds = [0.0, *cuts, duration]
+    half = overlap_s / 2
+    chunks = []
+    for i, group in enumerate(groups):
+        keep_start, keep_end = bounds[i], bounds[i + 1]
+        start = max(0.0, keep_start - half, group[0].start - SPEECH_PAD_S)
+        end = min(duration, keep_end + half, group[-1].end + SPEECH_PAD_S)
+        chunks.append(Chunk(index=i, start=round(start, 3), end=round(end, 3),
+                            keep_start=round(keep_start, 3), keep_end=round(keep_end, 3)))
+    return chunks
