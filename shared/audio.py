@@ -56,7 +56,8 @@ def decode(source: bytes | str | Path | BinaryIO) -> DecodedAudio:
     except AudioDecodeError:
         raise
     except (av.error.FFmpegError, ValueError, IndexError, EOFError) as exc:
-        raise AudioDecodeError(f"could not decode audio: {exc}") from exc
+        reason = getattr(exc, "strerror", None) or str(exc)  # strerror: without our temp file's path
+        raise AudioDecodeError(f"could not decode audio ({reason})") from exc
     samples = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
     if samples.size == 0:
         raise AudioDecodeError("the file contains no audio samples")

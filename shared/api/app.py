@@ -1,0 +1,66 @@
+"""The FastAPI app: the same object is served by uvicorn locally and by @modal.asgi_app() on Modal."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+
+from shared.api import audio
+from shared.api.errors import install_error_handlers
+from shared.api.uploads import BodySizeLimit
+from shared.config import Settings, get_settings
+from shared.runner import InProcessRunner, Runner
+from shared.service import TranscriptionService
+from shared.storage import ClipStore
+
+log = logging.getLogger(__name__)
+
+
+def default_runner(settings: Settings) -> Runner:
+    """Models in this process, loaded now so the first request does not wait for them."""
+    from shared.stages import StageWorker
+
+    return InProcessRunner(StageWorker(settings).load())
+
+
+def create_app(settings: Settings | None = None, runner: Runner | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        own_runner = runner is None
+        active = runner or default_runner(settings)
+        clips = ClipStore(settings.audio_storage_path)
+        swept = clips.sweep_incoming()
+        if swept:
+            log.info("removed %d half-received uploads", swept)
+        app.state.service = TranscriptionService(settings, active, clips)
+        try:
+            yield
+        finally:
+            if own_runner:
+                active.close()
+
+    app = FastAPI(
+        title="whospoke",
+        summary="Speech transcription with speaker diarization: who said what, when.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.include_router(audio.router)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz(request: Request) -> dict:
+        return {
+            "status": "ok",
+            "whisper_model": settings.whisper_model,
+            "diarizer": settings.resolved_diarizer,
+            "device": settings.resolved_device,
+        }
+
+    return app

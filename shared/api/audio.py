@@ -1,0 +1,77 @@
+"""The seed's API: upload, inspect and delete clips; transcribe a stored clip."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from shared.api.params import output_format, transcribe_options
+from shared.api.uploads import MULTIPART_FILE_SCHEMA, receive_upload
+from shared.domain import ClipInfo, OutputFormat, TranscribeOptions, Transcript
+from shared.render import MEDIA_TYPES, render
+from shared.service import TranscriptionService
+from shared.storage import check_clip_id
+
+router = APIRouter(prefix="/api", tags=["audio"])
+
+
+def get_service(request: Request) -> TranscriptionService:
+    return request.app.state.service
+
+
+class ClipUploaded(ClipInfo):
+    message: str
+
+
+class ClipDeleted(BaseModel):
+    clip_id: str
+    message: str
+
+
+@router.post("/audio", status_code=201, response_model=ClipUploaded, openapi_extra=MULTIPART_FILE_SCHEMA)
+async def upload_audio(request: Request, service: TranscriptionService = Depends(get_service)) -> ClipUploaded:
+    """Upload an audio file (multipart field `file`: wav, mp3, flac, ogg/opus, m4a/aac, webm...)."""
+    upload = await receive_upload(request, service.clips)
+    info = await run_in_threadpool(
+        service.add_clip, upload.path, filename=upload.filename, content_type=upload.content_type
+    )
+    return ClipUploaded(**info.model_dump(), message="Audio uploaded successfully")
+
+
+@router.get("/audio/{clip_id}", response_model=ClipInfo)
+def get_audio(clip_id: str, service: TranscriptionService = Depends(get_service)) -> ClipInfo:
+    return service.clips.get(check_clip_id(clip_id))
+
+
+@router.delete("/audio/{clip_id}", response_model=ClipDeleted)
+def delete_audio(clip_id: str, service: TranscriptionService = Depends(get_service)) -> ClipDeleted:
+    service.clips.delete(check_clip_id(clip_id))
+    return ClipDeleted(clip_id=clip_id, message="Audio deleted")
+
+
+def transcript_response(transcript: Transcript, fmt: OutputFormat, options: TranscribeOptions) -> Response:
+    body = render(transcript, fmt, include_words=options.word_timestamps)
+    if fmt is OutputFormat.json:
+        return Response(body, media_type="application/json")
+    return Response(body, media_type=f"{MEDIA_TYPES[fmt]}; charset=utf-8")
+
+
+@router.post(
+    "/transcribe",
+    response_model=Transcript,
+    responses={200: {"content": {t: {} for t in ("application/x-subrip", "text/vtt", "text/plain")}}},
+)
+async def transcribe(
+    clip_id: str,
+    options: TranscribeOptions = Depends(transcribe_options),
+    fmt: OutputFormat = Depends(output_format),
+    service: TranscriptionService = Depends(get_service),
+) -> Response:
+    """Transcribe (and, unless diarize=false, diarize) a stored clip; answers when done."""
+    check_clip_id(clip_id)
+    service.clips.get(clip_id)
+    options = service.check_options(options)
+    transcript = await run_in_threadpool(service.transcribe_clip, clip_id, options)
+    return transcript_response(transcript, fmt, options)
