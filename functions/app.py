@@ -1,0 +1,369 @@
+"""The Modal deployment, on one page.
+
+    web (CPU, @modal.asgi_app)  the same FastAPI app as local runs, with a ModalRunner:
+      | Vad.split           -> chunks                      (CPU mapper)
+      | Transcriber.*.map() -> one GPU container per batch (T4; large-v3 loaded once per container)
+      | ChunkTranscriber    -> short clips, packed across requests by @modal.batched
+      | Diarizer.diarize    -> speaker turns, concurrently with transcription (GPU)
+    transcribe_file (CPU)   one input of a batch: the same pipeline, the same ModalRunner
+    batch (local entry)     `modal run functions/app.py::batch --src DIR|LIST|URL,...` -> every format
+
+Every class is a thin shell around the classes in shared/ (SileroVad, WhisperTranscriber,
+build_diarizer): models load once per container in @modal.enter, imports are captured in a memory
+snapshot (@modal.enter(snap=True)), weights are cached on a Volume (HF_HOME), the Hugging Face token
+comes from a Secret. All resources and scaling come from functions/settings.py.
+
+Deploy (see README): `modal secret create whospoke-hf HUGGINGFACE_TOKEN=hf_... HF_TOKEN=hf_...`, then
+`modal deploy functions/app.py`.
+"""
+
+# No `from __future__ import annotations`: modal.parameter reads the class annotations as types.
+import logging
+import os
+from pathlib import Path
+
+import modal
+import numpy as np
+
+from functions.modal_runner import CHUNK_TARGET, LocalCalls, ModalCalls, ModalRunner, modal_targets
+from functions.settings import DATA_PATH, MODELS_PATH, get_modal_settings
+from images import modal_images
+from shared.domain import Chunk, ChunkAudio, ChunkTranscript, SpeakerHints, TranscribeOptions, Turn
+
+log = logging.getLogger(__name__)
+
+settings = get_modal_settings()
+app = modal.App(settings.app_name)
+
+models_volume = modal.Volume.from_name(settings.models_volume, create_if_missing=True)
+data_volume = modal.Volume.from_name(settings.data_volume, create_if_missing=True)
+hf_secret = modal.Secret.from_name(settings.hf_secret)
+
+transcriber_image = modal_images.transcriber_image()
+diarizer_image = modal_images.diarizer_image()
+light_image = modal_images.light_image()
+
+GPU_ENV = settings.container_env(device="cuda")
+CPU_ENV = settings.container_env(device="cpu")
+GPU_SNAPSHOT = {"enable_gpu_snapshot": "true"} if settings.gpu_snapshot else {}
+
+
+def service_settings(**overrides):
+    """The service's own Settings, from the environment `container_env` gave this container."""
+    from shared.config import Settings
+
+    s = Settings()
+    return s.model_copy(update=overrides) if overrides else s
+
+
+def _commit(volume: modal.Volume) -> None:
+    """Persist what this container wrote (downloaded weights) for the next containers. Not in tests."""
+    if not modal.is_local():
+        volume.commit()
+
+
+# --- transcription (GPU) ---------------------------------------------------------------------------
+
+
+class _WhisperShell:
+    """Loads faster-whisper once per container. `model` (a modal.parameter on each class) overrides
+    WHISPER_MODEL, so one deployment can serve several models: Transcriber(model="large-v3-turbo")."""
+
+    model: str
+    whisper = None
+
+    def _settings(self):
+        return service_settings(**({"whisper_model": self.model} if self.model else {}))
+
+    def _prepare(self) -> None:
+        """Before the snapshot (no GPU yet): import the libraries, put the weights on the Volume."""
+        import faster_whisper  # noqa: F401 - the import is what the snapshot saves
+
+        from shared.transcriber import resolve_whisper_model
+
+        s = self._settings()
+        name = resolve_whisper_model(s.whisper_model)
+        if not Path(name).is_dir() and s.hf_home:
+            from faster_whisper.utils import download_model
+
+            download_model(name, cache_dir=str(Path(s.hf_home) / "hub"))
+            _commit(models_volume)
+        if settings.gpu_snapshot:
+            self._load()
+
+    def _load(self) -> None:
+        if self.whisper is None:
+            from shared.transcriber import WhisperTranscriber
+
+            self.whisper = WhisperTranscriber.from_settings(self._settings())
+
+
+_transcriber_kwargs = dict(
+    image=transcriber_image,
+    volumes={MODELS_PATH: models_volume},
+    secrets=[hf_secret],
+    env=GPU_ENV,
+    experimental_options=GPU_SNAPSHOT,
+    **settings.transcriber.decorator_kwargs(),
+)
+_SNAP = settings.transcriber.memory_snapshot
+
+
+@app.cls(**_transcriber_kwargs)
+class Transcriber(_WhisperShell):
+    """Whole batches (the pipeline's batching): `Transcriber().transcribe.map(batches, kwargs=...)`."""
+
+    model: str = modal.parameter(default="")
+
+    @modal.enter(snap=_SNAP)
+    def prepare(self) -> None:
+        self._prepare()
+
+    @modal.enter()
+    def load(self) -> None:
+        self._load()
+
+    @modal.method()
+    def transcribe(self, batch: list[ChunkAudio], options: TranscribeOptions) -> list[ChunkTranscript]:
+        return self.whisper.transcribe_batch(batch, options)
+
+    @modal.method()
+    def detect_language(self, samples: np.ndarray) -> str:
+        return self.whisper.detect_language(samples)
+
+
+@app.cls(**_transcriber_kwargs)
+class ChunkTranscriber(_WhisperShell):
+    """Single chunks, packed by Modal across concurrent calls (other requests' short clips included) into
+    one GPU batch of up to `dynamic_batch_max`: where one short clip alone would leave the GPU idle."""
+
+    model: str = modal.parameter(default="")
+
+    @modal.enter(snap=_SNAP)
+    def prepare(self) -> None:
+        self._prepare()
+
+    @modal.enter()
+    def load(self) -> None:
+        self._load()
+
+    @modal.batched(max_batch_size=settings.dynamic_batch_max, wait_ms=settings.dynamic_batch_wait_ms)
+    def transcribe(self, chunks: list[ChunkAudio], options: list[TranscribeOptions]) -> list[ChunkTranscript]:
+        return transcribe_packed(self.whisper, chunks, options, settings.transcribe_batch_size)
+
+
+def transcribe_packed(whisper, chunks: list[ChunkAudio], options: list[TranscribeOptions], batch_size: int):
+    """Chunks of different requests in one call: each group of equal options is one batched pass.
+    A chunk without a language gets its own detection (one batch shares one language)."""
+    options = [
+        o if o.language is not None else o.model_copy(update={"language": whisper.detect_language(c.samples)})
+        for c, o in zip(chunks, options)
+    ]
+    groups: dict[str, list[int]] = {}
+    for i, o in enumerate(options):
+        groups.setdefault(o.model_dump_json(), []).append(i)
+    results: list[ChunkTranscript | None] = [None] * len(chunks)
+    for indices in groups.values():
+        for start in range(0, len(indices), batch_size):
+            part = indices[start : start + batch_size]
+            for i, result in zip(part, whisper.transcribe_batch([chunks[i] for i in part], options[part[0]])):
+                results[i] = result
+    return results
+
+
+# --- diarization (GPU) -----------------------------------------------------------------------------
+
+
+@app.cls(
+    image=diarizer_image,
+    volumes={MODELS_PATH: models_volume},
+    secrets=[hf_secret],
+    env=GPU_ENV,
+    **settings.diarizer.decorator_kwargs(),
+)
+class Diarizer:
+    """pyannote.audio when PYANNOTE_MODEL is set at deploy time, else the embedded diarizer."""
+
+    diarizer = None
+
+    @modal.enter(snap=settings.diarizer.memory_snapshot)
+    def prepare(self) -> None:
+        import torch  # noqa: F401 - the snapshot keeps the import (seconds), the GPU comes after
+
+        import shared.diarization  # noqa: F401
+
+    @modal.enter()
+    def load(self) -> None:
+        from shared.diarization import build_diarizer
+
+        self.diarizer = build_diarizer(service_settings())
+        _commit(models_volume)  # a pyannote pipeline downloaded on the first start stays for the next
+
+    @modal.method()
+    def diarize(self, samples: np.ndarray, hints: SpeakerHints | None = None) -> list[Turn]:
+        return self.diarizer.diarize(samples, hints)
+
+
+# --- VAD splitting (CPU) ---------------------------------------------------------------------------
+
+
+@app.cls(image=light_image, env=CPU_ENV, **settings.vad.decorator_kwargs())
+class Vad:
+    """Cuts a clip into <= 30 s chunks at silences (Silero VAD, ONNX on CPU)."""
+
+    vad = None
+
+    @modal.enter(snap=settings.vad.memory_snapshot)
+    def prepare(self) -> None:
+        import onnxruntime  # noqa: F401
+        import silero_vad  # noqa: F401
+
+    @modal.enter()
+    def load(self) -> None:
+        from shared.vad import SileroVad
+
+        self.vad = SileroVad.from_settings(service_settings())
+
+    @modal.method()
+    def split(self, samples: np.ndarray) -> list[Chunk]:
+        return self.vad.split(samples)
+
+
+# --- the runner: the pipeline's stages on the classes above ----------------------------------------
+
+CALLS_ENV = "WHOSPOKE_MODAL_CALLS"  # "local": call the same methods with .local() (tests, no credentials)
+
+
+def stage_targets() -> dict:
+    return modal_targets(Vad(), Transcriber(), ChunkTranscriber(), Diarizer())
+
+
+def build_runner(calls=None) -> ModalRunner:
+    if calls is None:
+        if os.environ.get(CALLS_ENV, "remote") == "local":
+            calls = LocalCalls(stage_targets(), batched={CHUNK_TARGET: settings.dynamic_batch_max})
+        else:
+            calls = ModalCalls(stage_targets())
+    return ModalRunner.from_settings(calls, settings)
+
+
+# --- the web endpoint (CPU) ------------------------------------------------------------------------
+# Jobs (issue 3) plug in here: create_app(..., jobs=<a store over modal.Dict.from_name(settings.jobs_dict)>)
+# with job execution through a `.spawn()`ed function and webhooks delivered from another function.
+
+
+@app.function(image=light_image, volumes={DATA_PATH: data_volume}, env=CPU_ENV, **settings.web.decorator_kwargs(web=True))
+@modal.concurrent(max_inputs=settings.web.max_inputs)
+@modal.asgi_app(label=settings.web_label)
+def web():
+    """The FastAPI app of local runs, its stages fanned out to the GPU functions."""
+    from shared.api.app import create_app
+
+    return create_app(settings=service_settings(), runner=build_runner())
+
+
+# --- batch: many files, every output format --------------------------------------------------------
+
+_batch_runner: ModalRunner | None = None
+
+
+def _runner() -> ModalRunner:
+    global _batch_runner
+    if _batch_runner is None:
+        _batch_runner = build_runner()
+    return _batch_runner
+
+
+@app.function(image=light_image, env=CPU_ENV, **settings.batch.decorator_kwargs())
+@modal.concurrent(max_inputs=settings.batch.max_inputs)
+def transcribe_file(source: bytes | str, name: str, options_json: str, formats: list[str]) -> dict:
+    """One input of a batch: audio bytes or an http(s) URL -> {"name", "outputs": {format: text}} or
+    {"name", "error"} (an error is returned, not raised, so one bad file does not stop the batch)."""
+    from functions.batch import fetch, transcribe_audio
+
+    try:
+        s = service_settings()
+        data = source if isinstance(source, bytes) else fetch(source, max_bytes=s.max_upload_bytes)
+        options = TranscribeOptions.model_validate_json(options_json)
+        rendered = transcribe_audio(data, options, _runner(), s, formats, file_id=name)
+        return {"name": name, "outputs": rendered}
+    except Exception as exc:  # noqa: BLE001 - reported per file
+        log.exception("batch input %s failed", name)
+        return {"name": name, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def batch_inputs(src: str) -> list[tuple[bytes | str, str]]:
+    """(payload, output name) per input: local files are read here and sent; URLs are fetched remotely."""
+    from functions.batch import discover, is_url, output_stem
+
+    root = src if Path(src).is_dir() else None
+    items = []
+    for entry in discover(src):
+        items.append((entry if is_url(entry) else Path(entry).read_bytes(), output_stem(entry, root)))
+    return items
+
+
+def run_batch(
+    src: str,
+    out: str,
+    options: TranscribeOptions,
+    formats: list[str],
+    *,
+    transcribe=None,
+    skip_existing: bool = True,
+) -> dict[str, int]:
+    """Fan the inputs out over `transcribe_file.map` and write each result as it arrives (progress bar)."""
+    from tqdm import tqdm
+
+    from functions.batch import outputs_exist, write_outputs
+
+    transcribe = transcribe or transcribe_file
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    items = [(payload, name) for payload, name in batch_inputs(src)]
+    todo = [(p, n) for p, n in items if not (skip_existing and outputs_exist(out_dir, n, formats))]
+    counts = {"inputs": len(items), "skipped": len(items) - len(todo), "done": 0, "failed": 0}
+    if not todo:
+        return counts
+    options_json = options.model_dump_json()
+    results = transcribe.map(
+        [p for p, _ in todo],
+        [n for _, n in todo],
+        kwargs={"options_json": options_json, "formats": formats},
+        order_outputs=False,
+    )
+    with tqdm(total=len(todo), unit="file", desc="transcribing") as bar:
+        for result in results:
+            if "error" in result:
+                counts["failed"] += 1
+                tqdm.write(f"FAILED {result['name']}: {result['error']}")
+            else:
+                write_outputs(out_dir, result["name"], result["outputs"])
+                counts["done"] += 1
+            bar.update()
+    return counts
+
+
+@app.local_entrypoint()
+def batch(
+    src: str,
+    out: str = "transcripts",
+    formats: str = "all",
+    language: str = "",
+    diarize: bool = True,
+    num_speakers: int = 0,
+    word_timestamps: bool = False,
+):
+    """`modal run functions/app.py::batch --src ./calls` (a folder, a .txt list, or path,URL,...)."""
+    from functions.batch import parse_formats
+
+    options = TranscribeOptions(
+        diarize=diarize,
+        language=language or None,
+        word_timestamps=word_timestamps,
+        speakers=SpeakerHints(num_speakers=num_speakers or None),
+    )
+    counts = run_batch(src, out, options, parse_formats(formats))
+    print(f"{counts['done']} transcribed, {counts['skipped']} already there, {counts['failed']} failed -> {out}")
+    if counts["failed"]:
+        raise SystemExit(1)

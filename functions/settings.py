@@ -1,0 +1,164 @@
+"""Every knob of the Modal deployment in one place: GPU types, timeouts, autoscaling, retries, batching.
+
+Read at `modal deploy` time from environment variables prefixed `WHOSPOKE_MODAL_` (nested with `__`),
+e.g. `WHOSPOKE_MODAL_TRANSCRIBER__GPU=L4 WHOSPOKE_MODAL_WHISPER_MODEL=large-v3-turbo modal deploy ...`.
+The values in force at deploy time travel into the containers (`container_env`), so the code that runs
+there (the Modal runner's routing, the service's own Settings) sees the same configuration.
+
+The service's own settings (shared.config.Settings: WHISPER_MODEL, DEVICE, PYANNOTE_MODEL...) are not
+repeated here: `container_env` sets them for each function from the fields below.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SETTINGS_ENV = "WHOSPOKE_MODAL_SETTINGS_JSON"  # the deploy-time settings, as seen inside containers
+
+MODELS_PATH = "/models"  # model weights Volume (HF_HOME lives under it)
+DATA_PATH = "/data"  # clips and results Volume
+
+
+class FunctionSpec(BaseModel):
+    """Resources and scaling of one deployable function or class."""
+
+    gpu: str | None = None
+    cpu: float | None = None
+    memory_mib: int | None = None
+    timeout_s: int = Field(default=600, ge=10, le=24 * 3600)
+    startup_timeout_s: int | None = Field(default=None, description="model load on a cold start; None: timeout_s")
+    scaledown_window_s: int = Field(default=60, ge=2, le=3600, description="idle seconds before a container stops")
+    min_containers: int = Field(default=0, ge=0, description="0: nothing runs (or costs) while idle")
+    max_containers: int = Field(default=10, ge=1)
+    retries: int = Field(default=2, ge=0, le=10, description="Modal re-runs a failed input this often")
+    max_inputs: int | None = Field(default=None, ge=1, description="@modal.concurrent: inputs per container")
+    memory_snapshot: bool = True
+
+    def decorator_kwargs(self, *, web: bool = False) -> dict[str, Any]:
+        """Keyword arguments for @app.function / @app.cls."""
+        import modal
+
+        kwargs: dict[str, Any] = {
+            "gpu": self.gpu,
+            "cpu": self.cpu,
+            "memory": self.memory_mib,
+            "timeout": self.timeout_s,
+            "startup_timeout": self.startup_timeout_s,
+            "scaledown_window": self.scaledown_window_s,
+            "min_containers": self.min_containers,
+            "max_containers": self.max_containers,
+            "enable_memory_snapshot": self.memory_snapshot,
+        }
+        if not web and self.retries:  # Modal refuses retries on web endpoints
+            kwargs["retries"] = modal.Retries(max_retries=self.retries, backoff_coefficient=2.0, initial_delay=1.0)
+        return kwargs
+
+
+class TranscriberSpec(FunctionSpec):
+    gpu: str | None = "T4"
+    memory_mib: int | None = 8192
+    timeout_s: int = 600
+    startup_timeout_s: int | None = 900  # the first container ever downloads large-v3 (~3 GB) to the Volume
+    max_containers: int = 20
+
+
+class DiarizerSpec(FunctionSpec):
+    gpu: str | None = "T4"
+    memory_mib: int | None = 8192
+    timeout_s: int = 1800  # one call diarizes a whole clip
+    startup_timeout_s: int | None = 900
+    max_containers: int = 10
+
+
+class VadSpec(FunctionSpec):
+    cpu: float | None = 2.0
+    memory_mib: int | None = 4096
+    timeout_s: int = 900
+    max_containers: int = 20
+
+
+class WebSpec(FunctionSpec):
+    cpu: float | None = 2.0
+    memory_mib: int | None = 4096
+    timeout_s: int = 1800  # a synchronous request waits for its whole transcript
+    scaledown_window_s: int = 120
+    max_containers: int = 10
+    retries: int = 0  # Modal refuses retries on web endpoints
+    max_inputs: int | None = 32  # requests mostly wait on GPU functions
+
+
+class BatchSpec(FunctionSpec):
+    cpu: float | None = 2.0
+    memory_mib: int | None = 8192
+    timeout_s: int = 3600
+    scaledown_window_s: int = 30
+    max_containers: int = 50
+    retries: int = 1
+    max_inputs: int | None = 4
+
+
+class ModalSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WHOSPOKE_MODAL_", env_nested_delimiter="__", extra="ignore")
+
+    app_name: str = "whospoke"
+    web_label: str | None = Field(default=None, description="subdomain label of the web endpoint; None: Modal's")
+
+    # --- named Modal objects ---
+    hf_secret: str = Field(default="whospoke-hf", description="Secret holding HUGGINGFACE_TOKEN (and HF_TOKEN)")
+    models_volume: str = "whospoke-models"
+    data_volume: str = "whospoke-data"
+    jobs_dict: str = "whospoke-jobs"
+
+    # --- what the containers run (become the service's own settings there) ---
+    whisper_model: str = "large-v3"
+    compute_type: str = "float16"  # T4 (sm75) has fast fp16 tensor cores; int8_float16 trades accuracy for memory
+    beam_size: int = 5
+    pyannote_model: str | None = Field(default=None, description="set to use pyannote; unset: the embedded diarizer")
+
+    # --- batching ---
+    transcribe_batch_size: int = Field(default=16, ge=1, le=64, description="chunks per GPU batch (pipeline side)")
+    dynamic_batch_max: int = Field(default=16, ge=1, le=1000, description="@modal.batched max_batch_size")
+    dynamic_batch_wait_ms: int = Field(default=200, ge=0, le=10_000, description="@modal.batched wait_ms")
+    gpu_snapshot: bool = Field(default=False, description="Modal's alpha GPU memory snapshots (model on the GPU)")
+
+    # --- the runner (in the web / batch containers) ---
+    runner_threads: int = Field(default=32, ge=1, description="stage calls in flight per web/batch container")
+    runner_retries: int = Field(default=1, ge=0, le=5, description="re-sends of inputs lost to infrastructure")
+
+    # --- functions (one class each, so `..._TRANSCRIBER__GPU=L4` keeps the other defaults) ---
+    transcriber: TranscriberSpec = Field(default_factory=TranscriberSpec)
+    diarizer: DiarizerSpec = Field(default_factory=DiarizerSpec)
+    vad: VadSpec = Field(default_factory=VadSpec)
+    web: WebSpec = Field(default_factory=WebSpec)
+    batch: BatchSpec = Field(default_factory=BatchSpec)
+
+    def container_env(self, *, device: str = "cuda") -> dict[str, str]:
+        """Environment for every container: the service's Settings, plus these settings themselves."""
+        env = {
+            "WHISPER_MODEL": self.whisper_model,
+            "COMPUTE_TYPE": self.compute_type if device == "cuda" else "int8",
+            "BEAM_SIZE": str(self.beam_size),
+            "BATCH_SIZE": str(self.transcribe_batch_size),
+            "DEVICE": device,
+            "HF_HOME": f"{MODELS_PATH}/hf",
+            "AUDIO_STORAGE_PATH": f"{DATA_PATH}/clips",
+            "DIARIZER": "pyannote" if self.pyannote_model else "embedded",
+            SETTINGS_ENV: self.model_dump_json(),
+        }
+        if self.pyannote_model:
+            env["PYANNOTE_MODEL"] = self.pyannote_model
+        return env
+
+
+@lru_cache
+def get_modal_settings() -> ModalSettings:
+    """Inside a container: the deploy-time settings it was given; elsewhere: the environment."""
+    raw = os.environ.get(SETTINGS_ENV)
+    if raw:
+        return ModalSettings.model_validate_json(raw)
+    return ModalSettings()
