@@ -146,7 +146,7 @@ class ModalSettings(BaseSettings):
             "BATCH_SIZE": str(self.transcribe_batch_size),
             "DEVICE": device,
             "HF_HOME": f"{MODELS_PATH}/hf",
-            "AUDIO_STORAGE_PATH": f"{DATA_PATH}/clips",
+            "AUDIO_STORAGE_PATH": DATA_PATH,  # the clip store keeps clips/ and incoming/ under it
             "DIARIZER": "pyannote" if self.pyannote_model else "embedded",
             SETTINGS_ENV: self.model_dump_json(),
         }
