@@ -49,6 +49,20 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(default=500.0, gt=0)
     log_level: str = "info"
 
+    # --- jobs, webhooks, streaming, API keys ---
+    api_keys: str = Field(default="", description="comma-separated; when set, /api and /v1 need one of them")
+    job_workers: int = Field(default=1, ge=1, description="jobs run at the same time in the server process")
+    job_max_attempts: int = Field(default=3, ge=1, description="runs a crash may interrupt before the job fails")
+    job_result_ttl_s: float = Field(default=86400.0, gt=0, description="ended jobs (and their uploads) kept this long")
+    job_wait_max_s: float = Field(default=30.0, ge=0, description="longest a wait=true request waits before a 202")
+    heartbeat_s: float = Field(default=10.0, gt=0, description="streaming: heartbeat line after this long without one")
+    webhook_secret: str | None = Field(default=None, description="whsec_<base64>; webhooks are off without it")
+    webhook_allow_private: bool = Field(default=False, description="allow private/loopback/link-local webhook hosts")
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_backoff_s: float = Field(default=2.0, gt=0, description="first retry delay; doubles each attempt, jittered")
+    webhook_backoff_max_s: float = Field(default=600.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+
     # --- local_dev worker pool (python -m local_dev serve) ---
     cpu_workers: int = Field(default=2, ge=1, description="worker processes when there is no GPU (or DEVICE=cpu)")
     workers_per_gpu: int = Field(default=1, ge=1, description="worker processes (model copies) per GPU")

@@ -61,8 +61,8 @@ class Chunk(BaseModel):
     """A span of the clip cut out for transcription.
 
     [start, end] is the audio sent to Whisper; [keep_start, keep_end) is the part this chunk owns.
-    Neighbours overlap a little, and a word belongs to the chunk whose owned part holds its midpoint,
-    so no word is duplicated or lost at a boundary.
+    Neighbours overlap a little; a word is kept by the chunks whose owned part it overlaps, and the
+    copy a word straddling a cut leaves in both is dropped where the chunks are joined.
     """
 
     index: int

@@ -143,11 +143,16 @@ class WhisperTranscriber:
 
 
 def _owned_words(words, shift: float, item: ChunkAudio) -> list[Word]:
-    """Words in clip time whose midpoint lies in the part of the clip this chunk owns."""
+    """Words in clip time that overlap the part of the clip this chunk owns.
+
+    Not "starts inside": the aligner often pins a chunk's first word to the chunk's first sample, a
+    little before the cut. A word straddling a forced cut is then kept by both neighbours; the
+    pipeline drops the second copy where the chunks are joined.
+    """
     keep_start, keep_end = item.chunk.keep_start, item.chunk.keep_end
     out = []
     for w in words:
         start, end = round(w.start + shift, 3), round(w.end + shift, 3)
-        if keep_start <= (start + end) / 2 < keep_end:
+        if start < keep_end and end > keep_start:
             out.append(Word(start=start, end=end, word=w.word, probability=round(w.probability, 4)))
     return out

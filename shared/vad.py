@@ -1,9 +1,9 @@
 """Silero VAD: find speech, then cut the clip into chunks Whisper can take (<= 30 s).
 
 Cuts fall in silences longer than `min_silence_ms`. A stretch of speech longer than a chunk with no such
-silence is cut at its quietest moment instead. Every chunk owns [keep_start, keep_end), the span between
+silence is cut in its widest shorter pause, or at its quietest moment when it has none. Every chunk owns [keep_start, keep_end), the span between
 two cut points, and its audio reaches `overlap_s / 2` past each cut, so neighbours overlap by `overlap_s`
-and a word is kept only by the chunk that owns its midpoint.
+and a word heard by both is kept once (see shared/transcriber.py).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 from shared.domain import SAMPLE_RATE, Chunk
 
 SPEECH_PAD_S = 0.2  # audio kept around detected speech, so soft word edges are not clipped
+FINE_SILENCE_MS = 100  # pauses looked for when speech runs on longer than a chunk
 
 
 @dataclass(frozen=True)
@@ -77,13 +78,20 @@ class SileroVad:
         return plan_chunks(regions, duration, max_chunk_s=self.max_chunk_s, overlap_s=self.overlap_s)
 
     def _split_long(self, samples: np.ndarray, regions: list[Region]) -> list[Region]:
-        """Cut speech longer than a chunk can hold at its quietest moments."""
+        """Cut speech longer than a chunk can hold, in its widest short pause (Silero at a finer
+        silence setting), or at its quietest moment when it has none."""
         limit = self.max_chunk_s - 2 * SPEECH_PAD_S
+        if all(r.end - r.start <= limit for r in regions):
+            return regions
+        fine = self.speech_regions(samples, min_silence_ms=FINE_SILENCE_MS)
+        pauses = [(a.end, b.start) for a, b in zip(fine, fine[1:])]
         out: list[Region] = []
         for region in regions:
             start = region.start
             while region.end - start > limit:
-                cut = quietest_point(samples, start + limit / 2, start + limit)
+                lo, hi = start + limit / 2, start + limit
+                inside = [(b - a, (a + b) / 2) for a, b in pauses if lo <= (a + b) / 2 <= hi]
+                cut = max(inside)[1] if inside else quietest_point(samples, lo, hi)
                 out.append(Region(start, cut))
                 start = cut
             out.append(Region(start, region.end))

@@ -1,0 +1,176 @@
+"""Single-step transcription jobs: submit a file (or a stored clip) once, then poll, or get a webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from shared.api.audio import get_service, transcript_response
+from shared.api.params import output_format, transcribe_options
+from shared.api.uploads import UPLOAD_FIELD, receive_upload
+from shared.domain import OutputFormat, TranscribeOptions, Transcript
+from shared.errors import InvalidParameter
+from shared.jobs.model import DeliveryAttempt, Job, JobConflict, JobLinks, JobStatus, Webhook, check_job_id
+from shared.jobs.service import JobService
+from shared.service import TranscriptionService
+from shared.storage import check_clip_id
+
+router = APIRouter(prefix="/api", tags=["jobs"])
+
+FORM_FIELDS = ("clip_id", "webhook_url")
+
+SUBMIT_BODY = {
+    "requestBody": {
+        "required": False,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        UPLOAD_FIELD: {"type": "string", "format": "binary", "description": "the audio"},
+                        "webhook_url": {"type": "string", "description": "same as the query parameter"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def get_jobs(request: Request) -> JobService:
+    return request.app.state.jobs
+
+
+class JobView(Job):
+    links: JobLinks
+
+
+class Deliveries(BaseModel):
+    job_id: str
+    webhook: Webhook | None
+    attempts: list[DeliveryAttempt]
+
+
+def view(job: Job) -> JobView:
+    return JobView(**job.model_dump(), links=job.links())
+
+
+@router.post(
+    "/transcriptions",
+    status_code=202,
+    response_model=JobView,
+    responses={200: {"model": JobView, "description": "wait=true and the job ended within the wait"}},
+    openapi_extra=SUBMIT_BODY,
+)
+async def submit_transcription(
+    request: Request,
+    clip_id: str | None = Query(None, description="transcribe a stored clip instead of uploading a file"),
+    webhook_url: str | None = Query(None, max_length=2048, description="POSTed a signed event when the job ends"),
+    wait: bool = Query(False, description="hold the request until the job ends (bounded by JOB_WAIT_MAX_S)"),
+    options: TranscribeOptions = Depends(transcribe_options),
+    fmt: OutputFormat = Depends(output_format),
+    service: TranscriptionService = Depends(get_service),
+    jobs: JobService = Depends(get_jobs),
+) -> Response:
+    """Queue a transcription: multipart `file` (or `clip_id`), the options of /api/transcribe, and an
+    optional webhook_url. Answers 202 with the job; poll its `links.self`, or wait for the webhook."""
+    options = service.check_options(options)
+    if webhook_url:
+        await run_in_threadpool(jobs.check_webhook_url, webhook_url)
+    upload = await receive_upload(request, service.clips, required=False)
+    try:
+        if upload is not None:
+            unknown = sorted(set(upload.fields) - set(FORM_FIELDS))
+            if unknown:
+                raise InvalidParameter(
+                    f"unknown form field(s) {', '.join(unknown)}: options go in the query string, as for /api/transcribe"
+                )
+            clip_id = _one_of(clip_id, upload.fields.get("clip_id"), "clip_id")
+            if upload.fields.get("webhook_url") and not webhook_url:
+                webhook_url = await run_in_threadpool(jobs.check_webhook_url, upload.fields["webhook_url"])
+            _one_of(webhook_url, upload.fields.get("webhook_url"), "webhook_url")
+        if upload is not None and upload.path is not None:
+            if clip_id:
+                raise InvalidParameter("send either a file or a clip_id, not both")
+            staged, upload.path = upload.path, None
+            clip = await run_in_threadpool(
+                service.add_clip, staged, filename=upload.filename, content_type=upload.content_type
+            )
+            owns_clip = True
+        elif clip_id:
+            clip = service.clips.get(check_clip_id(clip_id))
+            owns_clip = False
+        else:
+            raise InvalidParameter(f"send the audio as a multipart '{UPLOAD_FIELD}' field, or a clip_id")
+    finally:
+        if upload is not None and upload.path is not None:
+            upload.path.unlink(missing_ok=True)
+    job = await run_in_threadpool(
+        jobs.submit, clip, options, format=fmt, webhook_url=webhook_url or None, owns_clip=owns_clip
+    )
+    if wait:
+        job = await _wait_until_ended(jobs, job.job_id, jobs.settings.job_wait_max_s)
+    status = 200 if job.finished else 202
+    return JSONResponse(
+        view(job).model_dump(mode="json"), status_code=status, headers={"location": job.links().self}
+    )
+
+
+def _one_of(query: str | None, form: str | None, name: str) -> str | None:
+    if query and form and query != form:
+        raise InvalidParameter(f"{name} given twice (query and form) with different values")
+    return query or form
+
+
+async def _wait_until_ended(jobs: JobService, job_id: str, max_s: float) -> Job:
+    deadline = time.monotonic() + max_s
+    delay = 0.05
+    while True:
+        job = await run_in_threadpool(jobs.get, job_id)
+        if job.finished or time.monotonic() >= deadline:
+            return job
+        await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, 0.5)
+
+
+@router.get("/jobs/{job_id}", response_model=JobView)
+def get_job(job_id: str, jobs: JobService = Depends(get_jobs)) -> JobView:
+    """Status, progress (audio seconds done / total) and, once it succeeded, the transcript."""
+    return view(jobs.get(check_job_id(job_id)))
+
+
+@router.delete("/jobs/{job_id}", response_model=JobView)
+def cancel_job(job_id: str, jobs: JobService = Depends(get_jobs)) -> JobView:
+    """Cancel a queued or running job (409 once it has ended)."""
+    return view(jobs.cancel(check_job_id(job_id)))
+
+
+@router.get(
+    "/jobs/{job_id}/result",
+    response_model=Transcript,
+    responses={200: {"content": {t: {} for t in ("application/x-subrip", "text/vtt", "text/plain")}}},
+)
+def get_job_result(
+    job_id: str,
+    format: OutputFormat | None = Query(None, description="default: the format the job was submitted with"),  # noqa: A002
+    jobs: JobService = Depends(get_jobs),
+) -> Response:
+    """The transcript of a succeeded job, rendered as json, srt, vtt, txt or rttm."""
+    job = jobs.get(check_job_id(job_id))
+    if job.status is JobStatus.failed:
+        raise JobConflict(f"job {job_id} failed: {job.error.message if job.error else 'no reason'}", code="job_failed")
+    if job.status is not JobStatus.succeeded or job.result is None:
+        raise JobConflict(f"job {job_id} is {job.status.value}: no result", code="job_not_finished")
+    return transcript_response(job.result, format or job.format, job.options)
+
+
+@router.get("/jobs/{job_id}/deliveries", response_model=Deliveries)
+def get_deliveries(job_id: str, jobs: JobService = Depends(get_jobs)) -> Deliveries:
+    """Every webhook attempt for the job: when, the status code or error, and whether it will be retried."""
+    job = jobs.get(check_job_id(job_id))
+    return Deliveries(job_id=job.job_id, webhook=job.webhook, attempts=jobs.deliveries(job.job_id))

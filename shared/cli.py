@@ -1,0 +1,92 @@
+"""Command line: `whospoke transcribe FILE [-f srt] [--no-diarize] [--num-speakers 2] [-o out.srt]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from shared.domain import OutputFormat, SpeakerHints, Task, TranscribeOptions
+
+PROGRESS_AFTER_S = 60.0  # show a progress bar for files longer than this (or with --progress)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="whospoke", description="Who said what, when: transcribe and diarize audio.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("transcribe", help="transcribe one audio file")
+    t.add_argument("file", type=Path)
+    t.add_argument("-f", "--format", choices=[f.value for f in OutputFormat], default="txt")
+    t.add_argument("-o", "--output", type=Path, help="write here instead of standard output")
+    t.add_argument("--no-diarize", dest="diarize", action="store_false", help="skip speaker diarization")
+    t.add_argument("--num-speakers", type=int)
+    t.add_argument("--min-speakers", type=int)
+    t.add_argument("--max-speakers", type=int)
+    t.add_argument("--language", help="ISO 639-1 code; detected when omitted")
+    t.add_argument("--task", choices=[x.value for x in Task], default="transcribe")
+    t.add_argument("--word-timestamps", action="store_true")
+    t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"progress bar (default: on for files over {PROGRESS_AFTER_S:g} s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pydantic import ValidationError
+
+    try:
+        options = TranscribeOptions(
+            diarize=args.diarize,
+            speakers=SpeakerHints(num_speakers=args.num_speakers, min_speakers=args.min_speakers,
+                                  max_speakers=args.max_speakers),
+            language=args.language,
+            task=Task(args.task),
+            word_timestamps=args.word_timestamps,
+        )
+    except ValidationError as exc:
+        print(f"whospoke: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    return transcribe_file(args.file, options, OutputFormat(args.format), args.output, args.progress)
+
+
+def transcribe_file(path: Path, options: TranscribeOptions, fmt: OutputFormat, output: Path | None,
+                    progress: bool | None) -> int:
+    from tqdm import tqdm
+
+    from shared.audio import AudioDecodeError, decode
+    from shared.config import get_settings
+    from shared.errors import ServiceError
+    from shared.render import render
+    from shared.runner import InProcessRunner
+    from shared.service import check_language
+    from shared.pipeline import PipelineRun
+    from shared.stages import StageWorker
+
+    settings = get_settings()
+    try:
+        options = options.model_copy(update={"language": check_language(options.language, settings.whisper_model)})
+        samples = decode(path).samples
+    except (OSError, AudioDecodeError, ServiceError) as exc:
+        print(f"whospoke: {path}: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 1
+    duration = len(samples) / 16_000
+    show = progress if progress is not None else duration > PROGRESS_AFTER_S
+    bar = tqdm(total=round(duration, 1), unit="s", unit_scale=True, desc=path.name, disable=not show, file=sys.stderr)
+
+    def on_progress(done: float, total: float) -> None:
+        bar.update(round(done, 1) - bar.n)
+
+    with InProcessRunner(StageWorker(settings)) as runner:
+        transcript = PipelineRun(samples, options, runner, batch_size=settings.batch_size,
+                                 on_progress=on_progress).transcript()
+    bar.close()
+    text = render(transcript, fmt, include_words=options.word_timestamps)
+    if output:
+        output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""Job types: what a transcription job is, as stored and as the API shows it."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from shared.domain import OutputFormat, TranscribeOptions, Transcript
+from shared.errors import ServiceError
+
+JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+class JobStatus(str, Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+
+
+class Progress(BaseModel):
+    done: float = Field(0.0, description="audio seconds transcribed")
+    total: float | None = Field(None, description="audio seconds in the clip")
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class WebhookState(str, Enum):
+    pending = "pending"
+    delivered = "delivered"
+    failed = "failed"
+
+
+class Webhook(BaseModel):
+    url: str
+    id: str = Field(description="the webhook-id header: the same on every attempt, for de-duplication")
+    state: WebhookState | None = Field(None, description="null until the job ends")
+    next_attempt_at: datetime | None = None
+
+
+class JobLinks(BaseModel):
+    self: str
+    result: str
+    deliveries: str
+    clip: str
+
+
+class Job(BaseModel):
+    job_id: str
+    status: JobStatus
+    clip_id: str
+    owns_clip: bool = Field(False, description="the clip was uploaded with the job and is deleted with it")
+    options: TranscribeOptions
+    format: OutputFormat = OutputFormat.json
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int = Field(0, description="times a worker started the job (a restart mid-run starts it again)")
+    progress: Progress = Field(default_factory=Progress)
+    result: Transcript | None = None
+    error: JobError | None = None
+    webhook: Webhook | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+    def links(self) -> JobLinks:
+        base = f"/api/jobs/{self.job_id}"
+        return JobLinks(self=base, result=f"{base}/result", deliveries=f"{base}/deliveries", clip=f"/api/audio/{self.clip_id}")
+
+
+class DeliveryAttempt(BaseModel):
+    attempt: int
+    at: datetime
+    url: str
+    status_code: int | None = None
+    error: str | None = None
+    duration_ms: float
+    outcome: Literal["delivered", "retry", "failed"]
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def new_webhook_id() -> str:
+    return f"msg_{uuid.uuid4().hex}"
+
+
+class InvalidJobId(ServiceError):
+    status, code = 400, "invalid_job_id"
+
+
+class JobNotFound(ServiceError):
+    status, code = 404, "job_not_found"
+
+
+class JobConflict(ServiceError):
+    """The job is not in a state that allows the request (cancel a finished job, read an unfinished result)."""
+
+    status, code = 409, "job_state_conflict"
+
+
+def check_job_id(job_id: str) -> str:
+    if not JOB_ID_RE.match(job_id or ""):
+        raise InvalidJobId(f"malformed job_id {job_id!r}: expected 32 lowercase hex characters")
+    return job_id

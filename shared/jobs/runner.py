@@ -1,0 +1,142 @@
+"""JobRunner: worker threads in the server process that claim queued jobs and run them.
+
+Progress goes to the store as the pipeline reports it; the same callback notices a cancel (the store no
+longer has the job running) or a clean shutdown (the job goes back to the queue) and stops the work at
+the next batch boundary. A janitor thread deletes jobs whose results have expired.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from shared.errors import ClipNotFound, ServiceError
+from shared.jobs.model import Job, JobError
+from shared.jobs.store import JobStore
+from shared.service import TranscriptionService
+
+log = logging.getLogger(__name__)
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class _Stopping(Exception):
+    pass
+
+
+class JobRunner:
+    def __init__(
+        self,
+        store: JobStore,
+        service: TranscriptionService,
+        *,
+        workers: int = 1,
+        max_attempts: int = 3,
+        result_ttl_s: float = 86400.0,
+        on_finished: Callable[[Job], None] | None = None,
+        poll_s: float = 1.0,
+    ):
+        self.store = store
+        self.service = service
+        self.max_attempts = max_attempts
+        self.result_ttl_s = result_ttl_s
+        self.on_finished = on_finished
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self._wake = threading.Condition()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"job-worker-{i}", daemon=True) for i in range(workers)
+        ]
+        self._threads.append(threading.Thread(target=self._janitor, name="job-janitor", daemon=True))
+
+    def start(self) -> "JobRunner":
+        for job in self.store.recover(self.max_attempts):
+            log.warning("job %s was running when the server stopped: now %s", job.job_id, job.status.value)
+            if job.finished and self.on_finished:
+                self.on_finished(job)
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def notify(self) -> None:
+        """A job was queued: wake an idle worker now rather than at its next poll."""
+        with self._wake:
+            self._wake.notify()
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                job = self.store.claim_next()
+            except Exception:  # noqa: BLE001 - a locked database should not kill the worker
+                log.exception("could not claim a job")
+                job = None
+            if job is None:
+                with self._wake:
+                    self._wake.wait(self.poll_s)
+                continue
+            self.run(job)
+
+    def run(self, job: Job) -> None:
+        job_id = job.job_id
+
+        def on_progress(done: float, total: float) -> None:
+            if self._stop.is_set():
+                raise _Stopping
+            if not self.store.update_progress(job_id, done, total):
+                raise _Cancelled
+
+        log.info("job %s: attempt %d on clip %s", job_id, job.attempts, job.clip_id)
+        try:
+            transcript = self.service.transcribe_clip(job.clip_id, job.options, on_progress)
+        except _Cancelled:
+            log.info("job %s: cancelled while running", job_id)
+            return
+        except _Stopping:
+            self.store.release(job_id)
+            log.info("job %s: back in the queue (server stopping)", job_id)
+            return
+        except ServiceError as exc:
+            ended = self.store.fail(job_id, JobError(code=exc.code, message=exc.message))
+        except Exception as exc:  # noqa: BLE001 - the job fails with a reason; the worker goes on
+            log.exception("job %s failed", job_id)
+            message = f"transcription failed: {type(exc).__name__}: {exc}"[:1000]
+            ended = self.store.fail(job_id, JobError(code="internal_error", message=message))
+        else:
+            ended = self.store.finish(job_id, transcript)
+        if ended:
+            finished = self.store.get(job_id)
+            log.info("job %s: %s", job_id, finished.status.value)
+            if self.on_finished:
+                self.on_finished(finished)
+
+    def _janitor(self) -> None:
+        interval = min(60.0, max(0.5, self.result_ttl_s / 4))
+        while not self._stop.wait(interval):
+            try:
+                self.delete_expired()
+            except Exception:  # noqa: BLE001
+                log.exception("deleting expired jobs failed")
+
+    def delete_expired(self, now: float | None = None) -> list[Job]:
+        expired = self.store.delete_expired((now or time.time()) - self.result_ttl_s)
+        for job in expired:
+            if job.owns_clip:
+                try:
+                    self.service.clips.delete(job.clip_id)
+                except ClipNotFound:
+                    pass
+        if expired:
+            log.info("deleted %d expired jobs", len(expired))
+        return expired

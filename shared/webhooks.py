@@ -1,0 +1,248 @@
+"""Webhooks, the Standard Webhooks way (https://www.standardwebhooks.com/).
+
+Each event is POSTed as JSON with three headers:
+    webhook-id:        msg_<hex>, the same on every attempt, so receivers can de-duplicate
+    webhook-timestamp: UNIX seconds of this attempt
+    webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}" keyed with WEBHOOK_SECRET>
+WEBHOOK_SECRET is given as `whsec_<base64 of the key bytes>`.
+
+Delivery runs off the request path: a dispatcher thread asks the job store for pending webhooks that are
+due and hands them to a few sender threads. Timeouts, connection errors, 408, 429 and 5xx are retried
+with exponential backoff and jitter; the pending state lives in the store, so a restart resumes it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import random
+import secrets
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from urllib.parse import urlsplit
+
+import httpx
+
+from shared.errors import ServiceError
+from shared.jobs.model import DeliveryAttempt, Job
+from shared.jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
+MAX_URL_LENGTH = 2048
+
+
+class InvalidWebhookUrl(ServiceError):
+    status, code = 422, "invalid_webhook_url"
+
+
+class UnresolvableHost(InvalidWebhookUrl):
+    """DNS gave no answer: refused when a job is submitted, retried at delivery time."""
+
+
+# --- signing ---
+def parse_secret(secret: str) -> bytes:
+    """The key bytes of a `whsec_<base64>` secret."""
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("WEBHOOK_SECRET must look like whsec_<base64>, e.g. whsec_" + new_secret_example()) from None
+    if len(key) < 16:
+        raise ValueError("WEBHOOK_SECRET is too short: use at least 16 random bytes (24 base64 characters)")
+    return key
+
+
+def new_secret_example() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def event_body(job: Job) -> bytes:
+    """The event for an ended job. Built only from stored state, so every attempt sends the same bytes."""
+    data = job.model_dump(mode="json", exclude={"webhook", "owns_clip"})
+    data["links"] = job.links().model_dump()
+    event = {"type": f"transcription.{job.status.value}", "timestamp": data["finished_at"], "data": data}
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+# --- where a webhook may go ---
+def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def check_webhook_url(url: str, *, allow_private: bool) -> str:
+    """Refuse anything but http(s) to public addresses (every address the host resolves to), unless
+    allow_private. Resolving here and again before each attempt narrows, but does not close, the
+    window for DNS rebinding; redirects are never followed."""
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidWebhookUrl(f"webhook_url is longer than {MAX_URL_LENGTH} characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise InvalidWebhookUrl(f"webhook_url is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise InvalidWebhookUrl("webhook_url must be an http:// or https:// URL")
+    host = parts.hostname
+    if not host:
+        raise InvalidWebhookUrl("webhook_url has no host")
+    if allow_private:
+        return url
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UnresolvableHost(f"webhook_url host {host!r} does not resolve: {exc}") from None
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0].split("%")[0])
+        if not _public(ip):
+            raise InvalidWebhookUrl(
+                f"webhook_url host {host!r} resolves to {ip}, a private, loopback, link-local or reserved "
+                "address; set WEBHOOK_ALLOW_PRIVATE=true to allow it"
+            )
+    return url
+
+
+# --- retries ---
+def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random = random) -> float:
+    """Seconds to wait after the given (1-based) failed attempt: exponential, capped, with equal jitter."""
+    delay = min(max_s, base_s * 2 ** (attempt - 1))
+    return delay / 2 + rng.uniform(0, delay / 2)
+
+
+def retry_after(response: httpx.Response, max_s: float) -> float | None:
+    value = response.headers.get("retry-after", "")
+    if value.isdigit():
+        return min(float(value), max_s)
+    return None
+
+
+class WebhookSender:
+    def __init__(
+        self,
+        store: JobStore,
+        key: bytes,
+        *,
+        allow_private: bool = False,
+        max_attempts: int = 8,
+        backoff_s: float = 2.0,
+        backoff_max_s: float = 600.0,
+        timeout_s: float = 10.0,
+        workers: int = 4,
+    ):
+        self.store = store
+        self.key = key
+        self.allow_private = allow_private
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.poll_s = min(1.0, max(0.05, backoff_s / 4))
+        # trust_env=False: a proxy from the environment would bypass the address check
+        self.client = httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=False)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="webhook")
+        self._workers = workers
+        self._inflight: set[str] = set()
+        self._inflight_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._dispatch, name="webhook-dispatch", daemon=True)
+
+    def start(self) -> "WebhookSender":
+        self._thread.start()
+        return self
+
+    def wake(self, *_: object) -> None:
+        self._wake.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.client.close()
+
+    def _dispatch(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for job in self.store.due_webhooks(time.time(), limit=self._workers * 2):
+                    with self._inflight_lock:
+                        if job.job_id in self._inflight:
+                            continue
+                        self._inflight.add(job.job_id)
+                    self._pool.submit(self._deliver_once, job)
+            except Exception:  # noqa: BLE001 - keep delivering; the store may be briefly locked
+                log.exception("webhook dispatch failed")
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+
+    def _deliver_once(self, job: Job) -> None:
+        try:
+            self.deliver(job)
+        except Exception:  # noqa: BLE001
+            log.exception("webhook delivery for job %s failed", job.job_id)
+        finally:
+            with self._inflight_lock:
+                self._inflight.discard(job.job_id)
+
+    def deliver(self, job: Job) -> DeliveryAttempt:
+        """One attempt: POST the signed event, record the attempt and when (or whether) to retry."""
+        assert job.webhook is not None
+        number = len(self.store.deliveries(job.job_id)) + 1
+        body = event_body(job)
+        started = time.time()
+        status_code, error, retryable, wait_s = None, None, False, None
+        try:
+            check_webhook_url(job.webhook.url, allow_private=self.allow_private)
+            timestamp = int(time.time())
+            headers = {
+                "content-type": "application/json",
+                "user-agent": "whospoke-webhooks/0.1",
+                "webhook-id": job.webhook.id,
+                "webhook-timestamp": str(timestamp),
+                "webhook-signature": sign(self.key, job.webhook.id, timestamp, body),
+            }
+            response = self.client.post(job.webhook.url, content=body, headers=headers)
+            status_code = response.status_code
+            retryable = status_code in RETRY_STATUSES
+            if status_code >= 300:
+                error = f"HTTP {status_code}"
+                wait_s = retry_after(response, self.backoff_max_s) if retryable else None
+        except UnresolvableHost as exc:
+            error, retryable = exc.message, True
+        except InvalidWebhookUrl as exc:
+            error = exc.message
+        except httpx.TimeoutException as exc:
+            error, retryable = f"timed out ({type(exc).__name__})", True
+        except httpx.TransportError as exc:
+            error, retryable = f"{type(exc).__name__}: {exc}", True
+        delivered = status_code is not None and 200 <= status_code < 300
+        retry_at = None
+        if not delivered and retryable and number < self.max_attempts:
+            retry_at = time.time() + (wait_s or backoff_delay(number, self.backoff_s, self.backoff_max_s))
+        outcome = "delivered" if delivered else ("retry" if retry_at else "failed")
+        attempt = DeliveryAttempt(
+            attempt=number,
+            at=datetime.fromtimestamp(started, timezone.utc),
+            url=job.webhook.url,
+            status_code=status_code,
+            error=error,
+            duration_ms=round((time.time() - started) * 1000, 1),
+            outcome=outcome,
+        )
+        self.store.add_delivery(job.job_id, attempt, retry_at)
+        log.info("webhook %s for job %s attempt %d: %s", job.webhook.id, job.job_id, number, error or status_code)
+        return attempt
