@@ -70,6 +70,7 @@ class Chunk(BaseModel):
     end: float
     keep_start: float
     keep_end: float
+    speech: list[tuple[float, float]] = Field(default_factory=list, description="VAD speech regions inside")
 
     @property
     def duration(self) -> float:

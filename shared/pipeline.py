@@ -19,6 +19,7 @@ from shared.assign import build_segments
 from shared.domain import SAMPLE_RATE, ChunkAudio, Segment, TranscribeOptions, Transcript, Turn, Word
 from shared.runner import Runner
 from shared.stages import Stage
+from shared.transcriber import join_words
 
 UNDETERMINED = "und"  # ISO 639-2 "undetermined": no speech to tell the language from
 
@@ -68,7 +69,7 @@ class PipelineRun:
             self._progress(0.0)
             for batch_result in self.runner.map(Stage.TRANSCRIBE, batches, options=options):
                 for chunk_transcript in batch_result:
-                    pending = _join_at_seam(pending, [w for seg in chunk_transcript.segments for w in seg.words])
+                    pending = join_words(pending, [w for seg in chunk_transcript.segments for w in seg.words])
                 self._progress(batch_result[-1].chunk.keep_end if batch_result else 0.0)
                 if diarization is not None and turns is None:
                     turns = diarization.result()
@@ -112,15 +113,6 @@ def transcribe(
     on_progress: ProgressCallback | None = None,
 ) -> Transcript:
     return PipelineRun(samples, options, runner, batch_size=batch_size, on_progress=on_progress).transcript()
-
-
-def _join_at_seam(before: list[Word], after: list[Word]) -> list[Word]:
-    """Append the next chunk's words, dropping a word both chunks heard across their overlap."""
-    if before and after:
-        last, first = before[-1], after[0]
-        if first.start < last.end and first.word.strip().lower() == last.word.strip().lower():
-            after = after[1:]
-    return before + after
 
 
 def _cut(samples: np.ndarray, chunk) -> np.ndarray:

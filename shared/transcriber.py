@@ -25,6 +25,9 @@ from shared.domain import (
 log = logging.getLogger(__name__)
 
 LANGUAGE_PROBE_S = 30.0
+MAX_PASSES = 3  # decodes of one chunk: the first, and up to two more for speech left unheard
+MIN_UNHEARD_S = 1.0  # seconds of VAD speech after the last word that make a chunk worth decoding again
+RETRY_PAD_S = 0.2
 
 
 def resolve_whisper_model(name: str) -> str:
@@ -94,22 +97,49 @@ class WhisperTranscriber:
         return language
 
     def transcribe_batch(self, batch: list[ChunkAudio], options: TranscribeOptions) -> list[ChunkTranscript]:
+        """Transcribe chunks in one batched pass, then re-decode any speech a chunk left unheard.
+
+        Without timestamp tokens Whisper sometimes ends a chunk after its first sentence, with many
+        seconds of speech still to come. The chunk's VAD regions show that, and the unheard rest is
+        decoded again (batched too), up to MAX_PASSES times.
+        """
+        words: list[list[Word]] = [[] for _ in batch]
+        language = options.language or (None if self.multilingual else "en")
+        todo = list(enumerate(batch))
+        for _ in range(MAX_PASSES):
+            if not todo:
+                break
+            decoded, language = self._decode([piece for _, piece in todo], options, language)
+            retry = []
+            for (i, piece), piece_words in zip(todo, decoded):
+                words[i] = join_words(words[i], piece_words)
+                rest = _unheard_rest(piece, piece_words)
+                if rest is not None:
+                    retry.append((i, rest))
+            todo = retry
+        return [
+            ChunkTranscript(
+                chunk=item.chunk,
+                language=language or "en",
+                segments=[_as_segment(w)] if (w := words[i]) else [],
+            )
+            for i, item in enumerate(batch)
+        ]
+
+    def _decode(
+        self, pieces: list[ChunkAudio], options: TranscribeOptions, language: str | None
+    ) -> tuple[list[list[Word]], str]:
+        """One batched forward pass over `pieces`; words in clip time, cut to each chunk's owned span."""
         from faster_whisper import BatchedInferencePipeline
 
-        if not batch:
-            return []
         offsets, clips, t = [], [], 0.0
-        for item in batch:
+        for item in pieces:
             offsets.append(t)
             clips.append({"start": t, "end": t + len(item.samples) / SAMPLE_RATE})
             t += len(item.samples) / SAMPLE_RATE
-        audio = np.concatenate([item.samples for item in batch]).astype(np.float32, copy=False)
-        language = options.language
-        if language is None and not self.multilingual:
-            language = "en"
+        audio = np.concatenate([item.samples for item in pieces]).astype(np.float32, copy=False)
         # A fresh pipeline per call: it keeps per-call state (last_speech_timestamp), the model is shared.
-        pipeline = BatchedInferencePipeline(self.model)
-        segments, info = pipeline.transcribe(
+        segments, info = BatchedInferencePipeline(self.model).transcribe(
             audio,
             language=language,
             task=options.task.value,
@@ -119,27 +149,46 @@ class WhisperTranscriber:
             word_timestamps=True,  # always: speakers are assigned per word, segments cut at word edges
             vad_filter=False,
             clip_timestamps=clips,
-            batch_size=len(batch),
+            batch_size=len(pieces),
         )
         by_offset = {int(off * self.model.frames_per_second): i for i, off in enumerate(offsets)}
-        per_chunk: list[list[TranscribedSegment]] = [[] for _ in batch]
+        out: list[list[Word]] = [[] for _ in pieces]
         for seg in segments:
             i = by_offset[seg.seek]
-            shift = batch[i].chunk.start - offsets[i]
-            kept = _owned_words(seg.words or [], shift, batch[i])
-            if kept:
-                per_chunk[i].append(
-                    TranscribedSegment(
-                        start=kept[0].start,
-                        end=kept[-1].end,
-                        text="".join(w.word for w in kept).strip(),
-                        words=kept,
-                    )
-                )
-        return [
-            ChunkTranscript(chunk=item.chunk, language=info.language, segments=segs)
-            for item, segs in zip(batch, per_chunk)
-        ]
+            out[i] += _owned_words(seg.words or [], pieces[i].chunk.start - offsets[i], pieces[i])
+        return out, info.language
+
+
+def join_words(before: list[Word], after: list[Word]) -> list[Word]:
+    """Append words decoded from later audio, dropping a word both decodes heard across their overlap."""
+    if before and after:
+        last, first = before[-1], after[0]
+        if first.start < last.end and first.word.strip().lower() == last.word.strip().lower():
+            after = after[1:]
+    return before + after
+
+
+def _unheard_rest(piece: ChunkAudio, words: list[Word]) -> ChunkAudio | None:
+    """The part of `piece` after its last decoded word, if VAD heard enough speech there."""
+    if not words:
+        return None  # nothing recognisable at all: decoding it again will not change that
+    heard_until = words[-1].end
+    remaining = sum(max(0.0, end - max(start, heard_until)) for start, end in piece.chunk.speech)
+    if remaining < MIN_UNHEARD_S:
+        return None
+    next_speech = min((start for start, end in piece.chunk.speech if end > heard_until), default=heard_until)
+    start = max(heard_until, next_speech - RETRY_PAD_S)
+    if piece.chunk.end - start < MIN_UNHEARD_S:
+        return None
+    chunk = piece.chunk.model_copy(update={"start": round(start, 3)})
+    offset = int(round((start - piece.chunk.start) * SAMPLE_RATE))
+    return ChunkAudio(chunk, piece.samples[offset:])
+
+
+def _as_segment(words: list[Word]) -> TranscribedSegment:
+    return TranscribedSegment(
+        start=words[0].start, end=words[-1].end, text="".join(w.word for w in words).strip(), words=words
+    )
 
 
 def _owned_words(words, shift: float, item: ChunkAudio) -> list[Word]:

@@ -128,5 +128,6 @@ def plan_chunks(regions: list[Region], duration: float, *, max_chunk_s: float, o
         start = max(0.0, keep_start - half, group[0].start - SPEECH_PAD_S)
         end = min(duration, keep_end + half, group[-1].end + SPEECH_PAD_S)
         chunks.append(Chunk(index=i, start=round(start, 3), end=round(end, 3),
-                            keep_start=round(keep_start, 3), keep_end=round(keep_end, 3)))
+                            keep_start=round(keep_start, 3), keep_end=round(keep_end, 3),
+                            speech=[(round(r.start, 3), round(r.end, 3)) for r in group]))
     return chunks

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from shared.errors import ServiceError
-from shared.jobs.model import DeliveryAttempt, Job
+from shared.jobs.model import DeliveryAttempt, Job, job_json
 from shared.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,7 @@ def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
 
 def event_body(job: Job) -> bytes:
     """The event for an ended job. Built only from stored state, so every attempt sends the same bytes."""
-    data = job.model_dump(mode="json", exclude={"webhook", "owns_clip"})
-    data["links"] = job.links().model_dump()
+    data = job_json(job, exclude=frozenset({"webhook", "owns_clip"}))
     event = {"type": f"transcription.{job.status.value}", "timestamp": data["finished_at"], "data": data}
     return json.dumps(event, separators=(",", ":")).encode()
 
@@ -244,5 +243,8 @@ class WebhookSender:
             outcome=outcome,
         )
         self.store.add_delivery(job.job_id, attempt, retry_at)
-        log.info("webhook %s for job %s attempt %d: %s", job.webhook.id, job.job_id, number, error or status_code)
+        log.log(
+            logging.INFO if delivered else logging.WARNING,
+            "webhook %s for job %s, attempt %d: %s (%s)", job.webhook.id, job.job_id, number, error or status_code, outcome,
+        )
         return attempt

@@ -1,21 +1,11 @@
-"""Scoring helpers for tests: word error rate and speaker attribution against fixture references."""
+"""Scoring helpers for tests: WER (shared with the benchmark) and speaker attribution per word."""
 
 from __future__ import annotations
 
 from collections import Counter
 
-import jiwer
-from audio_fixtures import normalize_words
-
-SPELLINGS = {"mr": "mister", "mrs": "missus"}
-
-
-def words_of(text: str) -> list[str]:
-    return [SPELLINGS.get(w, w) for w in normalize_words(text)]
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    return jiwer.wer(" ".join(words_of(reference)), " ".join(words_of(hypothesis)))
+from local_dev.scoring import normalize_words as words_of  # noqa: F401 - re-exported for tests
+from local_dev.scoring import wer  # noqa: F401
 
 
 def reference_speaker_at(t: float, turns: list[dict]) -> str | None:

@@ -8,8 +8,7 @@ from audio_fixtures import ONE_SPEAKER, TWO_SPEAKERS, load_audio, load_reference
 from scoring import wer, words_of
 
 from shared.domain import Chunk, ChunkAudio, TranscribeOptions
-from shared.pipeline import _join_at_seam
-from shared.transcriber import _owned_words
+from shared.transcriber import _owned_words, join_words
 from shared.vad import Region, SileroVad, plan_chunks
 
 
@@ -41,7 +40,7 @@ def test_a_word_heard_by_both_neighbours_is_kept_once():
     def joined(words_first, words_second):
         a = _owned_words(words_first, 0.0, ChunkAudio(first, np.zeros(1)))
         b = _owned_words(words_second, 9.9, ChunkAudio(second, np.zeros(1)))  # local times
-        return [(w.word, w.start) for w in _join_at_seam(a, b)]
+        return [(w.word, w.start) for w in join_words(a, b)]
 
     # the same spoken word, truncated differently by each chunk
     assert joined([W(9.0, 9.7, " well"), W(9.8, 10.1, " yes")], [W(0.0, 0.2, " yes"), W(0.4, 0.8, " so")]) == [

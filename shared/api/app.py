@@ -7,10 +7,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 
-from shared.api import audio
+from shared.api import audio, jobs, openai_compat, stream
+from shared.api.auth import install_auth
 from shared.api.errors import install_error_handlers
 from shared.api.uploads import BodySizeLimit
 from shared.config import Settings, get_settings
+from shared.jobs.service import JobService
 from shared.runner import InProcessRunner, Runner
 from shared.service import TranscriptionService
 from shared.storage import ClipStore
@@ -37,9 +39,11 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
         if swept:
             log.info("removed %d half-received uploads", swept)
         app.state.service = TranscriptionService(settings, active, clips)
+        app.state.jobs = JobService.open(settings, app.state.service)
         try:
             yield
         finally:
+            app.state.jobs.close()
             if own_runner:
                 active.close()
 
@@ -53,6 +57,10 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.include_router(audio.router)
+    app.include_router(jobs.router)
+    app.include_router(stream.router)
+    app.include_router(openai_compat.router)
+    install_auth(app, settings)
 
     @app.get("/healthz", tags=["ops"])
     def healthz(request: Request) -> dict:

@@ -15,7 +15,17 @@ from shared.api.params import output_format, transcribe_options
 from shared.api.uploads import UPLOAD_FIELD, receive_upload
 from shared.domain import OutputFormat, TranscribeOptions, Transcript
 from shared.errors import InvalidParameter
-from shared.jobs.model import DeliveryAttempt, Job, JobConflict, JobLinks, JobStatus, Webhook, check_job_id
+from shared.jobs.model import (
+    DeliveryAttempt,
+    Job,
+    JobConflict,
+    JobLinks,
+    JobStatus,
+    Webhook,
+    check_job_id,
+    job_json,
+    job_links,
+)
 from shared.jobs.service import JobService
 from shared.service import TranscriptionService
 from shared.storage import check_clip_id
@@ -56,8 +66,8 @@ class Deliveries(BaseModel):
     attempts: list[DeliveryAttempt]
 
 
-def view(job: Job) -> JobView:
-    return JobView(**job.model_dump(), links=job.links())
+def view(job: Job, status: int = 200, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(job_json(job), status_code=status, headers=headers)
 
 
 @router.post(
@@ -115,10 +125,7 @@ async def submit_transcription(
     )
     if wait:
         job = await _wait_until_ended(jobs, job.job_id, jobs.settings.job_wait_max_s)
-    status = 200 if job.finished else 202
-    return JSONResponse(
-        view(job).model_dump(mode="json"), status_code=status, headers={"location": job.links().self}
-    )
+    return view(job, 200 if job.finished else 202, headers={"location": job_links(job).self})
 
 
 def _one_of(query: str | None, form: str | None, name: str) -> str | None:
@@ -139,13 +146,13 @@ async def _wait_until_ended(jobs: JobService, job_id: str, max_s: float) -> Job:
 
 
 @router.get("/jobs/{job_id}", response_model=JobView)
-def get_job(job_id: str, jobs: JobService = Depends(get_jobs)) -> JobView:
+def get_job(job_id: str, jobs: JobService = Depends(get_jobs)) -> Response:
     """Status, progress (audio seconds done / total) and, once it succeeded, the transcript."""
     return view(jobs.get(check_job_id(job_id)))
 
 
 @router.delete("/jobs/{job_id}", response_model=JobView)
-def cancel_job(job_id: str, jobs: JobService = Depends(get_jobs)) -> JobView:
+def cancel_job(job_id: str, jobs: JobService = Depends(get_jobs)) -> Response:
     """Cancel a queued or running job (409 once it has ended)."""
     return view(jobs.cancel(check_job_id(job_id)))
 

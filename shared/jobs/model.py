@@ -77,9 +77,21 @@ class Job(BaseModel):
     def finished(self) -> bool:
         return self.status in TERMINAL
 
-    def links(self) -> JobLinks:
-        base = f"/api/jobs/{self.job_id}"
-        return JobLinks(self=base, result=f"{base}/result", deliveries=f"{base}/deliveries", clip=f"/api/audio/{self.clip_id}")
+
+
+def job_links(job: Job) -> JobLinks:
+    base = f"/api/jobs/{job.job_id}"
+    return JobLinks(self=base, result=f"{base}/result", deliveries=f"{base}/deliveries", clip=f"/api/audio/{job.clip_id}")
+
+
+def job_json(job: Job, *, exclude: frozenset[str] = frozenset()) -> dict:
+    """The job as JSON with its links; segment words only when they were asked for (as /api/transcribe)."""
+    data = job.model_dump(mode="json", exclude=set(exclude))
+    if data.get("result") and not job.options.word_timestamps:
+        for segment in data["result"]["segments"]:
+            segment.pop("words", None)
+    data["links"] = job_links(job).model_dump()
+    return data
 
 
 class DeliveryAttempt(BaseModel):
