@@ -13,8 +13,8 @@ build_diarizer): models load once per container in @modal.enter, imports are cap
 snapshot (@modal.enter(snap=True)), weights are cached on a Volume (HF_HOME), the Hugging Face token
 comes from a Secret. All resources and scaling come from functions/settings.py.
 
-Deploy (see README): `modal secret create whospoke-hf HUGGINGFACE_TOKEN=hf_... HF_TOKEN=hf_...`, then
-`modal deploy functions/app.py`.
+Deploy (see README): `modal secret create whospoke API_KEYS=<key> HUGGINGFACE_TOKEN=hf_...`, then
+`modal deploy -m functions.app`.
 """
 
 # No `from __future__ import annotations`: modal.parameter reads the class annotations as types.
@@ -38,6 +38,8 @@ app = modal.App(settings.app_name)
 models_volume = modal.Volume.from_name(settings.models_volume, create_if_missing=True)
 data_volume = modal.Volume.from_name(settings.data_volume, create_if_missing=True)
 hf_secret = modal.Secret.from_name(settings.hf_secret)
+# The endpoint is public: it is not deployed without API keys (the app refuses /api requests without one).
+api_secret = modal.Secret.from_name(settings.api_secret, required_keys=["API_KEYS"])
 
 transcriber_image = modal_images.transcriber_image()
 diarizer_image = modal_images.diarizer_image()
@@ -252,9 +254,15 @@ def build_runner(calls=None) -> ModalRunner:
 # with job execution through a `.spawn()`ed function and webhooks delivered from another function.
 
 
-@app.function(image=light_image, volumes={DATA_PATH: data_volume}, env=CPU_ENV, **settings.web.decorator_kwargs(web=True))
+@app.function(
+    image=light_image,
+    volumes={DATA_PATH: data_volume},
+    secrets=[api_secret],
+    env=CPU_ENV,
+    **settings.web.decorator_kwargs(web=True),
+)
 @modal.concurrent(max_inputs=settings.web.max_inputs)
-@modal.asgi_app(label=settings.web_label)
+@modal.asgi_app(label=settings.web_label, requires_proxy_auth=settings.web_proxy_auth)
 def web():
     """The FastAPI app of local runs, its stages fanned out to the GPU functions."""
     from shared.api.app import create_app

@@ -6,7 +6,8 @@ to the others on the output volume. Finished files are skipped, so a retried ind
 left. The Hugging Face token comes from a Secret; the weights cache (HF_HOME) is a volume.
 
     python -m functions.k8s manifest --shards 8 --image registry.example.com/whospoke-worker:0.1.0 > job.yaml
-    kubectl apply -f job.yaml          # after: kubectl create secret generic whospoke-hf --from-literal=...
+    kubectl create secret generic whospoke-hf --from-literal=HUGGINGFACE_TOKEN=hf_...   # once
+    kubectl apply -f job.yaml
     python -m functions.k8s shard --input /data/in --output /data/out       # what each pod runs
 
 `manifest` validates what it prints against the Kubernetes API schema (the `kubernetes` client's models),

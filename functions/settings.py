@@ -109,7 +109,11 @@ class ModalSettings(BaseSettings):
     web_label: str | None = Field(default=None, description="subdomain label of the web endpoint; None: Modal's")
 
     # --- named Modal objects ---
-    hf_secret: str = Field(default="whospoke-hf", description="Secret holding HUGGINGFACE_TOKEN (and HF_TOKEN)")
+    # One Secret by default (one `modal secret create`); name two to keep the API keys from the model
+    # containers and the Hugging Face token from the web container.
+    hf_secret: str = Field(default="whospoke", description="Secret with HUGGINGFACE_TOKEN (model classes)")
+    api_secret: str = Field(default="whospoke", description="Secret with API_KEYS (the web endpoint)")
+    web_proxy_auth: bool = Field(default=False, description="also require Modal-Key/Modal-Secret headers")
     models_volume: str = "whospoke-models"
     data_volume: str = "whospoke-data"
     jobs_dict: str = "whospoke-jobs"

@@ -126,9 +126,35 @@ def test_model_classes_cache_weights_on_the_models_volume_and_get_the_token_secr
         assert f"modal.Secret.from_name('{S.hf_secret}')" in _secret_reprs(info)
 
 
-def test_only_the_model_classes_see_the_token():
-    for name in ("Vad", "web", "transcribe_file"):
+def test_cpu_functions_see_no_model_token():
+    for name in ("Vad", "transcribe_file"):
         assert not any("from_name" in s for s in _secret_reprs(info_of(ALL[name][0]))), name
+
+
+def test_the_public_endpoint_is_not_deployed_without_api_keys():
+    info = info_of(modal_app.web)
+    assert f"modal.Secret.from_name('{S.api_secret}')" in _secret_reprs(info)
+    load = synchronizer._translate_in(modal_app.api_secret)._load
+    cells = dict(zip(load.__code__.co_freevars, (c.cell_contents for c in load.__closure__)))
+    assert cells["name"] == S.api_secret and cells["required_keys"] == ["API_KEYS"]
+    assert info.web_info.unauthenticated is (not S.web_proxy_auth)  # the app's API keys guard /api
+
+
+def test_one_secret_by_default_two_when_asked():
+    assert S.hf_secret == S.api_secret == "whospoke"  # one `modal secret create` in the README
+    split = ModalSettings(hf_secret="whospoke-hf", api_secret="whospoke-api")
+    assert split.hf_secret != split.api_secret
+
+
+def test_modal_cli_finds_the_app_and_the_batch_entry_point():
+    """What `modal deploy -m functions.app` and `modal run -m functions.app::batch` import, offline."""
+    from modal.cli.import_refs import import_and_filter, import_app_from_ref, parse_import_ref
+
+    ref = parse_import_ref("functions.app", use_module_mode=True, command="modal deploy")
+    assert import_app_from_ref(ref, base_cmd="modal deploy").name == S.app_name
+    run_ref = parse_import_ref("functions.app::batch", use_module_mode=True, command="modal run")
+    runnable, commands, _ = import_and_filter(run_ref, base_cmd="modal run")
+    assert runnable is not None and "batch" in {name for c in commands for name in c.names}
 
 
 def test_every_function_gets_the_service_environment():

@@ -1,0 +1,32 @@
+"""Serve the Modal web endpoint's app on this machine, without a Modal account.
+
+    python -m functions.local_serve        # HOST, PORT, AUDIO_STORAGE_PATH... as for `python -m shared.api`
+
+The app is what the deployed `web` function returns (`web.local()`: the same FastAPI app as local runs,
+with the Modal runner), and its stage calls go through `.local()` on the deployed classes instead of
+`.remote()`/`.map()`: every Modal method body runs, in this process, on this machine's CPU or GPU. The
+API tests run against it (tests/test_modal_web.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+
+def main() -> None:
+    from functions.app import CALLS_ENV
+
+    os.environ.setdefault(CALLS_ENV, "local")
+    import uvicorn
+
+    from functions import app as modal_app
+    from shared.config import get_settings
+
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(modal_app.web.local(), host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+if __name__ == "__main__":
+    main()
