@@ -1,6 +1,6 @@
 """Every knob of the Modal deployment in one place: GPU types, timeouts, autoscaling, retries, batching.
 
-Read at `modal deploy` time from environment variables prefixed `WHOSPOKE_MODAL_` (nested with `__`),
+Read at `modal deploy` time from environment variables (or `.env`) prefixed `WHOSPOKE_MODAL_` (nested with `__`),
 e.g. `WHOSPOKE_MODAL_TRANSCRIBER__GPU=L4 WHOSPOKE_MODAL_WHISPER_MODEL=large-v3-turbo modal deploy ...`.
 The values in force at deploy time travel into the containers (`container_env`), so the code that runs
 there (the Modal runner's routing, the service's own Settings) sees the same configuration.
@@ -103,7 +103,9 @@ class BatchSpec(FunctionSpec):
 
 
 class ModalSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="WHOSPOKE_MODAL_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="WHOSPOKE_MODAL_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
 
     app_name: str = "whospoke"
     web_label: str | None = Field(default=None, description="subdomain label of the web endpoint; None: Modal's")
