@@ -30,5 +30,23 @@ test-fast: install
 bench: install
 	$(BIN)/python -m local_dev.bench
 
+# pyannote.audio 4.0.7 in its own environment (6.5 GB: torch 2.11 with its CUDA 13 wheels; ~2 min here).
+# torch, pyannote.audio and this project are resolved in ONE pip command with torch pinned: unpinned,
+# pip takes the newest torch (2.15.0) beside torchaudio 2.11.0, which was built for torch 2.11 only.
+PYANNOTE_VENV := .venv-pyannote
+PYANNOTE_PINS ?= torch==2.11.0 pyannote.audio==4.0.7
+
+$(PYANNOTE_VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(PYANNOTE_VENV)
+	$(PYANNOTE_VENV)/bin/pip install -q --upgrade pip
+	$(PYANNOTE_VENV)/bin/pip install -q $(PYANNOTE_PINS) -e '.[dev]'
+	$(PYANNOTE_VENV)/bin/pip install -q --no-deps resemblyzer==0.1.4
+	$(PYANNOTE_VENV)/bin/python -c "import torch, torchaudio, pyannote.audio as pa; print('torch', torch.__version__, 'torchaudio', torchaudio.__version__, 'pyannote.audio', pa.__version__)"
+	touch $@
+
+# Real pyannote.audio pipeline code on a locally built random-weight checkpoint: no hub, no telemetry.
+test-pyannote: $(PYANNOTE_VENV)/.installed
+	HF_HUB_OFFLINE=1 PYANNOTE_METRICS_ENABLED=false $(PYANNOTE_VENV)/bin/python -m pytest -q -m pyannote
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(PYANNOTE_VENV) .pytest_cache

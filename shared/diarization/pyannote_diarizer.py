@@ -122,6 +122,8 @@ class PyannoteDiarizer:
         audio = np.ascontiguousarray(np.asarray(samples, dtype=np.float32).reshape(-1))
         if audio.size < MIN_SAMPLES:
             return []
+        if not audio.flags.writeable:  # torch.from_numpy wants a writable buffer (np.frombuffer is not)
+            audio = audio.copy()
         duration = audio.size / SAMPLE_RATE
         file = {"waveform": torch.from_numpy(audio).unsqueeze(0), "sample_rate": SAMPLE_RATE, "uri": "clip"}
         with self._lock:
