@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 run: install
-	$(BIN)/python -m shared.api
+	$(BIN)/python -m local_dev serve
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -29,6 +29,7 @@ test-fast: install
 
 bench: install
 	$(BIN)/python -m local_dev.bench
+	$(BIN)/python -m local_dev.bench_concurrency
 
 # pyannote.audio 4.0.7 in its own environment (6.5 GB: torch 2.11 with its CUDA 13 wheels; ~2 min here).
 # torch, pyannote.audio and this project are resolved in ONE pip command with torch pinned: unpinned,

@@ -1,0 +1,6 @@
+"""local_dev: the pipeline's stages on this machine's GPUs (or CPU workers), as processes or containers.
+
+gpus.py (NVML scan, worker plan), worker.py (the worker process), pool.py (the Runner adapter:
+dispatch, batching, restart + retry, metrics), docker_runner.py (containers, compose), __main__.py
+(`python -m local_dev serve`). Imports stay lazy: worker processes import this package first.
+"""
