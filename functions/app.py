@@ -20,6 +20,7 @@ Deploy (see README): `modal secret create whospoke API_KEYS=<key> HUGGINGFACE_TO
 # No `from __future__ import annotations`: modal.parameter reads the class annotations as types.
 import logging
 import os
+import threading
 from pathlib import Path
 
 import modal
@@ -78,10 +79,19 @@ class _WhisperShell:
         return service_settings(**({"whisper_model": self.model} if self.model else {}))
 
     def _prepare(self) -> None:
-        """Before the snapshot (no GPU yet): import the libraries, put the weights on the Volume."""
-        import faster_whisper  # noqa: F401 - the import is what the snapshot saves
+        """Before the snapshot (no GPU, nothing written): import the libraries; the snapshot keeps them."""
+        import faster_whisper  # noqa: F401
+        import faster_whisper.transcribe  # noqa: F401
 
-        from shared.transcriber import resolve_whisper_model
+        if settings.gpu_snapshot:  # alpha: the loaded model itself goes into the snapshot
+            self._load()
+
+    def _load(self) -> None:
+        """After the snapshot, on the GPU: weights from the Volume (the first container ever downloads
+        them there and commits), then the model."""
+        if self.whisper is not None:
+            return
+        from shared.transcriber import WhisperTranscriber, resolve_whisper_model
 
         s = self._settings()
         name = resolve_whisper_model(s.whisper_model)
@@ -90,14 +100,7 @@ class _WhisperShell:
 
             download_model(name, cache_dir=str(Path(s.hf_home) / "hub"))
             _commit(models_volume)
-        if settings.gpu_snapshot:
-            self._load()
-
-    def _load(self) -> None:
-        if self.whisper is None:
-            from shared.transcriber import WhisperTranscriber
-
-            self.whisper = WhisperTranscriber.from_settings(self._settings())
+        self.whisper = WhisperTranscriber.from_settings(s)
 
 
 _transcriber_kwargs = dict(
@@ -273,13 +276,16 @@ def web():
 # --- batch: many files, every output format --------------------------------------------------------
 
 _batch_runner: ModalRunner | None = None
+_batch_runner_lock = threading.Lock()
 
 
 def _runner() -> ModalRunner:
+    """One runner per container, shared by the inputs it runs at once (@modal.concurrent)."""
     global _batch_runner
-    if _batch_runner is None:
-        _batch_runner = build_runner()
-    return _batch_runner
+    with _batch_runner_lock:
+        if _batch_runner is None:
+            _batch_runner = build_runner()
+        return _batch_runner
 
 
 @app.function(image=light_image, env=CPU_ENV, **settings.batch.decorator_kwargs())
@@ -375,3 +381,66 @@ def batch(
     print(f"{counts['done']} transcribed, {counts['skipped']} already there, {counts['failed']} failed -> {out}")
     if counts["failed"]:
         raise SystemExit(1)
+
+
+# --- bench: measured speed -> cost per audio hour --------------------------------------------------
+
+
+def measure(calls, samples: np.ndarray, *, batch_size: int, options: TranscribeOptions) -> dict[str, float]:
+    """Real-time factor of each function on `samples`: warm calls, one after another, so each time is
+    one container's busy time (what Modal bills), not the fan-out's wall time."""
+    import time
+
+    from shared.domain import SAMPLE_RATE
+
+    duration = len(samples) / SAMPLE_RATE
+    probe = samples[: 10 * SAMPLE_RATE]
+    calls.call("vad.split", probe)  # warm: the enter hooks run on the first call
+    t = time.perf_counter()
+    chunks = calls.call("vad.split", samples)
+    vad_s = time.perf_counter() - t
+    audio = [ChunkAudio(c, samples[int(c.start * SAMPLE_RATE) : int(c.end * SAMPLE_RATE)]) for c in chunks]
+    batches = [audio[i : i + batch_size] for i in range(0, len(audio), batch_size)]
+    calls.call("transcriber.transcribe", batches[0][:1], options)
+    t = time.perf_counter()
+    for batch in batches:
+        calls.call("transcriber.transcribe", batch, options)
+    transcribe_s = time.perf_counter() - t
+    calls.call("diarizer.diarize", probe, options.speakers)
+    t = time.perf_counter()
+    calls.call("diarizer.diarize", samples, options.speakers)
+    diarize_s = time.perf_counter() - t
+    return {
+        "audio_s": duration,
+        "chunks": len(chunks),
+        "batches": len(batches),
+        "vad": vad_s / duration,
+        "transcriber": transcribe_s / duration,
+        "diarizer": diarize_s / duration,
+    }
+
+
+@app.local_entrypoint()
+def bench(src: str, language: str = "en"):
+    """`modal run -m functions.app::bench --src bench-out/bench_conversation.wav`: RTFs and $ per audio h."""
+    import math
+
+    from functions import costs
+    from shared.audio import decode
+
+    samples = decode(Path(src).read_bytes()).samples
+    rtf = measure(build_runner().calls, samples, batch_size=settings.transcribe_batch_size,
+                  options=TranscribeOptions(language=language or None))
+    batches_per_hour = math.ceil(rtf["batches"] * 3600 / rtf["audio_s"])
+    rows = [
+        costs.per_audio_hour("Vad (CPU)", settings.vad, rtf["vad"]),
+        costs.per_audio_hour(
+            f"Transcriber ({settings.transcriber.gpu})",
+            settings.transcriber,
+            rtf["transcriber"],
+            containers=min(batches_per_hour, settings.transcriber.max_containers),
+        ),
+        costs.per_audio_hour(f"Diarizer ({settings.diarizer.gpu})", settings.diarizer, rtf["diarizer"]),
+    ]
+    print(f"{rtf['audio_s']:.0f} s of audio, {rtf['chunks']} chunks, {rtf['batches']} batches")
+    print(costs.table(rows))

@@ -87,7 +87,10 @@ class WebSpec(FunctionSpec):
     memory_mib: int | None = 4096
     timeout_s: int = 1800  # a synchronous request waits for its whole transcript
     scaledown_window_s: int = 120
-    max_containers: int = 10
+    # One container (serving max_inputs requests at once) until clips and jobs live in stores that
+    # containers share: the clip store is a Volume (another container sees a new clip only after a
+    # commit + reload) and the job store is SQLite under it. See the README's "needs the cloud" list.
+    max_containers: int = 1
     retries: int = 0  # Modal refuses retries on web endpoints
     max_inputs: int | None = 32  # requests mostly wait on GPU functions
 
@@ -133,7 +136,9 @@ class ModalSettings(BaseSettings):
     gpu_snapshot: bool = Field(default=False, description="Modal's alpha GPU memory snapshots (model on the GPU)")
 
     # --- the runner (in the web / batch containers) ---
-    runner_threads: int = Field(default=32, ge=1, description="stage calls in flight per web/batch container")
+    # Threads only wait on remote calls; each request holds one for its whole diarization, so there are
+    # several per concurrent request (web max_inputs 32).
+    runner_threads: int = Field(default=128, ge=1, description="stage calls in flight per web/batch container")
     runner_retries: int = Field(default=1, ge=0, le=5, description="re-sends of inputs lost to infrastructure")
 
     # --- functions (one class each, so `..._TRANSCRIBER__GPU=L4` keeps the other defaults) ---

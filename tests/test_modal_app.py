@@ -274,3 +274,18 @@ def test_bad_settings_are_refused_before_deploy():
         ModalSettings(transcriber={"scaledown_window_s": 1})  # Modal allows 2..3600
     with pytest.raises(ValueError):
         ModalSettings(dynamic_batch_max=0)
+
+
+def test_cost_per_audio_hour_formula():
+    from functions import costs
+
+    spec = ModalSettings(_env_file=None).transcriber  # T4, 8 GiB, scaledown 60 s
+    rate = costs.GPU_PER_S["T4"] + costs.DEFAULT_CPU * costs.CPU_CORE_PER_S + 8 * costs.MEMORY_GIB_PER_S
+    assert costs.per_second(spec) == pytest.approx(rate)
+    c = costs.per_audio_hour("t", spec, 0.05, containers=8, cold_start_s=20)
+    assert c.busy_s == pytest.approx(180)
+    assert c.warm_usd == pytest.approx(180 * rate)
+    assert c.cold_usd == pytest.approx((180 + 8 * (20 + 60)) * rate)
+    assert costs.per_second(ModalSettings(_env_file=None).vad) == pytest.approx(
+        2 * costs.CPU_CORE_PER_S + 4 * costs.MEMORY_GIB_PER_S
+    )

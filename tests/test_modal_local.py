@@ -186,3 +186,16 @@ def test_the_batch_entry_point_writes_every_format_and_skips_what_is_done(tmp_pa
     again = modal_app.run_batch(str(src), str(out), TranscribeOptions(), list(ALL_FORMATS), transcribe=fake)
     assert again == {"inputs": 3, "skipped": 2, "done": 0, "failed": 1}
     assert fake.calls[-1][0] == ["broken"]
+
+
+def test_bench_measures_each_function_through_the_same_seam(monkeypatch):
+    from functions import costs
+
+    monkeypatch.setenv(modal_app.CALLS_ENV, "local")
+    samples = decode(TWO_SPEAKERS).samples
+    rtf = modal_app.measure(modal_app.build_runner().calls, samples, batch_size=2, options=TranscribeOptions(language="en"))
+    assert rtf["chunks"] >= 3 and rtf["batches"] == (rtf["chunks"] + 1) // 2
+    assert all(0 < rtf[f] < 1 for f in ("vad", "transcriber", "diarizer"))  # faster than real time on CPU
+    row = costs.per_audio_hour("Transcriber", modal_app.settings.transcriber, rtf["transcriber"], containers=2)
+    assert 0 < row.warm_usd < row.cold_usd
+    assert "| **total** |" in costs.table([row])
