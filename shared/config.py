@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=8, ge=1, le=64, description="chunks per transcription batch")
     diarizer: Literal["auto", "pyannote", "embedded"] = "auto"
     diarizer_threshold: float = Field(
-        default=0.4, gt=0.0, lt=2.0,
+        default=0.45, gt=0.0, lt=2.0,
         description="embedded diarizer: cosine distance at which voices count as different speakers",
     )
 

@@ -34,7 +34,7 @@ class EmbeddedDiarizer:
         window_s: float = 1.6,
         hop_s: float = 0.4,
         min_pause_ms: int = 250,
-        distance_threshold: float = 0.4,
+        distance_threshold: float = 0.45,
         min_speaker_s: float = 2.0,
         min_turn_s: float = 0.5,
         max_speakers: int = 8,
