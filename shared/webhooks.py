@@ -245,6 +245,7 @@ class WebhookSender:
         self.store.add_delivery(job.job_id, attempt, retry_at)
         log.log(
             logging.INFO if delivered else logging.WARNING,
-            "webhook %s for job %s, attempt %d: %s (%s)", job.webhook.id, job.job_id, number, error or status_code, outcome,
+            "webhook %s for job %s, attempt %d: %s (%s)",
+            job.webhook.id, job.job_id, number, error or status_code, outcome,
         )
         return attempt

@@ -13,6 +13,7 @@ from shared.api.errors import install_error_handlers
 from shared.api.uploads import BodySizeLimit
 from shared.config import Settings, get_settings
 from shared.jobs.service import JobService
+from shared.jobs.store import JobStore
 from shared.runner import InProcessRunner, Runner
 from shared.service import TranscriptionService
 from shared.storage import ClipStore
@@ -27,7 +28,9 @@ def default_runner(settings: Settings) -> Runner:
     return InProcessRunner(StageWorker(settings).load())
 
 
-def create_app(settings: Settings | None = None, runner: Runner | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, runner: Runner | None = None, job_store: JobStore | None = None
+) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -39,7 +42,7 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
         if swept:
             log.info("removed %d half-received uploads", swept)
         app.state.service = TranscriptionService(settings, active, clips)
-        app.state.jobs = JobService.open(settings, app.state.service)
+        app.state.jobs = JobService.open(settings, app.state.service, job_store)  # default: SQLite
         try:
             yield
         finally:

@@ -98,7 +98,8 @@ async def submit_transcription(
             unknown = sorted(set(upload.fields) - set(FORM_FIELDS))
             if unknown:
                 raise InvalidParameter(
-                    f"unknown form field(s) {', '.join(unknown)}: options go in the query string, as for /api/transcribe"
+                    f"unknown form field(s) {', '.join(unknown)}: "
+                    "options go in the query string, as for /api/transcribe"
                 )
             clip_id = _one_of(clip_id, upload.fields.get("clip_id"), "clip_id")
             if upload.fields.get("webhook_url") and not webhook_url:
@@ -164,7 +165,7 @@ def cancel_job(job_id: str, jobs: JobService = Depends(get_jobs)) -> Response:
 )
 def get_job_result(
     job_id: str,
-    format: OutputFormat | None = Query(None, description="default: the format the job was submitted with"),  # noqa: A002
+    format: OutputFormat | None = Query(None, description="default: the job's own format"),  # noqa: A002
     jobs: JobService = Depends(get_jobs),
 ) -> Response:
     """The transcript of a succeeded job, rendered as json, srt, vtt, txt or rttm."""

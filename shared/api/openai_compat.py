@@ -92,7 +92,8 @@ def _form_schema(task: Task) -> dict:
             continue
         key = "timestamp_granularities[]" if name == "timestamp_granularities" else name
         props[key] = {"type": "string", "description": field.description or ""}
-    props["response_format"]["enum"] = [f for f in ResponseFormat.__args__ if task is Task.transcribe or f != "diarized_json"]
+    formats = [f for f in ResponseFormat.__args__ if task is Task.transcribe or f != "diarized_json"]
+    props["response_format"]["enum"] = formats
     schema = {"type": "object", "required": [UPLOAD_FIELD, "model"], "properties": props}
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
@@ -189,7 +190,8 @@ def list_models(request: Request) -> dict:
 @router.get("/models/{model_id}")
 def get_model(model_id: str, request: Request) -> dict:
     if model_id not in _model_ids(request):
-        raise ServiceError(f"no model {model_id!r}; any name works for transcription", code="model_not_found", status=404)
+        message = f"no model {model_id!r}; any name works for transcription"
+        raise ServiceError(message, code="model_not_found", status=404)
     return _model(model_id)
 
 
@@ -222,8 +224,10 @@ def render_openai(t: Transcript, params: AudioParams, task: Task) -> Response:
              "text": s.text.strip(), "speaker": letters.get(s.speaker, "A")}
             for i, s in enumerate(t.segments)
         ]  # fmt: skip
-        return JSONResponse({"task": "transcribe", "duration": t.duration, "text": text, "segments": segments, "usage": usage})
-    body: dict = {"task": task.value, "language": LANGUAGE_NAMES.get(t.language, t.language), "duration": t.duration, "text": text}
+        body = {"task": "transcribe", "duration": t.duration, "text": text, "segments": segments, "usage": usage}
+        return JSONResponse(body)
+    language = LANGUAGE_NAMES.get(t.language, t.language)
+    body = {"task": task.value, "language": language, "duration": t.duration, "text": text}
     granularities = params.timestamp_granularities or ["segment"]
     if "segment" in granularities:
         body["segments"] = [_verbose_segment(i, s, params, diarized) for i, s in enumerate(t.segments)]

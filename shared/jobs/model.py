@@ -81,7 +81,9 @@ class Job(BaseModel):
 
 def job_links(job: Job) -> JobLinks:
     base = f"/api/jobs/{job.job_id}"
-    return JobLinks(self=base, result=f"{base}/result", deliveries=f"{base}/deliveries", clip=f"/api/audio/{job.clip_id}")
+    return JobLinks(
+        self=base, result=f"{base}/result", deliveries=f"{base}/deliveries", clip=f"/api/audio/{job.clip_id}"
+    )
 
 
 def job_json(job: Job, *, exclude: frozenset[str] = frozenset()) -> dict:

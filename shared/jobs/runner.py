@@ -67,13 +67,17 @@ class JobRunner:
         with self._wake:
             self._wake.notify()
 
-    def close(self, timeout: float = 10.0) -> None:
+    def close(self, timeout: float = 10.0) -> bool:
+        """Stop the threads; a running job goes back to the queue at its next progress report. True when
+        every thread stopped within the timeout."""
         self._stop.set()
         with self._wake:
             self._wake.notify_all()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
 
     def _work(self) -> None:
         while not self._stop.is_set():

@@ -51,9 +51,11 @@ class JobService:
         )
 
     @classmethod
-    def open(cls, settings: Settings, service: TranscriptionService) -> "JobService":
-        """The SQLite store under the storage path, workers started, interrupted jobs recovered."""
-        return cls(settings, service, SqliteJobStore(settings.audio_storage_path / JOBS_DB)).start()
+    def open(cls, settings: Settings, service: TranscriptionService, store: JobStore | None = None) -> JobService:
+        """Workers started and interrupted jobs recovered, over the given store or the SQLite one under the
+        storage path."""
+        store = store or SqliteJobStore(settings.audio_storage_path / JOBS_DB)
+        return cls(settings, service, store).start()
 
     def start(self) -> "JobService":
         self.runner.start()
@@ -62,10 +64,11 @@ class JobService:
         return self
 
     def close(self) -> None:
-        self.runner.close()
+        stopped = self.runner.close()
         if self.webhooks:
             self.webhooks.close()
-        self.store.close()
+        if stopped:  # else a worker still finishing a batch would find its store closed
+            self.store.close()
 
     def check_webhook_url(self, url: str) -> str:
         if not self.webhooks:

@@ -1,0 +1,145 @@
+"""The job runner's threads with a stand-in transcription service: cancel mid-run, a clean shutdown that
+puts the job back in the queue, failures with a reason, and expiry that takes uploaded clips along."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timezone
+
+import pytest
+from audio_fixtures import ONE_SPEAKER
+from jobs_support import ThreadedServer, assert_error
+from test_jobs_api import NoModels
+
+from shared.api.app import create_app
+from shared.config import Settings
+from shared.domain import ClipInfo, Segment, TranscribeOptions, Transcript
+from shared.errors import ClipNotFound
+from shared.jobs.model import Job, JobStatus, Progress, new_job_id
+from shared.jobs.runner import JobRunner
+from shared.jobs.sqlite_store import SqliteJobStore
+from shared.storage import ClipStore, new_clip_id
+
+
+class SlowService:
+    """Reports progress every 50 ms for `seconds`, then returns a one-segment transcript."""
+
+    def __init__(self, clips: ClipStore, seconds: float = 5.0, error: Exception | None = None):
+        self.clips = clips
+        self.seconds = seconds
+        self.error = error
+        self.started = threading.Event()
+
+    def transcribe_clip(self, clip_id, options, on_progress):
+        self.started.set()
+        steps = int(self.seconds / 0.05)
+        for i in range(steps):
+            on_progress(i * 0.05, self.seconds)
+            time.sleep(0.05)
+        if self.error:
+            raise self.error
+        return Transcript(segments=[Segment(start=0, end=1, text="done")], language="en", duration=self.seconds)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    yield s
+    s.close()
+
+
+def add_clip(clips: ClipStore, tmp_path) -> str:
+    staged = tmp_path / "staged.audio"
+    staged.write_bytes(b"audio")
+    info = ClipInfo(clip_id=new_clip_id(), size_bytes=5, duration=1.0, created_at=datetime.now(timezone.utc))
+    return clips.add(staged, info).clip_id
+
+
+def queue(store, clip_id="a" * 32, owns_clip=False) -> Job:
+    return store.create(
+        Job(job_id=new_job_id(), status=JobStatus.queued, clip_id=clip_id, owns_clip=owns_clip,
+            options=TranscribeOptions(), created_at=datetime.now(timezone.utc), progress=Progress(total=5.0))
+    )  # fmt: skip
+
+
+def wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def test_cancel_stops_a_running_job(store, tmp_path):
+    service = SlowService(ClipStore(tmp_path))
+    finished = []
+    runner = JobRunner(store, service, on_finished=finished.append, poll_s=0.05).start()
+    try:
+        job = queue(store)
+        assert service.started.wait(5)
+        wait_until(lambda: store.get(job.job_id).progress.done > 0)
+        store.cancel(job.job_id)
+        nxt = queue(store)  # the worker comes free at once for the next job
+        wait_until(lambda: store.get(nxt.job_id).status is JobStatus.running, timeout=3)
+    finally:
+        runner.close()
+    assert store.get(job.job_id).status is JobStatus.cancelled and store.get(job.job_id).result is None
+    assert finished == []
+
+
+def test_clean_shutdown_puts_the_job_back(store, tmp_path):
+    service = SlowService(ClipStore(tmp_path), seconds=30)
+    runner = JobRunner(store, service, poll_s=0.05).start()
+    job = queue(store)
+    assert service.started.wait(5)
+    started = time.monotonic()
+    assert runner.close()
+    assert time.monotonic() - started < 2
+    back = store.get(job.job_id)
+    assert back.status is JobStatus.queued and back.attempts == 0  # a clean stop does not use up an attempt
+
+
+def test_failures_keep_their_code(store, tmp_path):
+    finished = []
+    service = SlowService(ClipStore(tmp_path), seconds=0.1, error=ClipNotFound("no clip with id x"))
+    runner = JobRunner(store, service, on_finished=finished.append, poll_s=0.05).start()
+    try:
+        job = queue(store)
+        wait_until(lambda: store.get(job.job_id).finished)
+    finally:
+        runner.close()
+    failed = store.get(job.job_id)
+    assert failed.status is JobStatus.failed and failed.error.code == "clip_not_found"
+    assert [j.job_id for j in finished] == [job.job_id]
+
+
+def test_expiry_deletes_uploaded_clips_only(store, tmp_path):
+    clips = ClipStore(tmp_path / "store")
+    service = SlowService(clips, seconds=0.05)
+    runner = JobRunner(store, service, poll_s=0.05, result_ttl_s=60)
+    uploaded, shared = add_clip(clips, tmp_path), add_clip(clips, tmp_path)
+    a, b = queue(store, uploaded, owns_clip=True), queue(store, shared)
+    runner.start()
+    try:
+        wait_until(lambda: store.get(a.job_id).finished and store.get(b.job_id).finished)
+    finally:
+        runner.close()
+    assert runner.delete_expired(now=time.time()) == []  # not yet
+    assert {j.job_id for j in runner.delete_expired(now=time.time() + 61)} == {a.job_id, b.job_id}
+    with pytest.raises(ClipNotFound):
+        clips.get(uploaded)
+    assert clips.get(shared).clip_id == shared
+
+
+def test_results_expire_on_a_real_server(tmp_path):
+    settings = Settings(_env_file=None, audio_storage_path=tmp_path, job_result_ttl_s=1)
+    with ThreadedServer(create_app(settings, runner=NoModels())) as s, s.client() as c:
+        with open(ONE_SPEAKER, "rb") as f:
+            job = c.post("/api/transcriptions", params={"wait": True}, files={"file": f}).json()
+        assert job["status"] == "failed"  # no models here; expiry does not care how a job ended
+        deadline = time.monotonic() + 10
+        while c.get(job["links"]["self"]).status_code == 200:
+            assert time.monotonic() < deadline, "the job was not deleted"
+            time.sleep(0.2)
+        assert_error(c.get(job["links"]["self"]), 404, "job_not_found")
+        assert_error(c.get(job["links"]["clip"]), 404, "clip_not_found")

@@ -1,0 +1,249 @@
+"""Webhook signing (checked against the independent `standardwebhooks` package), the address check,
+backoff, and delivery with retries to a real receiver on 127.0.0.1. No models: fast."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from datetime import datetime, timezone
+
+import pytest
+from jobs_support import WEBHOOK_SECRET, WebhookReceiver
+from standardwebhooks import Webhook as ReferenceWebhook
+from standardwebhooks import WebhookVerificationError
+
+from shared.domain import Segment, TranscribeOptions, Transcript
+from shared.jobs.model import Job, JobError, JobStatus, Progress, Webhook, new_job_id, new_webhook_id
+from shared.jobs.sqlite_store import SqliteJobStore
+from shared.webhooks import (
+    InvalidWebhookUrl,
+    UnresolvableHost,
+    WebhookSender,
+    backoff_delay,
+    check_webhook_url,
+    event_body,
+    parse_secret,
+    sign,
+)
+
+KEY = parse_secret(WEBHOOK_SECRET)
+
+
+def test_signature_verifies_with_standardwebhooks():
+    body = b'{"type":"transcription.succeeded","data":{"job_id":"abc"}}'
+    timestamp = int(time.time())
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(timestamp), "webhook-signature": sign(KEY, "msg_1", timestamp, body)}
+    assert ReferenceWebhook(WEBHOOK_SECRET).verify(body, headers) == json.loads(body)
+    reference = ReferenceWebhook(WEBHOOK_SECRET).sign("msg_1", datetime.fromtimestamp(timestamp, timezone.utc), body.decode())
+    assert reference == headers["webhook-signature"]
+    with pytest.raises(WebhookVerificationError):  # a changed body no longer verifies
+        ReferenceWebhook(WEBHOOK_SECRET).verify(body.replace(b"abc", b"abd"), headers)
+
+
+@pytest.mark.parametrize("secret", ["whsec_not base64!", "whsec_c2hvcnQ=", ""])
+def test_bad_secrets_are_refused(secret):
+    with pytest.raises(ValueError, match="WEBHOOK_SECRET"):
+        parse_secret(secret)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/hook",
+        "file:///etc/passwd",
+        "http:///nohost",
+        "http://127.0.0.1:8000/hook",
+        "http://localhost/hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.0.10/hook",
+        "http://172.16.5.4/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://100.64.0.1/hook",
+        "http://0.0.0.0/hook",
+        "http://224.0.0.1/hook",
+        "http://[::1]/hook",
+        "http://[fe80::1]/hook",
+        "http://[fd00::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://example.com:99999/hook",
+    ],
+)
+def test_refuses_non_public_targets(url):
+    with pytest.raises(InvalidWebhookUrl) as info:
+        check_webhook_url(url, allow_private=False)
+    assert info.value.status == 422 and info.value.code == "invalid_webhook_url"
+
+
+def test_allows_public_addresses_and_private_when_told():
+    assert check_webhook_url("https://93.184.215.14/hook", allow_private=False)
+    assert check_webhook_url("http://[2606:2800:21f:cb07:6820:80da:af6b:8b2c]/x", allow_private=False)
+    assert check_webhook_url("http://127.0.0.1:8000/hook", allow_private=True)
+    with pytest.raises(InvalidWebhookUrl):  # the scheme rule holds either way
+        check_webhook_url("gopher://127.0.0.1/", allow_private=True)
+
+
+def test_unresolvable_host():
+    with pytest.raises(UnresolvableHost):
+        check_webhook_url("https://no-such-host.invalid/hook", allow_private=False)
+
+
+def test_backoff_grows_with_jitter_and_a_cap():
+    rng = random.Random(7)
+    for attempt in range(1, 12):
+        full = min(60.0, 2.0 * 2 ** (attempt - 1))
+        delays = [backoff_delay(attempt, 2.0, 60.0, rng) for _ in range(50)]
+        assert all(full / 2 <= d <= full for d in delays)
+        assert len(set(delays)) > 1  # jittered
+    assert backoff_delay(30, 2.0, 60.0) <= 60.0
+
+
+# --- delivery to a real receiver ---
+@pytest.fixture
+def store(tmp_path):
+    s = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    yield s
+    s.close()
+
+
+def ended_job(store, url: str, *, ok: bool = True) -> Job:
+    job = store.create(
+        Job(
+            job_id=new_job_id(), status=JobStatus.queued, clip_id="b" * 32, options=TranscribeOptions(),
+            created_at=datetime.now(timezone.utc), progress=Progress(total=2.0),
+            webhook=Webhook(url=url, id=new_webhook_id()),
+        )
+    )  # fmt: skip
+    store.claim_next()
+    if ok:
+        transcript = Transcript(segments=[Segment(speaker="SPEAKER_00", start=0, end=1, text="hi")], language="en", duration=2)
+        store.finish(job.job_id, transcript)
+    else:
+        store.fail(job.job_id, JobError(code="internal_error", message="it broke"))
+    return store.get(job.job_id)
+
+
+def sender(store, **kwargs) -> WebhookSender:
+    options = {"allow_private": True, "max_attempts": 4, "backoff_s": 0.05, "backoff_max_s": 0.2, "timeout_s": 2.0}
+    return WebhookSender(store, KEY, **(options | kwargs)).start()
+
+
+def wait_state(store, job_id, state, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while store.get(job_id).webhook.state != state:
+        assert time.monotonic() < deadline, store.get(job_id).webhook
+        time.sleep(0.02)
+
+
+def test_retries_until_accepted_with_one_webhook_id(store):
+    with WebhookReceiver(plan=[503, 429, 408, 200]) as receiver:
+        job = ended_job(store, receiver.url)
+        s = sender(store)
+        try:
+            requests = receiver.wait_for(4)
+            wait_state(store, job.job_id, "delivered")
+        finally:
+            s.close()
+    assert {r["headers"]["webhook-id"] for r in requests} == {job.webhook.id}
+    assert len({r["body"] for r in requests}) == 1  # the same event every time
+    verifier = ReferenceWebhook(WEBHOOK_SECRET)
+    for r in requests:
+        event = verifier.verify(r["body"], r["headers"])
+        assert abs(int(r["headers"]["webhook-timestamp"]) - r["at"]) < 5
+    assert event["type"] == "transcription.succeeded" and event["data"]["job_id"] == job.job_id
+    assert event["data"]["result"]["segments"][0]["text"] == "hi"
+    assert event["data"]["links"]["self"] == f"/api/jobs/{job.job_id}"
+    gaps = [b["at"] - a["at"] for a, b in zip(requests, requests[1:])]
+    assert all(g >= 0.02 for g in gaps)  # backed off, not hammered
+    attempts = store.deliveries(job.job_id)
+    assert [(a.attempt, a.status_code, a.outcome) for a in attempts] == [
+        (1, 503, "retry"), (2, 429, "retry"), (3, 408, "retry"), (4, 200, "delivered"),
+    ]  # fmt: skip
+
+
+def test_gives_up_after_max_attempts(store):
+    with WebhookReceiver(plan=[500] * 10) as receiver:
+        job = ended_job(store, receiver.url, ok=False)
+        s = sender(store, max_attempts=3)
+        try:
+            wait_state(store, job.job_id, "failed")
+        finally:
+            s.close()
+        assert len(receiver.requests) == 3
+        assert receiver.events()[0]["type"] == "transcription.failed"
+        assert receiver.events()[0]["data"]["error"] == {"code": "internal_error", "message": "it broke"}
+    assert [a.outcome for a in store.deliveries(job.job_id)] == ["retry", "retry", "failed"]
+
+
+def test_client_errors_are_not_retried(store):
+    with WebhookReceiver(plan=[404]) as receiver:
+        job = ended_job(store, receiver.url)
+        s = sender(store)
+        try:
+            wait_state(store, job.job_id, "failed")
+        finally:
+            s.close()
+        assert len(receiver.requests) == 1
+    (attempt,) = store.deliveries(job.job_id)
+    assert attempt.status_code == 404 and attempt.outcome == "failed"
+
+
+def test_timeouts_and_refused_connections_are_retried(store):
+    with WebhookReceiver(delay_s=[3.0]) as receiver:  # the first answer comes after the sender's timeout
+        job = ended_job(store, receiver.url)
+        s = sender(store, timeout_s=0.5)
+        try:
+            wait_state(store, job.job_id, "delivered")
+        finally:
+            s.close()
+    first, second = store.deliveries(job.job_id)
+    assert first.status_code is None and "timed out" in first.error and first.outcome == "retry"
+    assert second.status_code == 200
+
+    closed = ended_job(store, "http://127.0.0.1:9/nothing-listens")  # the discard port: refused
+    s = sender(store, max_attempts=2)
+    try:
+        wait_state(store, closed.job_id, "failed")
+    finally:
+        s.close()
+    assert [a.outcome for a in store.deliveries(closed.job_id)] == ["retry", "failed"]
+    assert "ConnectError" in store.deliveries(closed.job_id)[0].error
+
+
+def test_private_target_refused_at_delivery_time(store):
+    job = ended_job(store, "http://127.0.0.1:9/hook")
+    s = sender(store, allow_private=False)
+    try:
+        wait_state(store, job.job_id, "failed")
+    finally:
+        s.close()
+    (attempt,) = store.deliveries(job.job_id)
+    assert attempt.status_code is None and "WEBHOOK_ALLOW_PRIVATE" in attempt.error
+
+
+def test_a_pending_webhook_survives_a_restart(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    with WebhookReceiver() as receiver:
+        first = SqliteJobStore(path)
+        job = ended_job(first, receiver.url)
+        first.close()  # the process stops before any attempt
+        second = SqliteJobStore(path)
+        s = sender(second)
+        try:
+            receiver.wait_for(1)
+            wait_state(second, job.job_id, "delivered")
+        finally:
+            s.close()
+            second.close()
+    assert json.loads(receiver.requests[0]["body"])["data"]["job_id"] == job.job_id
+
+
+def test_event_body_is_stable():
+    job = Job(
+        job_id=new_job_id(), status=JobStatus.failed, clip_id="c" * 32, options=TranscribeOptions(),
+        created_at=datetime.now(timezone.utc), finished_at=datetime.now(timezone.utc),
+        error=JobError(code="x", message="y"), webhook=Webhook(url="https://example.com", id="msg_1"),
+    )  # fmt: skip
+    assert event_body(job) == event_body(Job.model_validate_json(job.model_dump_json()))
+    event = json.loads(event_body(job))
+    assert event["timestamp"] == event["data"]["finished_at"] and "webhook" not in event["data"]
