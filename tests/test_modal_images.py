@@ -174,6 +174,16 @@ from functions import app as A
 from shared.audio import decode
 assert A.Diarizer().diarize.local(decode(fixture).samples)
 """,
+    # images/Dockerfile.worker: local_dev's worker and the Kubernetes shard runner, all models in-process
+    "worker": """
+import shutil, pathlib
+import local_dev.worker, local_dev.pool, local_dev.gpus, local_dev.docker_runner
+from functions import k8s
+src = pathlib.Path(tmp) / "in"; src.mkdir()
+shutil.copy(fixture, src / "talk.flac")
+counts = k8s.run_shard(str(src), str(pathlib.Path(tmp) / "out"), index=0, count=1, formats=["json", "srt"])
+assert counts["done"] == 1, counts
+""",
 }
 
 BLOCKER = """
@@ -219,10 +229,12 @@ def _blocked_modules(family: str) -> set[str]:
 
     from packaging.utils import canonicalize_name
 
-    allowed = _closure([*pins.family(family), *(pins.NO_DEPS if family == "diarizer" else [])])
-    if family == "diarizer":
+    with_torch = family in ("diarizer", "worker")
+    allowed = _closure([*pins.family(family), *(pins.NO_DEPS if with_torch else [])])
+    if with_torch:
         allowed |= _closure(["torch"])
-    allowed |= _closure(["modal"])  # Modal puts its client into every container
+    if family != "worker":  # the worker image runs without Modal
+        allowed |= _closure(["modal"])  # Modal puts its client into every container
     blocked = set()
     for module, dists in metadata.packages_distributions().items():
         if module.startswith("_") or module in {"shared", "functions", "images", "local_dev", "tests"}:
@@ -241,8 +253,8 @@ def test_each_image_has_what_its_functions_import(family, tmp_path):
     from audio_fixtures import TWO_SPEAKERS
 
     blocked = _blocked_modules(family)
-    assert "torch" in blocked or family == "diarizer"
-    assert "resemblyzer" in blocked or family == "diarizer"
+    with_torch = family in ("diarizer", "worker")
+    assert ("torch" in blocked) is not with_torch and ("resemblyzer" in blocked) is not with_torch
     code = f"BLOCKED = {sorted(blocked)!r}\n" + BLOCKER + f"tmp = {str(tmp_path)!r}\nfixture = {str(TWO_SPEAKERS)!r}\n"
     code += "import warnings; warnings.simplefilter('ignore')\n" + FAMILY_CHECKS[family]
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
