@@ -35,7 +35,7 @@ KEYED_ENV = {
     "WEBHOOK_ALLOW_PRIVATE": "true",
     "WEBHOOK_BACKOFF_S": "0.2",
     "WEBHOOK_MAX_ATTEMPTS": "5",
-    "HEARTBEAT_S": "0.5",
+    "HEARTBEAT_S": "0.25",
     "MAX_UPLOAD_MB": "5",
     "JOB_WAIT_MAX_S": "120",
     "BATCH_SIZE": "1",  # one chunk per batch: a long clip's segments stream out chunk by chunk
