@@ -6,7 +6,8 @@
       | ChunkTranscriber    -> short clips, packed across requests by @modal.batched
       | Diarizer.diarize    -> speaker turns, concurrently with transcription (GPU)
     transcribe_file (CPU)   one input of a batch: the same pipeline, the same ModalRunner
-    batch (local entry)     `modal run functions/app.py::batch --src DIR|LIST|URL,...` -> every format
+    batch (local entry)     `modal run -m functions.app::batch --src DIR|LIST|URL,...` -> every format
+    bench (local entry)     `modal run -m functions.app::bench --src FILE`: measured RTF -> $ per audio hour
 
 Every class is a thin shell around the classes in shared/ (SileroVad, WhisperTranscriber,
 build_diarizer): models load once per container in @modal.enter, imports are captured in a memory
@@ -306,15 +307,20 @@ def transcribe_file(source: bytes | str, name: str, options_json: str, formats: 
         return {"name": name, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def batch_inputs(src: str) -> list[tuple[bytes | str, str]]:
-    """(payload, output name) per input: local files are read here and sent; URLs are fetched remotely."""
-    from functions.batch import discover, is_url, output_stem
+def batch_inputs(src: str) -> list[tuple[str, str]]:
+    """(entry, output name) per input: a local path or an http(s) URL."""
+    from functions.batch import discover, output_stem
 
     root = src if Path(src).is_dir() else None
-    items = []
-    for entry in discover(src):
-        items.append((entry if is_url(entry) else Path(entry).read_bytes(), output_stem(entry, root)))
-    return items
+    return [(entry, output_stem(entry, root)) for entry in discover(src)]
+
+
+def _payloads(entries: list[str]):
+    """Local files are read one at a time as the fan-out consumes them; URLs are fetched remotely."""
+    from functions.batch import is_url
+
+    for entry in entries:
+        yield entry if is_url(entry) else Path(entry).read_bytes()
 
 
 def run_batch(
@@ -334,16 +340,15 @@ def run_batch(
     transcribe = transcribe or transcribe_file
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    items = [(payload, name) for payload, name in batch_inputs(src)]
-    todo = [(p, n) for p, n in items if not (skip_existing and outputs_exist(out_dir, n, formats))]
+    items = batch_inputs(src)
+    todo = [(e, n) for e, n in items if not (skip_existing and outputs_exist(out_dir, n, formats))]
     counts = {"inputs": len(items), "skipped": len(items) - len(todo), "done": 0, "failed": 0}
     if not todo:
         return counts
-    options_json = options.model_dump_json()
     results = transcribe.map(
-        [p for p, _ in todo],
+        _payloads([e for e, _ in todo]),
         [n for _, n in todo],
-        kwargs={"options_json": options_json, "formats": formats},
+        kwargs={"options_json": options.model_dump_json(), "formats": formats},
         order_outputs=False,
     )
     with tqdm(total=len(todo), unit="file", desc="transcribing") as bar:
