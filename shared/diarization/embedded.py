@@ -2,9 +2,10 @@
 
 1. Silero VAD finds speech (cut at short pauses, so turns can change there).
 2. resemblyzer embeds overlapping 1.6 s windows of speech (a d-vector per window).
-3. Agglomerative clustering (cosine, average linkage) groups the windows into speakers: with a known
-   count when hinted, else up to a distance threshold; clusters too small to be a speaker are folded into
-   the nearest one, and the count is clamped to [min_speakers, max_speakers].
+3. Agglomerative clustering (cosine, average linkage) groups the full-length windows into speakers: with
+   a known count when hinted, else up to a distance threshold; clusters covering under `min_speaker_s`
+   of speech are folded into the nearest one, and the count is clamped to [min_speakers, max_speakers].
+   Fragments shorter than a window join the speaker they sound most like.
 4. Every 10 ms frame of speech takes the speaker whose centroid best matches the windows covering it;
    a median filter removes flickers shorter than `min_turn_s`.
 """
@@ -68,7 +69,7 @@ class EmbeddedDiarizer:
         spans, embeddings = self._embed_windows(samples, regions)
         if len(embeddings) == 0:
             return []
-        labels = self._cluster(embeddings, hints)
+        labels = self._cluster_windows(spans, embeddings, hints)
         return self._turns(regions, spans, embeddings, labels)
 
     # --- 2. embeddings ---
@@ -104,7 +105,21 @@ class EmbeddedDiarizer:
         return spans, embeddings
 
     # --- 3. clustering ---
-    def _cluster(self, embeddings: np.ndarray, hints: SpeakerHints) -> np.ndarray:
+    def _cluster_windows(self, spans: np.ndarray, embeddings: np.ndarray, hints: SpeakerHints) -> np.ndarray:
+        """Cluster the full-length windows; fragments shorter than a window carry too little voice to
+        found a speaker, so they join the speaker they sound most like."""
+        full = (spans[:, 1] - spans[:, 0]) >= self.window_s - 1e-6
+        if full.sum() < 2:
+            full[:] = True
+        labels = np.full(len(embeddings), -1)
+        labels[full] = self._cluster(spans[full], embeddings[full], hints)
+        if (~full).any():
+            ids = np.unique(labels[full])
+            centroids = _normalise(np.stack([embeddings[labels == c].mean(0) for c in ids]))
+            labels[~full] = ids[np.argmax(embeddings[~full] @ centroids.T, axis=1)]
+        return labels
+
+    def _cluster(self, spans: np.ndarray, embeddings: np.ndarray, hints: SpeakerHints) -> np.ndarray:
         from sklearn.cluster import AgglomerativeClustering
 
         n = len(embeddings)
@@ -118,23 +133,23 @@ class EmbeddedDiarizer:
         labels = AgglomerativeClustering(
             n_clusters=None, metric="cosine", linkage="average", distance_threshold=self.distance_threshold
         ).fit_predict(embeddings)
-        labels = self._fold_small(embeddings, labels)
+        labels = self._fold_small(spans, embeddings, labels)
         k = len(np.unique(labels))
         if k > hi or k < lo:
             k = min(max(k, lo), hi, n)
             labels = AgglomerativeClustering(n_clusters=k, metric="cosine", linkage="average").fit_predict(embeddings)
         return labels
 
-    def _fold_small(self, embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """Give the windows of clusters holding under `min_speaker_s` of speech to the nearest big one."""
+    def _fold_small(self, spans: np.ndarray, embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Give the windows of clusters covering under `min_speaker_s` of speech to the nearest big one."""
         labels = labels.copy()
-        min_windows = max(1, int(round((self.min_speaker_s - self.window_s) / self.hop_s)) + 1)
-        ids, counts = np.unique(labels, return_counts=True)
-        big = ids[counts >= min_windows]
+        ids = np.unique(labels)
+        covered = np.array([_covered_seconds(spans[labels == c]) for c in ids])
+        big = ids[covered >= self.min_speaker_s]
         if len(big) == 0:
             return np.zeros_like(labels)
         centroids = _normalise(np.stack([embeddings[labels == c].mean(0) for c in big]))
-        for c in ids[counts < min_windows]:
+        for c in ids[covered < self.min_speaker_s]:
             members = labels == c
             labels[members] = big[np.argmax(embeddings[members] @ centroids.T, axis=1)]
         return labels
@@ -182,6 +197,16 @@ class EmbeddedDiarizer:
                     )
                 )
         return _merge_adjacent(turns)
+
+
+def _covered_seconds(spans: np.ndarray) -> float:
+    """Length of the union of [start, end] spans."""
+    total, reach = 0.0, -np.inf
+    for start, end in sorted(map(tuple, spans)):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
