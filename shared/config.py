@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -29,13 +30,19 @@ class Settings(BaseSettings):
 
     # --- models ---
     compute_type: str = Field(default="auto", description="auto: int8_float16 on CUDA, int8 on CPU")
-    cpu_threads: int = Field(default=0, ge=0, description="CTranslate2 threads; 0 lets it choose")
+    cpu_threads: int = Field(default=0, ge=0, description="CTranslate2 threads per worker; 0: the cores shared out")
+    transcribe_workers: int = Field(
+        default=0, ge=0, le=8, description="transcription batches decoded at once; 0: 2 on CPU, 1 on CUDA"
+    )
     beam_size: int = Field(default=5, ge=1, le=10)
     batch_size: int = Field(default=8, ge=1, le=64, description="chunks per transcription batch")
     diarizer: Literal["auto", "pyannote", "embedded"] = "auto"
     diarizer_threshold: float = Field(
         default=0.45, gt=0.0, lt=2.0,
         description="embedded diarizer: cosine distance at which voices count as different speakers",
+    )
+    diarizer_threads: int = Field(
+        default=1, ge=1, description="embedded diarizer on CPU: torch threads (it runs beside transcription)"
     )
 
     # --- chunking (VAD) ---
@@ -67,6 +74,9 @@ class Settings(BaseSettings):
     cpu_workers: int = Field(default=2, ge=1, description="worker processes when there is no GPU (or DEVICE=cpu)")
     workers_per_gpu: int = Field(default=1, ge=1, description="worker processes (model copies) per GPU")
     diarize_gpu: int | None = Field(default=None, description="nvidia-smi index of the diarizer GPU; default last")
+    batch_merge: Literal["auto", "on", "off"] = Field(
+        default="auto", description="merge short transcribe batches of concurrent requests; auto: on GPU workers"
+    )
     batch_wait_ms: float = Field(default=20.0, ge=0, description="hold a short batch this long to merge requests")
     worker_inflight: int = Field(default=2, ge=1, description="calls per stage sent ahead to a worker")
     worker_max_attempts: int = Field(default=3, ge=1, description="tries per call across worker crashes")
@@ -89,6 +99,19 @@ class Settings(BaseSettings):
             return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
         except Exception:  # noqa: BLE001 - no CUDA runtime at all means CPU
             return "cpu"
+
+    @property
+    def resolved_transcribe_workers(self) -> int:
+        if self.transcribe_workers:
+            return self.transcribe_workers
+        # tiny and base models keep about one core busy per decode: two decodes use a CPU better
+        return 1 if self.resolved_device == "cuda" else 2
+
+    @property
+    def resolved_cpu_threads(self) -> int:
+        if self.cpu_threads or self.resolved_device == "cuda":
+            return self.cpu_threads
+        return max(1, (os.cpu_count() or 1) // self.resolved_transcribe_workers)
 
     @property
     def resolved_compute_type(self) -> str:

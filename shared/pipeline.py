@@ -60,10 +60,7 @@ class PipelineRun:
                     update={"language": self.runner.submit(Stage.DETECT_LANGUAGE, first).result()}
                 )
             self.language = options.language or UNDETERMINED
-            batches = [
-                [ChunkAudio(c, _cut(self.samples, c)) for c in chunks[i : i + self.batch_size]]
-                for i in range(0, len(chunks), self.batch_size)
-            ]
+            batches = [[ChunkAudio(c, _cut(self.samples, c)) for c in group] for group in _balanced(chunks, self.batch_size)]
             pending: list[Word] = []
             turns: list[Turn] | None = None
             self._progress(0.0)
@@ -113,6 +110,14 @@ def transcribe(
     on_progress: ProgressCallback | None = None,
 ) -> Transcript:
     return PipelineRun(samples, options, runner, batch_size=batch_size, on_progress=on_progress).transcript()
+
+
+def _balanced(chunks: list, batch_size: int) -> list[list]:
+    """As few batches as `batch_size` allows, of equal size: 12 chunks at 8 make 6 + 6, not 8 + 4, so
+    parallel workers finish together."""
+    n_batches = -(-len(chunks) // batch_size)
+    bounds = [round(i * len(chunks) / n_batches) for i in range(n_batches + 1)] if n_batches else [0]
+    return [chunks[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def _cut(samples: np.ndarray, chunk) -> np.ndarray:

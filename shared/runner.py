@@ -47,12 +47,13 @@ class InProcessRunner(Runner):
     """Runs stages on threads of this process, next to one StageWorker.
 
     One small thread pool per stage: diarization runs beside transcription instead of queueing behind
-    its batches, and transcription batches run one after another by default (on a CPU, CTranslate2
-    already uses every core for one batch).
+    its batches, and as many transcription batches run at once as the model has workers
+    (TRANSCRIBE_WORKERS).
     """
 
-    def __init__(self, worker: StageWorker, *, transcribe_threads: int = 1, diarize_threads: int = 1):
+    def __init__(self, worker: StageWorker, *, transcribe_threads: int | None = None, diarize_threads: int = 1):
         self.worker = worker
+        transcribe_threads = transcribe_threads or worker.settings.resolved_transcribe_workers
         sizes = {Stage.TRANSCRIBE: transcribe_threads, Stage.DIARIZE: diarize_threads}
         self._pools = {
             stage: ThreadPoolExecutor(max_workers=sizes.get(stage, 2), thread_name_prefix=f"stage-{stage.value}")

@@ -84,7 +84,8 @@ class WhisperTranscriber:
             settings.whisper_model,
             device=settings.resolved_device,
             compute_type=settings.resolved_compute_type,
-            cpu_threads=settings.cpu_threads,
+            cpu_threads=settings.resolved_cpu_threads,
+            num_workers=settings.resolved_transcribe_workers,
             beam_size=settings.beam_size,
             download_root=str(Path(hf_home) / "hub") if hf_home else None,
         )
