@@ -78,10 +78,17 @@ def _visible_gpu(gpu_index: int | None) -> dict:
     from local_dev.gpus import scan_gpus
 
     gpus = scan_gpus()
-    if not gpus:
-        return {"device": "cpu"}
-    return {"device": "cuda", "gpu_name": gpus[0].name, "gpu_uuid": gpus[0].uuid,
-            "gpu_index": gpus[0].index if gpu_index is None else gpu_index}
+    if gpus:
+        return {"device": "cuda", "gpu_name": gpus[0].name, "gpu_uuid": gpus[0].uuid,
+                "gpu_index": gpus[0].index if gpu_index is None else gpu_index}
+    try:  # no NVML bindings in the image: ask CUDA itself (this imports CUDA, which is fine here)
+        import ctranslate2
+
+        if ctranslate2.get_cuda_device_count() > 0:
+            return {"device": "cuda", "gpu_name": "cuda", "gpu_index": gpu_index or 0}
+    except Exception:  # noqa: BLE001
+        pass
+    return {"device": "cpu"}
 
 
 def cmd_devices(args: argparse.Namespace) -> int:

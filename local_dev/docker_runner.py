@@ -9,7 +9,7 @@ that dies, exactly as it restarts a worker process.
 
 `docker compose -f local_dev/docker-compose.yml --env-file .env up --build` does the same without a
 host Python: an `api` service (the pool waits for external workers) and one worker service per GPU
-that Docker restarts. The committed file is `render_compose(2)`; `python -m local_dev compose --gpus N`
+that Docker restarts (WITH_PYANNOTE=1 in .env builds pyannote.audio in, for DIARIZER=pyannote). The committed file is `render_compose(2)`; `python -m local_dev compose --gpus N`
 prints it for another count.
 """
 
@@ -44,7 +44,11 @@ def role_of(stages: tuple[Stage, ...]) -> str:
 
 
 def build_command(settings: "Settings", *, dockerfile: str = DOCKERFILE, context: str = ".") -> list[str]:
-    return ["docker", "build", "-f", dockerfile, "-t", settings.docker_image, context]
+    """The image build; pyannote.audio (and its torch) goes in only when the diarizer needs it."""
+    cmd = ["docker", "build", "-f", dockerfile, "-t", settings.docker_image]
+    if settings.resolved_diarizer == "pyannote":
+        cmd += ["--build-arg", "WITH_PYANNOTE=1"]
+    return cmd + [context]
 
 
 def host_hf_home(settings: "Settings") -> Path:
@@ -149,7 +153,7 @@ def compose_config(gpus: int, settings: "Settings | None" = None) -> dict[str, A
     """
     image = settings.docker_image if settings else "whospoke-worker:local"
     authkey = "${WORKER_AUTHKEY:?set WORKER_AUTHKEY in .env (python -c 'import secrets; print(secrets.token_hex(16))')}"
-    build = {"context": "..", "dockerfile": DOCKERFILE}
+    build = {"context": "..", "dockerfile": DOCKERFILE, "args": {"WITH_PYANNOTE": "${WITH_PYANNOTE:-0}"}}
     services: dict[str, Any] = {
         "api": {
             "image": image,
@@ -166,7 +170,7 @@ def compose_config(gpus: int, settings: "Settings | None" = None) -> dict[str, A
                 "HF_HOME": CONTAINER_HF_HOME,  # sent to the workers with the rest of the settings
             },
             "ports": ["127.0.0.1:8000:8000"],
-            "volumes": ["../data:/data"],
+            "volumes": ["audio-data:/data"],  # a named volume: the image's user owns it
             "restart": "unless-stopped",
         }
     }
@@ -183,7 +187,7 @@ def compose_config(gpus: int, settings: "Settings | None" = None) -> dict[str, A
             "deploy": {"resources": {"reservations": {"devices": [
                 {"driver": "nvidia", "device_ids": [str(i)], "capabilities": ["gpu"]}]}}},
         }
-    return {"name": "whospoke", "services": services, "volumes": {"hf-cache": {}}}
+    return {"name": "whospoke", "services": services, "volumes": {"hf-cache": {}, "audio-data": {}}}
 
 
 def render_compose(gpus: int = 2, settings: "Settings | None" = None) -> str:

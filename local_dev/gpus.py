@@ -44,10 +44,14 @@ class WorkerSpec:
     cpu_threads: int = 0
 
     def settings_for(self, settings: "Settings") -> "Settings":
-        """The settings the worker runs with: its device, and its share of the CPU cores."""
+        """The settings the worker runs with: its device, and on a CPU its share of the cores, with one
+        transcription at a time (the worker processes are the parallel decodes, unless
+        TRANSCRIBE_WORKERS says otherwise)."""
         update: dict[str, Any] = {"device": self.device.kind}
         if self.cpu_threads and not settings.cpu_threads:
             update["cpu_threads"] = self.cpu_threads
+        if self.device.kind == "cpu" and "transcribe_workers" in type(settings).model_fields:
+            update["transcribe_workers"] = settings.transcribe_workers or 1
         return settings.model_copy(update=update)
 
 

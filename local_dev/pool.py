@@ -9,12 +9,13 @@ cross-request batching, and restart + retry when a worker dies.
   queue depth); ties go to the worker picked least recently (round-robin). Each worker takes at most
   WORKER_INFLIGHT calls per stage: one running and the next already delivered, so the model never
   waits on the pool; the rest wait here, where they can still be batched.
-- Batching: TRANSCRIBE calls (`batch: list[ChunkAudio]` first, options after) with identical options
-  are merged, across requests, into one call of up to BATCH_SIZE chunks, and the result list is split
-  back in order. A full batch goes at once (and may wait inside a busy worker, so it starts the moment
-  the previous one ends); a short batch stays here while its worker is busy with another, growing with
-  the calls of other requests, and waits up to BATCH_WAIT_MS more on an idle worker. If a merged call
-  fails, each part is retried alone, so one bad request cannot fail another.
+- Batching (BATCH_MERGE; auto: on GPU workers): TRANSCRIBE calls (`batch: list[ChunkAudio]` first,
+  options after) with identical options are merged, across requests, into one call of up to
+  BATCH_SIZE chunks, and the result list is split back in order. A full batch goes at once (and may
+  wait inside a busy worker, so it starts the moment the previous one ends); a short batch stays here
+  while its worker is busy with another, growing with the calls of other requests, and waits up to
+  BATCH_WAIT_MS on the one idle worker; with several idle, the waiting chunks are shared out at once.
+  If a merged call fails, each part is retried alone, so one bad request cannot fail another.
 - Crashes: a worker whose connection drops (killed, segfault, OOM) is restarted, and its calls in
   flight go back to the front of the queue, preferably to another worker. A call fails with
   WorkerCrashed only after WORKER_MAX_ATTEMPTS workers died under it (a call that kills every worker).
@@ -381,6 +382,7 @@ class LocalPool(Runner):
                 return
             w.state = "starting"
             w.conn = None
+            w.handle = None  # not the dead one: the monitor would take it for a failed start
             w.info = {}
         try:
             handle = self.launcher.start(w.spec, self.address, self._authkey)
@@ -468,6 +470,9 @@ class LocalPool(Runner):
                     self._finished(w, msg)
         except (EOFError, OSError) as exc:
             self._lost(w, conn, f"connection lost: {exc!r}" if str(exc) else "connection closed")
+        except Exception as exc:  # noqa: BLE001 - a reply that cannot be unpickled here: start afresh
+            log.exception("worker %s sent what the pool cannot read", w.spec.worker_id)
+            self._lost(w, conn, f"unreadable reply: {exc!r}")
 
     def _lost(self, w: _Worker, conn, reason: str) -> None:
         """The worker's process or connection is gone: requeue its calls, restart it."""
@@ -524,9 +529,11 @@ class LocalPool(Runner):
 
         def later() -> None:
             time.sleep(delay)
-            if not self._closing:
+            with self._cv:
+                if self._closing:
+                    return
                 w.restarts += 1
-                self._launch(w)
+            self._launch(w)
 
         threading.Thread(target=later, daemon=True, name="pool-restart").start()
 
@@ -586,6 +593,7 @@ class LocalPool(Runner):
         jobs: list[tuple[_Worker, _Job]] = []
         wake: float | None = None
         taken: set[int] = set()
+        shares: dict[str, int] = {}  # merge key -> chunks per idle worker, fixed for this pass
         for call in list(self._pending):
             if id(call) in taken:
                 continue
@@ -596,19 +604,25 @@ class LocalPool(Runner):
             if worker is None:
                 continue
             group = [call]
-            if call.merge_key is not None:
+            if call.merge_key is not None and self._merging(worker):
+                mates = [c for c in self._pending if c.merge_key == call.merge_key and id(c) not in taken
+                         and c is not call and not c.future.cancelled()]
+                if call.merge_key not in shares:
+                    # Several idle workers: share the waiting chunks out now rather than pile them on one.
+                    idle = self._idle(call.stage)
+                    waiting = call.size + sum(c.size for c in mates)
+                    shares[call.merge_key] = min(max_chunks, -(-waiting // idle)) if idle > 1 else 0
+                share = shares[call.merge_key]
+                cap = max(call.size, share) if share else max_chunks
                 total = call.size
-                for other in self._pending:
-                    if total >= max_chunks:
-                        break
-                    if (other is not call and id(other) not in taken and other.merge_key == call.merge_key
-                            and not other.future.cancelled() and total + other.size <= max_chunks):
+                for other in mates:
+                    if total + other.size <= cap:
                         group.append(other)
                         total += other.size
                 if total < max_chunks and worker.depth(call.stage):
                     continue  # the worker is busy with a batch: this one can still grow meanwhile
                 deadline = call.arrived + wait_s
-                if total < max_chunks and now < deadline and call.attempts == 0:
+                if not share and total < max_chunks and now < deadline and call.attempts == 0:
                     wake = deadline if wake is None else min(wake, deadline)
                     continue  # hold a short batch a moment for calls from other requests
             runnable = []
@@ -638,6 +652,16 @@ class LocalPool(Runner):
             self._pending = deque(c for c in self._pending if id(c) not in taken)
         timeout = None if wake is None else max(0.0, wake - now)
         return jobs, timeout
+
+    def _idle(self, stage: Stage) -> int:
+        return sum(1 for w in self._workers.values()
+                   if w.state == "ready" and stage in w.spec.stages and not w.depth(stage))
+
+    def _merging(self, worker: _Worker) -> bool:
+        """BATCH_MERGE: auto merges on GPU workers only. On a CPU a batch of 8 short chunks took as much
+        compute as 8 single ones and every merged request waited for the longest (local_dev bench)."""
+        mode = self.settings.batch_merge
+        return mode == "on" or (mode == "auto" and worker.spec.device.kind == "cuda")
 
     def _dispatch_loop(self) -> None:
         while True:

@@ -97,14 +97,16 @@ def serve(
 
 def _run_loop(conn, worker) -> None:
     """Receive calls and run them on per-stage threads, so a long diarization does not hold up the
-    transcription batches behind it (one thread each for the two heavy stages, as InProcessRunner)."""
+    transcription batches behind it (as InProcessRunner: TRANSCRIBE_WORKERS threads for transcription,
+    one for diarization, two for the light stages)."""
     send_lock = threading.Lock()
-    heavy = {"transcribe", "diarize"}
+    settings = getattr(worker, "settings", None)
+    threads = {"transcribe": getattr(settings, "resolved_transcribe_workers", 1), "diarize": 1}
     pools: dict[str, ThreadPoolExecutor] = {}
 
     def pool_for(stage: str) -> ThreadPoolExecutor:
         if stage not in pools:
-            pools[stage] = ThreadPoolExecutor(1 if stage in heavy else 2, thread_name_prefix=f"w-{stage}")
+            pools[stage] = ThreadPoolExecutor(threads.get(stage, 2), thread_name_prefix=f"w-{stage}")
         return pools[stage]
 
     def reply(message: tuple) -> None:

@@ -46,7 +46,15 @@ def gpu(index: int) -> Device:
 
 def test_build_uses_the_worker_dockerfile_from_images():
     assert build_command(S(docker_image="ws:1")) == ["docker", "build", "-f", DOCKERFILE, "-t", "ws:1", "."]
-    assert DOCKERFILE == "images/Dockerfile.worker"
+    assert DOCKERFILE == "images/Dockerfile.worker" and (REPO / DOCKERFILE).is_file()
+    with_pyannote = build_command(S(docker_image="ws:1", diarizer="pyannote"))
+    assert with_pyannote[-3:] == ["--build-arg", "WITH_PYANNOTE=1", "."]
+
+
+def test_the_image_carries_what_the_worker_command_needs():
+    dockerfile = (REPO / DOCKERFILE).read_text()
+    assert "COPY local_dev/ local_dev/" in dockerfile and "PYTHONPATH=/app" in dockerfile
+    assert "HF_HOME=/cache/huggingface" in dockerfile  # where run_command mounts the model cache
 
 
 def test_run_command_for_a_gpu_worker():
@@ -102,7 +110,8 @@ def test_compose_one_worker_per_gpu_diarizer_on_the_second():
     assert set(services) == {"api", "worker-gpu0", "worker-gpu1"}
     api = services["api"]
     assert api["command"][3:] == ["serve", "--external-workers", "2", "--listen", "0.0.0.0"]
-    assert api["build"] == {"context": "..", "dockerfile": "images/Dockerfile.worker"}
+    assert api["build"] == {"context": "..", "dockerfile": "images/Dockerfile.worker",
+                            "args": {"WITH_PYANNOTE": "${WITH_PYANNOTE:-0}"}}
     for i, role in enumerate(["transcribe", "diarize"]):
         worker = services[f"worker-gpu{i}"]
         assert worker["command"][3:] == ["worker", "--connect", "api:7100", "--id", str(i), "--role", role,

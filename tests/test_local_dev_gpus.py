@@ -29,6 +29,9 @@ def test_no_gpu_falls_back_to_cpu_workers():
     assert all(s.env["CUDA_VISIBLE_DEVICES"] == "" and s.env["OMP_NUM_THREADS"] == str(threads) for s in specs)
     assert specs[0].settings_for(S()).cpu_threads == threads
     assert specs[0].settings_for(S(cpu_threads=7)).cpu_threads == 7  # an explicit value wins
+    if "transcribe_workers" in Settings.model_fields:  # the worker processes are the parallel decodes
+        assert specs[0].settings_for(S()).transcribe_workers == 1
+        assert specs[0].settings_for(S(transcribe_workers=3)).transcribe_workers == 3
 
 
 def test_workers_argument_overrides_the_cpu_count():

@@ -62,6 +62,8 @@ class FakeWorker:
                 for item in batch
             ]
         if stage is Stage.DETECT_LANGUAGE:
+            if kwargs.get("unpicklable"):
+                return lambda: None
             return {"pid": os.getpid(), "env": os.environ.get("CUDA_VISIBLE_DEVICES"),
                     "device": self.settings.device, "cpu_threads": self.settings.cpu_threads}
         seconds = float(args[0][0])
@@ -82,7 +84,7 @@ def batch(*indices: int) -> list[ChunkAudio]:
 
 
 def make_pool(workers: int = 2, **settings) -> LocalPool:
-    base = {"device": "cpu", "cpu_workers": workers, "batch_wait_ms": 0}
+    base = {"device": "cpu", "cpu_workers": workers, "batch_wait_ms": 0, "batch_merge": "on"}
     return LocalPool(S(**{**base, **settings}), worker_factory=FACTORY).start(timeout=60)
 
 
@@ -162,6 +164,12 @@ def test_stage_error_reaches_the_caller_and_the_worker_lives_on(pool):
     assert any("in worker" in note for note in getattr(info.value, "__notes__", []))
     assert pids(pool) == before
     assert sleep(pool, 0).result(timeout=10) in before
+
+
+def test_a_result_that_cannot_travel_is_an_error_not_a_hang(pool):
+    with pytest.raises(RuntimeError, match="unpicklable reply"):
+        pool.submit(Stage.DETECT_LANGUAGE, np.zeros(4), unpicklable=True).result(timeout=10)
+    assert sleep(pool, 0).result(timeout=10)
 
 
 def test_cancelled_call_never_runs(solo):
@@ -320,6 +328,34 @@ def test_short_batches_grow_while_the_worker_is_busy(solo):
     singles = [solo.submit(Stage.TRANSCRIBE, batch(i), options=TranscribeOptions()) for i in range(3)]
     assert [size_of_call(f.result(timeout=10)[0]) for f in singles] == [3, 3, 3]
     assert size_of_call(full.result()[0]) == 8
+
+
+def test_merging_is_for_gpu_workers_unless_asked(solo):
+    """BATCH_MERGE=auto merges on GPU workers only (measured: on a CPU it saves nothing)."""
+    def sizes() -> set[int]:
+        parts = [solo.submit(Stage.TRANSCRIBE, batch(i), options=TranscribeOptions()) for i in range(3)]
+        return {size_of_call(f.result(timeout=10)[0]) for f in parts}
+
+    tune(solo, batch_size=8, batch_wait_ms=300, batch_merge="auto")
+    assert sizes() == {1}  # a CPU worker
+    tune(solo, batch_merge="off")
+    assert sizes() == {1}
+    settings = S(device="cpu", batch_wait_ms=300, batch_merge="auto")
+    gpu = WorkerSpec(0, Device("cuda", 0, "fake"), ALL_STAGES, {"CUDA_VISIBLE_DEVICES": ""})
+    with LocalPool(settings, [gpu], worker_factory=FACTORY).start(timeout=60) as p:
+        parts = [p.submit(Stage.TRANSCRIBE, batch(i), options=TranscribeOptions()) for i in range(3)]
+        assert {size_of_call(f.result(timeout=10)[0]) for f in parts} == {3}
+
+
+def test_idle_workers_share_the_waiting_chunks():
+    with make_pool(workers=2, batch_size=8, batch_wait_ms=2000) as p:
+        wait_for(lambda: all(w["state"] == "ready" for w in p.stats()["workers"]))
+        with p._cv:  # eight one-chunk requests arrive together
+            parts = [p.submit(Stage.TRANSCRIBE, batch(i), options=TranscribeOptions()) for i in range(8)]
+        started = time.monotonic()
+        texts = [f.result(timeout=10)[0].segments[0].text.split("|") for f in parts]
+        assert time.monotonic() - started < 1.5  # idle workers: nobody waits BATCH_WAIT_MS
+        assert {t[1] for t in texts} == {"4"} and len({t[2] for t in texts}) == 2  # 4 + 4, one call each
 
 
 def test_a_failing_part_of_a_merged_call_fails_alone(solo):
