@@ -29,8 +29,9 @@ import wave
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
+
+from shared.audio import decode
 
 SR = 16000
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -77,20 +78,9 @@ def data_dir() -> Path:
     return path
 
 
-def load_audio(path: Path) -> np.ndarray:
-    """Decode to 16 kHz mono float32 with PyAV."""
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=SR)
-    parts = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(audio=0):
-            parts.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
-    parts.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
-    return np.concatenate(parts).astype(np.float32)
-
-
 def trim(x: np.ndarray, margin: float = 0.1) -> np.ndarray:
     """Keep from the first to the last run of 3+ 20 ms frames 6 dB above the clip's noise floor
-    (10th percentile of frame energies), plus a margin (same rule as tests/fixtures)."""
+    (10th percentile of frame energies), plus a margin. tests/fixtures/make_fixtures.py uses it too."""
     hop = SR // 50
     n = len(x) // hop
     db = 20 * np.log10(np.sqrt((x[: n * hop].reshape(n, hop) ** 2).mean(1)) + 1e-9)
@@ -106,10 +96,10 @@ def load_units(root: Path) -> list[Unit]:
     units = []
     for key in LIBRI_UTTERANCES:
         stem = f"sense_and_sensibility_01_austen_64kb-{key}"
-        clip = trim(load_audio(root / LIBRI / f"{stem}.wav"))
+        clip = trim(decode(root / LIBRI / f"{stem}.wav").samples)
         text = (root / LIBRI / f"{stem}.ref.txt").read_text().strip()
         units.append(Unit("librivox_reader", clip, text, f"{LIBRI}/{stem}.wav", [(0.0, len(clip) / SR)]))
-    jfk = load_audio(root / "jfk" / "jfk_16k.wav")
+    jfk = decode(root / "jfk" / "jfk_16k.wav").samples
     for i, (a, b, text) in enumerate(JFK_PIECES):
         clip = jfk[int(a * SR) : int(b * SR)]
         units.append(Unit("jfk", clip, text, f"jfk/jfk_16k.wav#{a}-{b}", [(0.0, len(clip) / SR)]))

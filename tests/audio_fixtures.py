@@ -14,11 +14,13 @@ real public-domain speech; see tests/fixtures/README.md). Tests only read those 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import av
 import numpy as np
+
+from local_dev.scoring import normalize_words  # noqa: F401 - re-exported for tests
+from shared.audio import decode
 
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 TWO_SPEAKERS = FIXTURES_DIR / "two_speakers.flac"  # LibriVox reader + JFK, 6 alternating turns, ~28 s
@@ -60,21 +62,9 @@ def reference_text(audio: Path = TWO_SPEAKERS) -> str:
     return load_reference(audio)["text"]
 
 
-def normalize_words(text: str) -> list[str]:
-    """Lower case, punctuation dropped ("Americans," -> "americans"), for word-error comparisons.
-    Spelling variants (mister/mr) are left to the caller."""
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("-", " ")).split()
-
-
-def load_audio(path: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode any audio file to mono float32 at `sample_rate` with PyAV."""
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-    parts = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(audio=0):
-            parts.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
-    parts.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
-    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+def load_audio(path: Path) -> np.ndarray:
+    """Decode any audio file to 16 kHz mono float32 (the service's own decoder)."""
+    return decode(path).samples
 
 
 def encoder_available(fmt: str) -> bool:
