@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import sys
 
 
@@ -39,11 +40,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     pool = serving_pool(settings, docker=args.docker, workers=args.workers, external=args.external_workers,
-                        listen_host=args.listen)
+                        listen_host=args.listen, build=False)
     try:
         print(f"local_dev: {pool.launcher.name} workers connect to {pool.address[0]}:{pool.address[1]}",
               file=sys.stderr)
-        pool.start(wait=True, timeout=args.start_timeout)
+        if args.docker and not args.no_build:
+            try:
+                pool.launcher.build()
+            except (OSError, subprocess.CalledProcessError) as exc:
+                print(f"local_dev: docker build failed ({exc}); is the Docker engine running?", file=sys.stderr)
+                return 1
+        try:
+            pool.start(wait=True, timeout=args.start_timeout)
+        except (RuntimeError, TimeoutError) as exc:
+            print(f"local_dev: the workers did not start: {exc}", file=sys.stderr)
+            return 1
         for row in pool.stats()["workers"]:
             print(f"local_dev: worker {row['worker']} on {row['device']} serves {','.join(row['stages'])} "
                   f"({row['process']})", file=sys.stderr)
@@ -118,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     serve = sub.add_parser("serve", help="serve the API on local worker processes or containers")
     serve.add_argument("--docker", action="store_true", help="one container per GPU instead of processes")
+    serve.add_argument("--no-build", action="store_true", help="with --docker: use the image as it is")
     serve.add_argument("--workers", type=int, help="CPU workers (no GPU) or workers per GPU")
     serve.add_argument("--external-workers", type=int, metavar="N",
                        help="start none; wait for N workers to connect (docker compose)")

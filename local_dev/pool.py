@@ -775,12 +775,12 @@ def _external_spec(worker_id: int, info: dict) -> WorkerSpec:
 
 
 def serving_pool(settings: "Settings", *, docker: bool = False, workers: int | None = None,
-                 external: int | None = None, listen_host: str = "127.0.0.1") -> LocalPool:
+                 external: int | None = None, listen_host: str = "127.0.0.1", build: bool = True) -> LocalPool:
     """The pool `python -m local_dev serve` runs on: worker processes, containers (--docker), or
     workers that connect on their own (--external-workers N, docker compose)."""
     launcher: Launcher | None = None
     if docker:
         from local_dev.docker_runner import DockerLauncher
 
-        launcher = DockerLauncher(settings)
+        launcher = DockerLauncher(settings, build=build)  # build=False: the caller builds (or not) first
     return LocalPool(settings, workers=workers, launcher=launcher, external=external, listen_host=listen_host)

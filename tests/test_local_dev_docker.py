@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -210,3 +211,41 @@ def test_worker_command_refuses_to_start_without_the_key(monkeypatch, capsys):
     monkeypatch.delenv("WORKER_AUTHKEY", raising=False)
     assert main(["worker", "--connect", "127.0.0.1:1", "--id", "0"]) == 2
     assert "WORKER_AUTHKEY" in capsys.readouterr().err
+
+
+def test_external_workers_as_compose_runs_them(monkeypatch):
+    """`serve --external-workers 2` + two `python -m local_dev worker` commands, as docker compose runs
+    them: roles from the command line, and a worker that dies is taken back when it reconnects."""
+    from shared.domain import TranscribeOptions
+    from test_local_dev_pool import batch
+
+    monkeypatch.setenv("WORKER_AUTHKEY", "compose-secret")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), str(TESTS)]))
+    settings = S(device="cpu", worker_authkey="compose-secret", batch_wait_ms=0)
+    pool = LocalPool(settings, external=2, worker_factory="test_local_dev_pool:FakeWorker")
+
+    def worker(i: int, role: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "local_dev", "worker", "--connect",
+                                 f"127.0.0.1:{pool.address[1]}", "--id", str(i), "--role", role], cwd=REPO)
+
+    procs = [worker(0, "transcribe"), worker(1, "diarize")]
+    try:
+        pool.start(timeout=60)
+        rows = pool.stats()["workers"]
+        assert pool.stats()["launcher"] == "external"
+        assert [r["stages"] for r in rows] == [["vad_split", "detect_language", "transcribe"], ["diarize", "vad_split"]]
+        diarized_by = pool.submit(Stage.DIARIZE, np.array([0.0]), None).result(timeout=10)
+        assert diarized_by == procs[1].pid
+        call = pool.submit(Stage.TRANSCRIBE, batch(*range(20)), options=TranscribeOptions())  # 1 s
+        deadline = time.monotonic() + 10
+        while not pool.stats()["workers"][0]["queue_depth"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        procs[0].kill()
+        procs[0].wait()
+        procs[0] = worker(0, "transcribe")  # compose's restart policy
+        assert [t.chunk.index for t in call.result(timeout=30)] == list(range(20))
+        assert pool.stats()["workers"][0]["restarts"] == 1
+    finally:
+        pool.close()
+        for p in procs:
+            p.wait(timeout=10)
