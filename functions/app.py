@@ -5,6 +5,10 @@
       | Transcriber.*.map() -> one GPU container per batch (T4; large-v3 loaded once per container)
       | ChunkTranscriber    -> short clips, packed across requests by @modal.batched
       | Diarizer.diarize    -> speaker turns, concurrently with transcription (GPU)
+    run_job (CPU)           one job of POST /api/transcriptions, spawned by the web endpoint: the same
+                            pipeline, the same ModalRunner; job state in a modal.Dict, clips on the Volume
+    deliver_webhook (CPU)   a finished job's signed webhook, with retries (shared/webhooks.py)
+    sweep_jobs (schedule)   lapsed leases, lost spawns, overdue webhooks, expired jobs
     transcribe_file (CPU)   one input of a batch: the same pipeline, the same ModalRunner
     batch (local entry)     `modal run -m functions.app::batch --src DIR|LIST|URL,...` -> every format
     bench (local entry)     `modal run -m functions.app::bench --src FILE`: measured RTF -> $ per audio hour
@@ -39,6 +43,7 @@ app = modal.App(settings.app_name)
 
 models_volume = modal.Volume.from_name(settings.models_volume, create_if_missing=True)
 data_volume = modal.Volume.from_name(settings.data_volume, create_if_missing=True)
+jobs_dict = modal.Dict.from_name(settings.jobs_dict, create_if_missing=True)
 hf_secret = modal.Secret.from_name(settings.hf_secret)
 # The endpoint is public: it is not deployed without API keys (the app refuses /api requests without one).
 api_secret = modal.Secret.from_name(settings.api_secret, required_keys=["API_KEYS"])
@@ -253,9 +258,93 @@ def build_runner(calls=None) -> ModalRunner:
     return ModalRunner.from_settings(calls, settings)
 
 
+# --- jobs: state in the Dict, clips on the Volume, work in spawned functions ------------------------
+
+_jobs: "JobWorker | None" = None
+_jobs_lock = threading.Lock()
+_local_dict = None  # the MemoryDict that stands in for `jobs_dict` when CALLS_ENV=local
+
+
+def jobs_worker():
+    """One per container (and per process when CALLS_ENV=local: web, run_job and deliver_webhook then
+    share an in-memory stand-in of the Dict and spawn each other with .local() on threads)."""
+    global _jobs, _local_dict
+    from functions.dict_job_store import DictJobStore, MemoryDict
+    from functions.modal_jobs import JobWorker, LocalSpawn, ModalSpawn
+    from functions.volume_clips import VolumeClipStore
+
+    s = service_settings()
+    with _jobs_lock:
+        if _jobs is None or _jobs.settings != s:  # in a container: built once; tests change the environment
+            local = os.environ.get(CALLS_ENV, "remote") == "local"
+            if local and _local_dict is None:
+                _local_dict = MemoryDict()
+            spawn = LocalSpawn if local else ModalSpawn
+            store = DictJobStore(_local_dict if local else jobs_dict, lease_s=settings.job_lease_s)
+            clips = VolumeClipStore(s.audio_storage_path, None if modal.is_local() else data_volume)
+            _jobs = JobWorker(
+                s,
+                store,
+                clips,
+                runner_factory=build_runner,
+                spawn_run=spawn(run_job),
+                spawn_deliver=spawn(deliver_webhook),
+                heartbeat_s=settings.job_heartbeat_s,
+                deliver_budget_s=max(30.0, settings.webhooks.timeout_s - 60.0),
+                redispatch_after_s=settings.job_redispatch_after_s,
+                overdue_after_s=min(120.0, settings.sweep_period_s),
+            )
+        return _jobs
+
+
+def reset_jobs_worker(*, keep_dict: bool = False) -> None:
+    """Forget this process's job worker (tests: after changing the environment it reads)."""
+    global _jobs, _local_dict
+    with _jobs_lock:
+        _jobs = None
+        if not keep_dict:
+            _local_dict = None
+
+
+@app.function(
+    image=light_image,
+    volumes={DATA_PATH: data_volume},
+    env=CPU_ENV,
+    **settings.jobs.decorator_kwargs(),
+)
+@modal.concurrent(max_inputs=settings.jobs.max_inputs)
+def run_job(job_id: str) -> str:
+    """Claim the job, load its clip from the Volume, run the pipeline, store the result, spawn the
+    webhook delivery. Returns the job's status."""
+    return jobs_worker().run(job_id)
+
+
+@app.function(
+    image=light_image,
+    secrets=[api_secret],  # WEBHOOK_SECRET goes in the same Secret as API_KEYS
+    env=CPU_ENV,
+    **settings.webhooks.decorator_kwargs(),
+)
+@modal.concurrent(max_inputs=settings.webhooks.max_inputs)
+def deliver_webhook(job_id: str) -> str:
+    """Deliver one job's webhook with retries; returns its state (delivered, failed, pending)."""
+    return jobs_worker().deliver(job_id)
+
+
+@app.function(
+    image=light_image,
+    volumes={DATA_PATH: data_volume},
+    env=CPU_ENV,
+    schedule=modal.Period(seconds=settings.sweep_period_s),
+    **settings.sweep.decorator_kwargs(),
+)
+def sweep_jobs() -> dict:
+    """Every sweep_period_s: requeue and respawn jobs of dead workers, respawn lost spawns, hand overdue
+    webhooks to a deliverer, delete expired jobs with their uploads."""
+    return jobs_worker().sweep()
+
+
 # --- the web endpoint (CPU) ------------------------------------------------------------------------
-# Jobs (issue 3) plug in here: create_app(..., jobs=<a store over modal.Dict.from_name(settings.jobs_dict)>)
-# with job execution through a `.spawn()`ed function and webhooks delivered from another function.
 
 
 @app.function(
@@ -268,10 +357,17 @@ def build_runner(calls=None) -> ModalRunner:
 @modal.concurrent(max_inputs=settings.web.max_inputs)
 @modal.asgi_app(label=settings.web_label, requires_proxy_auth=settings.web_proxy_auth)
 def web():
-    """The FastAPI app of local runs, its stages fanned out to the GPU functions."""
+    """The FastAPI app of local runs, its stages fanned out to the GPU functions, its jobs spawned."""
     from shared.api.app import create_app
 
-    return create_app(settings=service_settings(), runner=build_runner())
+    jobs = jobs_worker()
+    return create_app(
+        settings=jobs.settings,
+        runner=build_runner(),
+        job_store=jobs.store,
+        clip_store=jobs.clips,
+        dispatch=jobs.dispatch,
+    )
 
 
 # --- batch: many files, every output format --------------------------------------------------------

@@ -5,7 +5,9 @@
 The app is what the deployed `web` function returns (`web.local()`: the same FastAPI app as local runs,
 with the Modal runner), and its stage calls go through `.local()` on the deployed classes instead of
 `.remote()`/`.map()`: every Modal method body runs, in this process, on this machine's CPU or GPU. The
-API tests run against it (tests/test_modal_web.py).
+API tests run against it (tests/test_modal_web.py). Jobs take the deployed path too: the endpoint hands
+them to `run_job` and webhooks to `deliver_webhook`, both with `.local()` on a thread instead of
+`.spawn()`, over an in-memory stand-in of the job Dict (jobs are lost when the process stops).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import os
 from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SETTINGS_ENV = "WHOSPOKE_MODAL_SETTINGS_JSON"  # the deploy-time settings, as seen inside containers
@@ -87,12 +87,45 @@ class WebSpec(FunctionSpec):
     memory_mib: int | None = 4096
     timeout_s: int = 1800  # a synchronous request waits for its whole transcript
     scaledown_window_s: int = 120
-    # One container (serving max_inputs requests at once) until clips and jobs live in stores that
-    # containers share: the clip store is a Volume (another container sees a new clip only after a
-    # commit + reload) and the job store is SQLite under it. See the README's "needs the cloud" list.
-    max_containers: int = 1
+    # Several containers: nothing a request needs lives in one container any more. Clips are on the
+    # Volume (committed after each write, reloaded on a miss: functions/volume_clips.py), jobs in the
+    # Dict (functions/dict_job_store.py), and jobs run in run_job containers, not on web threads.
+    max_containers: int = 10
     retries: int = 0  # Modal refuses retries on web endpoints
     max_inputs: int | None = 32  # requests mostly wait on GPU functions
+
+
+class JobSpec(FunctionSpec):
+    """run_job: one transcription job per input. It decodes the clip and waits on the GPU functions."""
+
+    cpu: float | None = 2.0
+    memory_mib: int | None = 8192  # a few decoded hours at once (230 MB of float32 per hour)
+    timeout_s: int = 3600  # longer than the longest stage call (the diarizer's 1800 s)
+    max_containers: int = 20
+    retries: int = 2  # a crashed container's input runs again; it takes the job over once the lease lapses
+    max_inputs: int | None = 8
+
+
+class WebhookSpec(FunctionSpec):
+    """deliver_webhook: one job's webhook, attempt after attempt; it mostly sleeps between them."""
+
+    cpu: float | None = 0.25
+    memory_mib: int | None = 512
+    timeout_s: int = 900  # the deliverer's budget is this minus a margin; later attempts go to the sweep
+    max_containers: int = 5
+    retries: int = 0  # the pending state is in the Dict: the sweep picks up a lost deliverer
+    max_inputs: int | None = 100
+
+
+class SweepSpec(FunctionSpec):
+    """sweep_jobs: the scheduled janitor (lapsed leases, lost spawns, overdue webhooks, expiry)."""
+
+    cpu: float | None = 0.25
+    memory_mib: int | None = 1024
+    timeout_s: int = 600
+    scaledown_window_s: int = 2  # it runs every few minutes: stop at once
+    max_containers: int = 1  # one sweep at a time
+    retries: int = 0  # the next period runs it again
 
 
 class BatchSpec(FunctionSpec):
@@ -147,6 +180,21 @@ class ModalSettings(BaseSettings):
     vad: VadSpec = Field(default_factory=VadSpec)
     web: WebSpec = Field(default_factory=WebSpec)
     batch: BatchSpec = Field(default_factory=BatchSpec)
+    jobs: JobSpec = Field(default_factory=JobSpec)
+    webhooks: WebhookSpec = Field(default_factory=WebhookSpec)
+    sweep: SweepSpec = Field(default_factory=SweepSpec)
+
+    # --- jobs (state in the Dict `jobs_dict`, run by run_job; see functions/modal_jobs.py) ---
+    job_lease_s: float = Field(default=120.0, ge=10, description="a running job's worker silent this long is dead")
+    job_heartbeat_s: float = Field(default=30.0, ge=1, description="a job worker's sign of life; well under the lease")
+    job_redispatch_after_s: float = Field(default=600.0, ge=60, description="spawn a job again if still queued")
+    sweep_period_s: float = Field(default=300.0, ge=60, description="sweep_jobs runs this often")
+
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> "ModalSettings":
+        if self.job_heartbeat_s * 3 > self.job_lease_s:
+            raise ValueError("job_heartbeat_s must be at most a third of job_lease_s (missed beats need slack)")
+        return self
 
     def container_env(self, *, device: str = "cuda") -> dict[str, str]:
         """Environment for every container: the service's Settings, plus these settings themselves."""

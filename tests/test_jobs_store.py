@@ -34,6 +34,21 @@ def store(tmp_path, clock):
     s.close()
 
 
+@pytest.fixture
+def reopen(store, clock):
+    """Another store over the same storage (another process, or the same one after a restart). Other
+    adapters' tests (tests/test_modal_jobs_store.py) import this module's tests and override both."""
+    opened = []
+
+    def again():
+        opened.append(SqliteJobStore(store.path, clock=clock))
+        return opened[-1]
+
+    yield again
+    for s in opened:
+        s.close()
+
+
 def new_job(created: float = 1_000_000.0, webhook: bool = False, owns_clip: bool = False) -> Job:
     return Job(
         job_id=new_job_id(),
@@ -80,7 +95,7 @@ def test_claims_oldest_first(store):
     assert [store.claim_next().job_id, store.claim_next().job_id] == [older.job_id, newer.job_id]
 
 
-def test_never_claims_twice(store):
+def test_never_claims_twice(store, reopen):
     jobs = [store.create(new_job(created=1_000_000.0 + i)) for i in range(20)]
     claimed: list[str] = []
     lock = threading.Lock()
@@ -96,9 +111,7 @@ def test_never_claims_twice(store):
     for t in threads:
         t.join()
     assert sorted(claimed) == sorted(j.job_id for j in jobs) and len(set(claimed)) == 20
-    first = SqliteJobStore(store.path)
-    assert first.claim_next() is None
-    first.close()
+    assert reopen().claim_next() is None
 
 
 def test_cancel_running_job_stops_its_progress_and_result(store):
@@ -120,15 +133,13 @@ def test_unknown_job(store):
         store.deliveries("f" * 32)
 
 
-def test_recover_requeues_then_fails_with_a_reason(tmp_path, clock):
-    path = tmp_path / "jobs.sqlite3"
-    store = SqliteJobStore(path, clock=clock)
+def test_recover_requeues_then_fails_with_a_reason(store, reopen, clock):
     job = store.create(new_job(webhook=True))
     waiting = store.create(new_job(created=1_000_001.0))
     store.claim_next()
     store.close()  # the process dies with the job running
 
-    store = SqliteJobStore(path, clock=clock)
+    store = reopen()
     recovered = store.recover(max_attempts=2)
     assert [(j.job_id, j.status) for j in recovered] == [(job.job_id, JobStatus.queued)]
     assert store.get(waiting.job_id).status is JobStatus.queued
@@ -136,7 +147,7 @@ def test_recover_requeues_then_fails_with_a_reason(tmp_path, clock):
     assert again.job_id == job.job_id and again.attempts == 2
     store.close()
 
-    store = SqliteJobStore(path, clock=clock)
+    store = reopen()
     (failed,) = store.recover(max_attempts=2)
     assert failed.status is JobStatus.failed and failed.error.code == "interrupted"
     assert "2 time(s)" in failed.error.message and "JOB_MAX_ATTEMPTS" in failed.error.message

@@ -12,7 +12,7 @@ from shared.api.auth import install_auth
 from shared.api.errors import install_error_handlers
 from shared.api.uploads import BodySizeLimit
 from shared.config import Settings, get_settings
-from shared.jobs.service import JobService
+from shared.jobs.service import Dispatch, JobService
 from shared.jobs.store import JobStore
 from shared.runner import InProcessRunner, Runner
 from shared.service import TranscriptionService
@@ -29,20 +29,27 @@ def default_runner(settings: Settings) -> Runner:
 
 
 def create_app(
-    settings: Settings | None = None, runner: Runner | None = None, job_store: JobStore | None = None
+    settings: Settings | None = None,
+    runner: Runner | None = None,
+    job_store: JobStore | None = None,
+    *,
+    clip_store: ClipStore | None = None,
+    dispatch: Dispatch | None = None,
 ) -> FastAPI:
+    """`clip_store`: default, files under AUDIO_STORAGE_PATH. `dispatch`: hand each new job to it (e.g.
+    Modal's `.spawn()`) instead of running jobs on threads in this process (see JobService)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         own_runner = runner is None
         active = runner or default_runner(settings)
-        clips = ClipStore(settings.audio_storage_path)
+        clips = clip_store or ClipStore(settings.audio_storage_path)
         swept = clips.sweep_incoming()
         if swept:
             log.info("removed %d half-received uploads", swept)
         app.state.service = TranscriptionService(settings, active, clips)
-        app.state.jobs = JobService.open(settings, app.state.service, job_store)  # default: SQLite
+        app.state.jobs = JobService.open(settings, app.state.service, job_store, dispatch=dispatch)  # default: SQLite
         try:
             yield
         finally:

@@ -1,9 +1,14 @@
 """JobService: the jobs application service the web layer calls (submit, get, cancel, deliveries), and
-the owner of the store, the worker threads and the webhook sender. No HTTP in here."""
+the owner of the store, the worker threads and the webhook sender. No HTTP in here.
+
+Where jobs run is the one seam: by default, worker threads in this process (JobRunner) and a webhook
+sender thread. Given a `dispatch` callable, the service starts neither: it stores the job and hands it
+to `dispatch(job)` (on Modal, `run_job.spawn(job_id)`), and whatever runs the job delivers its webhook."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 from shared.config import Settings
@@ -25,13 +30,21 @@ class WebhooksDisabled(ServiceError):
     status, code = 422, "webhooks_disabled"
 
 
+Dispatch = Callable[[Job], None]
+
+
 class JobService:
-    def __init__(self, settings: Settings, service: TranscriptionService, store: JobStore):
+    def __init__(
+        self, settings: Settings, service: TranscriptionService, store: JobStore, *, dispatch: Dispatch | None = None
+    ):
         self.settings = settings
         self.service = service
         self.store = store
+        self.dispatch = dispatch
         self.webhooks: WebhookSender | None = None
-        if settings.webhook_secret:
+        if settings.webhook_secret and dispatch is not None:
+            parse_secret(settings.webhook_secret)  # refuse a bad secret here too; the job runners sign
+        elif settings.webhook_secret:
             self.webhooks = WebhookSender(
                 store,
                 parse_secret(settings.webhook_secret),
@@ -41,7 +54,7 @@ class JobService:
                 backoff_max_s=settings.webhook_backoff_max_s,
                 timeout_s=settings.webhook_timeout_s,
             )
-        self.runner = JobRunner(
+        self.runner: JobRunner | None = None if dispatch is not None else JobRunner(
             store,
             service,
             workers=settings.job_workers,
@@ -51,27 +64,35 @@ class JobService:
         )
 
     @classmethod
-    def open(cls, settings: Settings, service: TranscriptionService, store: JobStore | None = None) -> JobService:
+    def open(
+        cls,
+        settings: Settings,
+        service: TranscriptionService,
+        store: JobStore | None = None,
+        *,
+        dispatch: Dispatch | None = None,
+    ) -> JobService:
         """Workers started and interrupted jobs recovered, over the given store or the SQLite one under the
-        storage path."""
+        storage path (with a dispatcher: no workers here, and recovery is the dispatcher's side's)."""
         store = store or SqliteJobStore(settings.audio_storage_path / JOBS_DB)
-        return cls(settings, service, store).start()
+        return cls(settings, service, store, dispatch=dispatch).start()
 
     def start(self) -> "JobService":
-        self.runner.start()
+        if self.runner:
+            self.runner.start()
         if self.webhooks:
             self.webhooks.start()
         return self
 
     def close(self) -> None:
-        stopped = self.runner.close()
+        stopped = self.runner.close() if self.runner else True
         if self.webhooks:
             self.webhooks.close()
         if stopped:  # else a worker still finishing a batch would find its store closed
             self.store.close()
 
     def check_webhook_url(self, url: str) -> str:
-        if not self.webhooks:
+        if not self.settings.webhook_secret:
             raise WebhooksDisabled("webhooks are off on this server: it needs WEBHOOK_SECRET (whsec_<base64>)")
         return check_webhook_url(url, allow_private=self.settings.webhook_allow_private)
 
@@ -97,7 +118,13 @@ class JobService:
             webhook=Webhook(url=webhook_url, id=new_webhook_id()) if webhook_url else None,
         )
         job = self.store.create(job)
-        self.runner.notify()
+        if self.runner:
+            self.runner.notify()
+        else:
+            try:
+                self.dispatch(job)
+            except Exception:  # noqa: BLE001 - the job is stored and stays queued: accepted, not lost
+                log.exception("job %s: queued, but the dispatcher refused it; it stays queued for a retry", job.job_id)
         return job
 
     def get(self, job_id: str) -> Job:

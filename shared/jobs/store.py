@@ -1,4 +1,5 @@
-"""The JobStore port: durable job state. SQLite locally (sqlite_store.py); a Modal adapter can follow.
+"""The JobStore port: durable job state. SQLite locally (sqlite_store.py), a modal.Dict on Modal
+(functions/dict_job_store.py); both pass the contract tests in tests/test_jobs_store.py.
 
 Every method is one atomic state transition. Transitions that only apply in a given state (finish a
 running job, cancel a queued or running one) report whether they happened, so a worker that lost a race

@@ -1,0 +1,309 @@
+"""Jobs on Modal: what the `run_job`, `deliver_webhook` and `sweep_jobs` functions do (functions/app.py
+holds only their decorated shells).
+
+    web (POST /api/transcriptions) --store.create--> modal.Dict --dispatch--> run_job.spawn(job_id)
+    run_job      claim the job (compare-and-set in the Dict), reload the Volume, load the clip, run the
+                 SAME pipeline through the ModalRunner (JobRunner.run: progress, cancel, errors), store
+                 the result; then deliver_webhook.spawn(job_id) if the job has a webhook
+    deliver_webhook   shared/webhooks.py's WebhookSender.deliver, attempt after attempt with its backoff,
+                 while the next attempt falls within this call's time budget
+    sweep_jobs   on a schedule: jobs whose worker went silent (lease lapsed) go back to the queue (or fail
+                 after JOB_MAX_ATTEMPTS) and are spawned again; jobs queued for long (a lost spawn) are
+                 spawned again; overdue webhooks get a deliverer; expired jobs and their uploads go.
+
+A job is never lost: it is in the Dict before the 202 answers, and anything that drops a spawn (a
+failed `.spawn()`, a dead container, a timeout) leaves it queued or running under a lapsing lease, which
+the sweep picks up. A job never runs twice at once unless a worker stalls past its lease (see
+functions/dict_job_store.py), and it ends once whatever happens.
+
+The spawn itself is a seam (`ModalSpawn` / `LocalSpawn`), like the runner's ModalCalls / LocalCalls:
+tests and `functions.local_serve` run the same function bodies with `.local()` on a thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from functions.dict_job_store import DICT_ENTRY_TTL_S, DictJobStore
+from functions.volume_clips import VolumeClipStore
+from shared.config import Settings
+from shared.jobs.model import DeliveryAttempt, Job, JobNotFound, JobStatus, WebhookState, check_job_id
+from shared.jobs.runner import JobRunner
+from shared.runner import Runner
+from shared.service import TranscriptionService
+from shared.webhooks import WebhookSender, parse_secret
+
+log = logging.getLogger(__name__)
+
+
+class ModalSpawn:
+    """`fn.spawn(*args)`: run a deployed function in the background; nothing waits for it."""
+
+    def __init__(self, fn: Any):
+        self.fn = fn
+
+    def __call__(self, *args: Any) -> None:
+        self.fn.spawn(*args)
+
+
+class LocalSpawn:
+    """Test double for `.spawn()`: the same function body, called with `.local()` on a thread of this
+    process (what tests and `functions.local_serve` use; no Modal account needed)."""
+
+    def __init__(self, fn: Any):
+        self.fn = fn
+        self.calls: list[tuple] = []
+        self.threads: list[threading.Thread] = []
+        self.errors: list[BaseException] = []
+
+    def __call__(self, *args: Any) -> None:
+        self.calls.append(args)
+        thread = threading.Thread(target=self._run, args=args, daemon=True, name="local-spawn")
+        self.threads.append(thread)
+        thread.start()
+
+    def _run(self, *args: Any) -> None:
+        try:
+            self.fn.local(*args)
+        except BaseException as exc:  # noqa: BLE001 - a spawned call's failure is only logged, as on Modal
+            self.errors.append(exc)
+            log.exception("spawned call %s%r failed", getattr(self.fn, "__name__", self.fn), args)
+
+    def join(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in list(self.threads):
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+class JobWorker:
+    """One per container: the job store over the Dict, the clip store over the Volume, and the spawners
+    of `run_job` and `deliver_webhook`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: DictJobStore,
+        clips: VolumeClipStore,
+        *,
+        runner_factory: Callable[[], Runner],
+        spawn_run: Callable[[str], None],
+        spawn_deliver: Callable[[str], None],
+        heartbeat_s: float = 30.0,
+        deliver_budget_s: float = 600.0,
+        redispatch_after_s: float = 600.0,
+        overdue_after_s: float = 60.0,
+    ):
+        self.settings = settings
+        self.store = store
+        self.clips = clips
+        self.runner_factory = runner_factory
+        self.spawn_run = spawn_run
+        self.spawn_deliver = spawn_deliver
+        self.heartbeat_s = heartbeat_s
+        self.deliver_budget_s = deliver_budget_s
+        self.redispatch_after_s = redispatch_after_s
+        self.overdue_after_s = overdue_after_s
+        self._lock = threading.Lock()
+        self._service: TranscriptionService | None = None
+        self._sender: WebhookSender | None = None
+        if settings.job_result_ttl_s > DICT_ENTRY_TTL_S / 2:
+            log.warning(
+                "JOB_RESULT_TTL_S=%.0f: modal.Dict drops entries untouched for 7 days, so jobs may vanish first",
+                settings.job_result_ttl_s,
+            )
+
+    # --- what the web endpoint's JobService calls ---
+
+    def dispatch(self, job: Job) -> None:
+        self.spawn_run(job.job_id)
+
+    # --- shared parts, built once per container on first use ---
+
+    @property
+    def service(self) -> TranscriptionService:
+        with self._lock:
+            if self._service is None:
+                self._service = TranscriptionService(self.settings, self.runner_factory(), self.clips)
+            return self._service
+
+    def job_runner(self) -> JobRunner:
+        """The local job runner's logic (progress, cancel, errors, finish), without its threads."""
+        return JobRunner(
+            self.store,
+            self.service,
+            max_attempts=self.settings.job_max_attempts,
+            result_ttl_s=self.settings.job_result_ttl_s,
+            on_finished=self.ended,
+        )
+
+    def ended(self, job: Job) -> None:
+        """A job ended: its webhook, if it has one, goes to a deliverer."""
+        if job.webhook and job.webhook.state is WebhookState.pending:
+            try:
+                self.spawn_deliver(job.job_id)
+            except Exception:  # noqa: BLE001 - still pending in the store: the sweep delivers it
+                log.exception("job %s: could not spawn its webhook delivery", job.job_id)
+
+    # --- run_job ---
+
+    def run(self, job_id: str) -> str:
+        """Run one job to its end; return its status as this call leaves it."""
+        check_job_id(job_id)
+        started = time.monotonic()
+        job = self._claim(job_id)
+        if job is None:
+            return self._status(job_id)
+        self.clips.reload(missed_at=started)  # what other containers committed (the clip, normally)
+        stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(job_id, stop), daemon=True, name="job-heartbeat")
+        beat.start()
+        try:
+            self.job_runner().run(job)
+        finally:
+            stop.set()
+            beat.join()
+        return self._status(job_id)
+
+    def _claim(self, job_id: str) -> Job | None:
+        """The job, claimed by this call; None when there is nothing for it to do: the job ended, is gone,
+        or runs elsewhere under a live lease. A running job whose lease lapses while this call waits
+        (Modal re-running the input of a crashed container) is taken over."""
+        waited_until = time.monotonic() + 2 * self.store.lease_s + self.heartbeat_s
+        while True:
+            try:
+                job = self.store.get(job_id)
+            except JobNotFound:
+                log.warning("job %s: no such job (expired?)", job_id)
+                return None
+            if job.finished:
+                return None
+            if job.status is JobStatus.queued:
+                claimed = self.store.claim(job_id)
+                if claimed is not None:
+                    return claimed
+                continue  # another worker claimed it in between: look again
+            if self.store.lease_lapsed(job_id):
+                recovered = self.store.recover_job(job_id, self.settings.job_max_attempts)
+                if recovered is not None and recovered.finished:
+                    self.ended(recovered)  # out of attempts: failed, and called back
+                continue
+            if time.monotonic() >= waited_until:
+                log.info("job %s: running in another container; leaving it there", job_id)
+                return None
+            time.sleep(min(self.heartbeat_s, max(0.05, self.store.lease_s / 4)))
+
+    def _heartbeat(self, job_id: str, stop: threading.Event) -> None:
+        while not stop.wait(self.heartbeat_s):
+            try:
+                if not self.store.heartbeat(job_id):
+                    return  # cancelled or taken over: the runner stops at its next progress report
+            except Exception:  # noqa: BLE001 - a missed beat is not fatal; the lease has slack
+                log.exception("job %s: heartbeat failed", job_id)
+
+    def _status(self, job_id: str) -> str:
+        try:
+            return self.store.get(job_id).status.value
+        except JobNotFound:
+            return "gone"
+
+    # --- deliver_webhook ---
+
+    @property
+    def sender(self) -> WebhookSender:
+        with self._lock:
+            if self._sender is None:
+                if not self.settings.webhook_secret:
+                    raise RuntimeError("WEBHOOK_SECRET is not set where webhooks are delivered")
+                s = self.settings
+                self._sender = WebhookSender(
+                    self.store,
+                    parse_secret(s.webhook_secret),
+                    allow_private=s.webhook_allow_private,
+                    max_attempts=s.webhook_max_attempts,
+                    backoff_s=s.webhook_backoff_s,
+                    backoff_max_s=s.webhook_backoff_max_s,
+                    timeout_s=s.webhook_timeout_s,
+                    workers=1,
+                )  # only its deliver() is used: the attempt, the signature, the retry decision
+            return self._sender
+
+    def deliver(self, job_id: str) -> str:
+        """Send the job's webhook, retrying with the sender's backoff while the next attempt is due within
+        this call's budget; a later one is left to the sweep. Returns the webhook's state."""
+        check_job_id(job_id)
+        deadline = time.monotonic() + self.deliver_budget_s
+        if not self.settings.webhook_secret:
+            return self._cannot_sign(job_id)
+        while True:
+            try:
+                job = self.store.get(job_id)
+            except JobNotFound:
+                return "gone"
+            hook = job.webhook
+            if hook is None or hook.state is not WebhookState.pending:
+                return hook.state.value if hook and hook.state else "none"
+            wait = (hook.next_attempt_at.timestamp() if hook.next_attempt_at else 0.0) - time.time()
+            if wait > deadline - time.monotonic():
+                return "pending"  # the sweep hands it to a deliverer when it is due
+            if wait > 0:
+                time.sleep(wait)
+                continue  # read again: another deliverer may have sent it meanwhile
+            self.sender.deliver(job)
+
+    def _cannot_sign(self, job_id: str) -> str:
+        """Misconfigured (no WEBHOOK_SECRET where webhooks are delivered): record why, end the retries,
+        so the job can still expire."""
+        try:
+            job = self.store.get(job_id)
+        except JobNotFound:
+            return "gone"
+        if not job.webhook or job.webhook.state is not WebhookState.pending:
+            return job.webhook.state.value if job.webhook and job.webhook.state else "none"
+        log.error("job %s: WEBHOOK_SECRET is not set in this function's Secret; the webhook is not sent", job_id)
+        attempt = DeliveryAttempt(
+            attempt=len(self.store.deliveries(job_id)) + 1,
+            at=datetime.now(timezone.utc),
+            url=job.webhook.url,
+            error="WEBHOOK_SECRET is not set where webhooks are delivered",
+            duration_ms=0.0,
+            outcome="failed",
+        )
+        self.store.add_delivery(job_id, attempt, None)
+        return WebhookState.failed.value
+
+    # --- sweep_jobs ---
+
+    def sweep(self, now: float | None = None) -> dict[str, int]:
+        now = time.time() if now is None else now
+        counts = {"recovered": 0, "failed": 0, "redispatched": 0, "webhooks": 0, "expired": 0}
+        spawned: set[str] = set()
+        for job in self.store.recover(self.settings.job_max_attempts):
+            if job.finished:
+                counts["failed"] += 1
+                self.ended(job)
+            else:
+                counts["recovered"] += 1
+                self._respawn(job.job_id, spawned)
+        for job in self.store.queued_before(now - self.redispatch_after_s):
+            if job.job_id not in spawned:
+                counts["redispatched"] += 1
+                self._respawn(job.job_id, spawned)
+        for job in self.store.due_webhooks(now - self.overdue_after_s, limit=1000):
+            counts["webhooks"] += 1
+            self.ended(job)
+        counts["expired"] = len(self.job_runner().delete_expired(now))
+        if any(counts.values()):
+            log.info("sweep: %s", counts)
+        return counts
+
+    def _respawn(self, job_id: str, spawned: set[str]) -> None:
+        spawned.add(job_id)
+        try:
+            self.spawn_run(job_id)
+        except Exception:  # noqa: BLE001 - still queued: the next sweep tries again
+            log.exception("job %s: could not spawn it again", job_id)
