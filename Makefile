@@ -27,9 +27,9 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# a/b/c against faster-whisper used directly, then the worker-pool concurrency section
 bench: install
 	$(BIN)/python -m local_dev.bench
-	$(BIN)/python -m local_dev.bench_concurrency
 
 # pyannote.audio 4.0.7 in its own environment (6.5 GB: torch 2.11 with its CUDA 13 wheels; ~2 min here).
 # torch, pyannote.audio and this project are resolved in ONE pip command with torch pinned: unpinned,

@@ -6,6 +6,9 @@ in functions/. The pipeline only ever calls `submit` and `map`.
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,6 +39,10 @@ class Runner(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release workers; the default holds none."""
 
+    def stats(self) -> dict[str, Any]:
+        """Per-worker device, stages, queue depth and busy seconds, for /api/workers and /metrics."""
+        return {"runner": type(self).__name__, "workers": []}
+
     def __enter__(self) -> "Runner":
         return self
 
@@ -53,6 +60,11 @@ class InProcessRunner(Runner):
 
     def __init__(self, worker: StageWorker, *, transcribe_threads: int | None = None, diarize_threads: int = 1):
         self.worker = worker
+        self._lock = threading.Lock()
+        self._queued = 0
+        self._busy_seconds = 0.0
+        self._calls_done = 0
+        self._calls_failed = 0
         transcribe_threads = transcribe_threads or worker.settings.resolved_transcribe_workers
         sizes = {Stage.TRANSCRIBE: transcribe_threads, Stage.DIARIZE: diarize_threads}
         self._pools = {
@@ -62,7 +74,38 @@ class InProcessRunner(Runner):
 
     def submit(self, stage: Stage, *args: Any, **kwargs: Any) -> Future:
         stage = Stage(stage)
-        return self._pools[stage].submit(self.worker.run, stage, *args, **kwargs)
+        with self._lock:
+            self._queued += 1
+        return self._pools[stage].submit(self._run, stage, *args, **kwargs)
+
+    def _run(self, stage: Stage, *args: Any, **kwargs: Any) -> Any:
+        start, ok = time.monotonic(), False
+        try:
+            result = self.worker.run(stage, *args, **kwargs)
+            ok = True
+            return result
+        finally:
+            with self._lock:
+                self._queued -= 1
+                self._busy_seconds += time.monotonic() - start
+                self._calls_done += ok
+                self._calls_failed += not ok
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            row = {
+                "worker": 0,
+                "device": self.worker.settings.resolved_device,
+                "stages": [s.value for s in Stage],
+                "state": "ready",
+                "pid": os.getpid(),
+                "queue_depth": self._queued,
+                "busy_seconds": round(self._busy_seconds, 3),
+                "calls_done": self._calls_done,
+                "calls_failed": self._calls_failed,
+                "restarts": 0,
+            }
+        return {"runner": "in-process", "workers": [row]}
 
     def close(self) -> None:
         for pool in self._pools.values():

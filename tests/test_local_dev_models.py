@@ -146,6 +146,10 @@ def test_serve_answers_over_http_on_worker_processes(tmp_path):
         assert answer.status_code == 200, answer.text
         transcript = answer.json()
         assert len(transcript["speakers"]) == 2 and "country" in " ".join(s["text"] for s in transcript["segments"])
+        stats = httpx.get(f"{base}/api/workers", timeout=10).json()
+        assert stats["runner"] == "local_dev" and len(stats["workers"]) >= 2
+        assert sum(w["calls_done"] for w in stats["workers"]) > 0
+        assert all(w["device"].startswith("cpu") for w in stats["workers"])
     finally:
         server.send_signal(signal.SIGINT)
         try:

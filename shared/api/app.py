@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from shared.api import audio, jobs, openai_compat, stream
 from shared.api.auth import install_auth
 from shared.api.errors import install_error_handlers
+from shared.api.ops import install_metrics
 from shared.api.uploads import BodySizeLimit
 from shared.config import Settings, get_settings
 from shared.jobs.service import Dispatch, JobService
@@ -70,6 +71,7 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(stream.router)
     app.include_router(openai_compat.router)
+    install_metrics(app)
     install_auth(app, settings)
 
     @app.get("/healthz", tags=["ops"])
