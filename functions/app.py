@@ -27,6 +27,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import modal
 import numpy as np
@@ -35,6 +36,9 @@ from functions.modal_runner import CHUNK_TARGET, LocalCalls, ModalCalls, ModalRu
 from functions.settings import DATA_PATH, MODELS_PATH, get_modal_settings
 from images import modal_images
 from shared.domain import Chunk, ChunkAudio, ChunkTranscript, SpeakerHints, TranscribeOptions, Turn
+
+if TYPE_CHECKING:
+    from functions.modal_jobs import JobWorker
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.audio import AudioDecodeError, decode
+from shared.audio import AudioDecodeError, DecodedAudio, decode
 from shared.config import Settings
 from shared.domain import ClipInfo, TranscribeOptions, Transcript
 from shared.errors import EmptyFile, UnsupportedLanguage, UnsupportedMedia
@@ -37,6 +37,16 @@ def check_language(language: str | None, whisper_model: str) -> str | None:
     return language
 
 
+def decode_upload(path: Path) -> DecodedAudio:
+    """Decode a received upload, or say in the client's terms why not (empty, not audio)."""
+    if path.stat().st_size == 0:
+        raise EmptyFile("the uploaded file is empty")
+    try:
+        return decode(path)
+    except AudioDecodeError as exc:
+        raise UnsupportedMedia(f"not a decodable audio file: {exc}") from None
+
+
 class TranscriptionService:
     def __init__(self, settings: Settings, runner: Runner, clips: ClipStore):
         self.settings = settings
@@ -48,12 +58,7 @@ class TranscriptionService:
         """Validate a received upload (it must decode as audio) and store it."""
         try:
             size = staged.stat().st_size
-            if size == 0:
-                raise EmptyFile("the uploaded file is empty")
-            try:
-                audio = decode(staged)
-            except AudioDecodeError as exc:
-                raise UnsupportedMedia(f"not a decodable audio file: {exc}") from None
+            audio = decode_upload(staged)
             info = ClipInfo(
                 clip_id=new_clip_id(),
                 filename=filename,

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
@@ -26,11 +25,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from shared.api.audio import get_service
 from shared.api.errors import HTTP_CODES
 from shared.api.uploads import UPLOAD_FIELD, receive_upload
-from shared.audio import AudioDecodeError, decode
 from shared.domain import SpeakerHints, Task, TranscribeOptions, Transcript
-from shared.errors import EmptyFile, InvalidParameter, ServiceError, UnsupportedMedia
+from shared.errors import InvalidParameter, ServiceError
 from shared.render import to_srt, to_txt, to_vtt
-from shared.service import TranscriptionService
+from shared.service import TranscriptionService, decode_upload
 
 STARTED = int(time.time())
 
@@ -149,21 +147,12 @@ def options_for(params: AudioParams, task: Task) -> TranscribeOptions:
     )
 
 
-def _decode_upload(path) -> np.ndarray:
-    if path.stat().st_size == 0:
-        raise EmptyFile("the uploaded file is empty")
-    try:
-        return decode(path).samples
-    except AudioDecodeError as exc:
-        raise UnsupportedMedia(f"not a decodable audio file: {exc}") from None
-
-
 async def _handle(request: Request, service: TranscriptionService, task: Task) -> Response:
     upload = await receive_upload(request, service.clips)
     try:
         params = parse_params(await request.form(), task)  # the form receive_upload parsed (cached)
         options = service.check_options(options_for(params, task))
-        samples = await run_in_threadpool(_decode_upload, upload.path)
+        samples = (await run_in_threadpool(decode_upload, upload.path)).samples
     finally:
         upload.path.unlink(missing_ok=True)
     transcript = await run_in_threadpool(lambda: service.start(samples, options).transcript())
