@@ -504,7 +504,7 @@ def measure(calls, samples: np.ndarray, *, batch_size: int, options: TranscribeO
     t = time.perf_counter()
     chunks = calls.call("vad.split", samples)
     vad_s = time.perf_counter() - t
-    audio = [ChunkAudio(c, samples[int(c.start * SAMPLE_RATE) : int(c.end * SAMPLE_RATE)]) for c in chunks]
+    audio = [ChunkAudio(c, c.cut(samples)) for c in chunks]
     batches = [audio[i : i + batch_size] for i in range(0, len(audio), batch_size)]
     calls.call("transcriber.transcribe", batches[0][:1], options)
     t = time.perf_counter()

@@ -71,10 +71,46 @@ class Chunk(BaseModel):
     keep_start: float
     keep_end: float
     speech: list[tuple[float, float]] = Field(default_factory=list, description="VAD speech regions inside")
+    pieces: list[tuple[float, float]] = Field(
+        default_factory=list,
+        description="clip spans whose samples, joined, are the chunk's audio (long pauses cut out); empty: [start, end]",
+    )
+
+    def spans(self) -> list[tuple[float, float]]:
+        return self.pieces or [(self.start, self.end)]
 
     @property
     def duration(self) -> float:
-        return self.end - self.start
+        """Seconds of audio Whisper hears (pauses cut out do not count)."""
+        return sum(b - a for a, b in self.spans())
+
+    def cut(self, samples: np.ndarray) -> np.ndarray:
+        """This chunk's audio out of the whole clip's samples."""
+        parts = [samples[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)] for a, b in self.spans()]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def to_clip_time(self, local: float) -> float:
+        """A time in the chunk's audio -> the same moment in the clip."""
+        done = 0.0
+        for a, b in self.spans():
+            if local <= done + (b - a):
+                return a + max(local - done, 0.0)
+            done += b - a
+        return self.spans()[-1][1]
+
+    def to_local_time(self, clip: float) -> float:
+        """A clip time -> seconds into the chunk's audio (a moment cut out maps to where audio resumes)."""
+        done = 0.0
+        for a, b in self.spans():
+            if clip <= b:
+                return done + max(clip - a, 0.0)
+            done += b - a
+        return done
+
+    def starting_at(self, clip: float) -> "Chunk":
+        """The rest of this chunk from clip time `clip` on."""
+        pieces = [(max(a, clip), b) for a, b in self.spans() if b > clip]
+        return self.model_copy(update={"start": round(max(self.start, clip), 3), "pieces": pieces})
 
 
 @dataclass(frozen=True)

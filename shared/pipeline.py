@@ -55,12 +55,12 @@ class PipelineRun:
             chunks = self.runner.submit(Stage.VAD_SPLIT, self.samples).result()
             options = self.options
             if chunks and options.language is None:
-                first = _cut(self.samples, chunks[0])
+                first = chunks[0].cut(self.samples)
                 options = options.model_copy(
                     update={"language": self.runner.submit(Stage.DETECT_LANGUAGE, first).result()}
                 )
             self.language = options.language or UNDETERMINED
-            batches = [[ChunkAudio(c, _cut(self.samples, c)) for c in group] for group in _balanced(chunks, self.batch_size)]
+            batches = [[ChunkAudio(c, c.cut(self.samples)) for c in group] for group in _balanced(chunks, self.batch_size)]
             pending: list[Word] = []
             turns: list[Turn] | None = None
             self._progress(0.0)
@@ -118,7 +118,3 @@ def _balanced(chunks: list, batch_size: int) -> list[list]:
     n_batches = -(-len(chunks) // batch_size)
     bounds = [round(i * len(chunks) / n_batches) for i in range(n_batches + 1)] if n_batches else [0]
     return [chunks[a:b] for a, b in zip(bounds, bounds[1:])]
-
-
-def _cut(samples: np.ndarray, chunk) -> np.ndarray:
-    return samples[int(chunk.start * SAMPLE_RATE) : int(chunk.end * SAMPLE_RATE)]

@@ -156,7 +156,7 @@ class WhisperTranscriber:
         out: list[list[Word]] = [[] for _ in pieces]
         for seg in segments:
             i = by_offset[seg.seek]
-            out[i] += _owned_words(seg.words or [], pieces[i].chunk.start - offsets[i], pieces[i])
+            out[i] += _owned_words(seg.words or [], pieces[i], offsets[i])
         return out, info.language
 
 
@@ -181,9 +181,8 @@ def _unheard_rest(piece: ChunkAudio, words: list[Word]) -> ChunkAudio | None:
     start = max(heard_until, next_speech - RETRY_PAD_S)
     if piece.chunk.end - start < MIN_UNHEARD_S:
         return None
-    chunk = piece.chunk.model_copy(update={"start": round(start, 3)})
-    offset = int(round((start - piece.chunk.start) * SAMPLE_RATE))
-    return ChunkAudio(chunk, piece.samples[offset:])
+    offset = int(round(piece.chunk.to_local_time(start) * SAMPLE_RATE))
+    return ChunkAudio(piece.chunk.starting_at(start), piece.samples[offset:])
 
 
 def _as_segment(words: list[Word]) -> TranscribedSegment:
@@ -192,17 +191,19 @@ def _as_segment(words: list[Word]) -> TranscribedSegment:
     )
 
 
-def _owned_words(words, shift: float, item: ChunkAudio) -> list[Word]:
-    """Words in clip time that overlap the part of the clip this chunk owns.
+def _owned_words(words, item: ChunkAudio, offset: float = 0.0) -> list[Word]:
+    """Words (times `offset` + seconds into `item`'s audio) moved to clip time, keeping those that
+    overlap the part of the clip this chunk owns.
 
     Not "starts inside": the aligner often pins a chunk's first word to the chunk's first sample, a
     little before the cut. A word straddling a forced cut is then kept by both neighbours; the
     pipeline drops the second copy where the chunks are joined.
     """
-    keep_start, keep_end = item.chunk.keep_start, item.chunk.keep_end
+    chunk = item.chunk
     out = []
     for w in words:
-        start, end = round(w.start + shift, 3), round(w.end + shift, 3)
-        if start < keep_end and end > keep_start:
+        start = round(chunk.to_clip_time(w.start - offset), 3)
+        end = round(chunk.to_clip_time(w.end - offset), 3)
+        if start < chunk.keep_end and end > chunk.keep_start:
             out.append(Word(start=start, end=end, word=w.word, probability=round(w.probability, 4)))
     return out

@@ -16,6 +16,7 @@ from shared.domain import SAMPLE_RATE, Chunk
 
 SPEECH_PAD_S = 0.2  # audio kept around detected speech, so soft word edges are not clipped
 FINE_SILENCE_MS = 100  # pauses looked for when speech runs on longer than a chunk
+MAX_PAUSE_S = 0.4  # a longer pause inside a chunk is shortened to this (its middle is cut out)
 
 
 @dataclass(frozen=True)
@@ -111,10 +112,14 @@ def quietest_point(samples: np.ndarray, lo: float, hi: float, frame_s: float = 0
 
 
 def plan_chunks(regions: list[Region], duration: float, *, max_chunk_s: float, overlap_s: float) -> list[Chunk]:
-    """Pack speech regions greedily into chunks of at most `max_chunk_s` seconds of audio."""
+    """Pack speech regions greedily into chunks of at most `max_chunk_s` seconds of audio.
+
+    Inside a chunk, a pause longer than MAX_PAUSE_S is shortened to MAX_PAUSE_S by cutting out its
+    middle: Whisper's 30 s windows then hold speech, not silence, so fewer chunks cover the clip.
+    """
     groups: list[list[Region]] = []
     for region in regions:
-        if groups and (region.end + SPEECH_PAD_S) - (groups[-1][0].start - SPEECH_PAD_S) <= max_chunk_s:
+        if groups and _heard_length([*groups[-1], region]) <= max_chunk_s:
             groups[-1].append(region)
         else:
             groups.append([region])
@@ -129,5 +134,22 @@ def plan_chunks(regions: list[Region], duration: float, *, max_chunk_s: float, o
         end = min(duration, keep_end + half, group[-1].end + SPEECH_PAD_S)
         chunks.append(Chunk(index=i, start=round(start, 3), end=round(end, 3),
                             keep_start=round(keep_start, 3), keep_end=round(keep_end, 3),
-                            speech=[(round(r.start, 3), round(r.end, 3)) for r in group]))
+                            speech=[(round(r.start, 3), round(r.end, 3)) for r in group],
+                            pieces=_pieces(group, start, end)))
     return chunks
+
+
+def _heard_length(group: list[Region]) -> float:
+    speech = sum(r.end - r.start for r in group)
+    pauses = sum(min(b.start - a.end, MAX_PAUSE_S) for a, b in zip(group, group[1:]))
+    return speech + pauses + 2 * SPEECH_PAD_S
+
+
+def _pieces(group: list[Region], start: float, end: float) -> list[tuple[float, float]]:
+    pieces, piece_start = [], start
+    for a, b in zip(group, group[1:]):
+        if b.start - a.end > MAX_PAUSE_S:
+            pieces.append((piece_start, a.end + MAX_PAUSE_S / 2))
+            piece_start = b.start - MAX_PAUSE_S / 2
+    pieces.append((piece_start, end))
+    return [(round(a, 3), round(b, 3)) for a, b in pieces]

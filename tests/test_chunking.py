@@ -20,6 +20,28 @@ def test_plan_chunks_cuts_in_the_middle_of_gaps_and_tiles_the_clip():
     assert chunks[0].keep_end == chunks[1].keep_start == 21.0  # middle of the 20-22 s silence
     assert all(c.end - c.start <= 30.0 for c in chunks)
     assert chunks[0].start == pytest.approx(0.8) and chunks[1].end == pytest.approx(40.2)
+    # pauses over MAX_PAUSE_S inside a chunk are shortened: Whisper hears speech, not silence
+    assert chunks[0].pieces == [(0.8, 9.2), (9.8, 20.2)]
+    assert chunks[0].duration == pytest.approx(18.8)
+
+
+def test_long_pauses_do_not_cost_chunks():
+    # 12 turns of 4 s with 1.5 s pauses: 64 s of clip, 48 s of speech; silence kept whole would need 3
+    regions = [Region(i * 5.5, i * 5.5 + 4.0) for i in range(12)]
+    chunks = plan_chunks(regions, 66.0, max_chunk_s=30.0, overlap_s=0.2)
+    assert len(chunks) == 2 and all(c.duration <= 30.0 for c in chunks)
+    assert all(c.end - c.start > 30.0 for c in chunks)  # each spans more clip than it holds audio
+
+
+def test_chunk_time_maps_across_cut_out_pauses():
+    chunk = Chunk(index=0, start=1.0, end=9.0, keep_start=0.0, keep_end=10.0, pieces=[(1.0, 3.0), (6.0, 9.0)])
+    samples = np.arange(10 * 16000, dtype=np.float32)
+    audio = chunk.cut(samples)
+    assert len(audio) == 5 * 16000 and audio[2 * 16000] == 6 * 16000  # 2 s in = 6 s into the clip
+    assert chunk.to_clip_time(0.5) == 1.5 and chunk.to_clip_time(2.5) == 6.5 and chunk.to_clip_time(99) == 9.0
+    assert chunk.to_local_time(6.5) == 2.5 and chunk.to_local_time(4.0) == 2.0  # a cut-out moment
+    rest = chunk.starting_at(7.0)
+    assert rest.spans() == [(7.0, 9.0)] and rest.start == 7.0 and rest.keep_start == 0.0
 
 
 def test_forced_cut_overlaps_by_overlap_s():
@@ -38,8 +60,8 @@ def test_a_word_heard_by_both_neighbours_is_kept_once():
     second = Chunk(index=1, start=9.9, end=20.0, keep_start=10.0, keep_end=20.0)
 
     def joined(words_first, words_second):
-        a = _owned_words(words_first, 0.0, ChunkAudio(first, np.zeros(1)))
-        b = _owned_words(words_second, 9.9, ChunkAudio(second, np.zeros(1)))  # local times
+        a = _owned_words(words_first, ChunkAudio(first, np.zeros(1)))
+        b = _owned_words(words_second, ChunkAudio(second, np.zeros(1)))  # times local to each chunk
         return [(w.word, w.start) for w in join_words(a, b)]
 
     # the same spoken word, truncated differently by each chunk
@@ -57,7 +79,9 @@ def test_real_chunks_respect_the_limits(worker):
     ref = load_reference(TWO_SPEAKERS)
     chunks = SileroVad(max_chunk_s=8.0).split(samples)
     assert len(chunks) > 1
-    assert all(c.end - c.start <= 8.0 + 1e-6 for c in chunks)
+    assert all(c.duration <= 8.0 + 1e-6 for c in chunks)  # the audio Whisper hears
+    for c in chunks:  # what a chunk cuts out of its span is silence
+        assert all(_is_silent(samples, a[1], b[0]) for a, b in zip(c.spans(), c.spans()[1:]))
     assert chunks[0].keep_start == 0 and chunks[-1].keep_end == pytest.approx(ref["duration"], abs=0.01)
     for a, b in zip(chunks, chunks[1:]):
         assert a.keep_end == b.keep_start
@@ -78,7 +102,7 @@ def test_no_word_lost_or_doubled_at_forced_cuts(worker, max_chunk_s):
 
     def text_with(vad: SileroVad) -> str:
         chunks = vad.split(samples)
-        batch = [ChunkAudio(c, samples[int(c.start * 16000) : int(c.end * 16000)]) for c in chunks]
+        batch = [ChunkAudio(c, c.cut(samples)) for c in chunks]
         results = worker.transcriber.transcribe_batch(batch, TranscribeOptions())
         return " ".join(s.text for r in results for s in r.segments), chunks
 
