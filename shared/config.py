@@ -58,6 +58,8 @@ class Settings(BaseSettings):
 
     # --- jobs, webhooks, streaming, API keys ---
     api_keys: str = Field(default="", description="comma-separated; when set, /api and /v1 need one of them")
+    rate_limit_per_min: int = Field(default=0, ge=0, description="requests a minute per API key or address; 0: off")
+    rate_limit_burst: int = Field(default=0, ge=0, description="largest burst; 0: RATE_LIMIT_PER_MIN")
     job_workers: int = Field(default=1, ge=1, description="jobs run at the same time in the server process")
     job_max_attempts: int = Field(default=3, ge=1, description="runs a crash may interrupt before the job fails")
     job_result_ttl_s: float = Field(default=86400.0, gt=0, description="ended jobs (and their uploads) kept this long")

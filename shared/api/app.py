@@ -11,6 +11,7 @@ from shared.api import audio, jobs, openai_compat, stream
 from shared.api.auth import install_auth
 from shared.api.errors import install_error_handlers
 from shared.api.ops import install_metrics
+from shared.api.ratelimit import install_rate_limit
 from shared.api.uploads import BodySizeLimit
 from shared.config import Settings, get_settings
 from shared.jobs.service import Dispatch, JobService
@@ -72,6 +73,7 @@ def create_app(
     app.include_router(stream.router)
     app.include_router(openai_compat.router)
     install_metrics(app)
+    install_rate_limit(app, settings)  # inside auth: a refused key spends no one's budget
     install_auth(app, settings)
 
     @app.get("/healthz", tags=["ops"])
