@@ -60,7 +60,9 @@ class PipelineRun:
                     update={"language": self.runner.submit(Stage.DETECT_LANGUAGE, first).result()}
                 )
             self.language = options.language or UNDETERMINED
-            batches = [[ChunkAudio(c, c.cut(self.samples)) for c in group] for group in _balanced(chunks, self.batch_size)]
+            batches = [
+                [ChunkAudio(c, c.cut(self.samples)) for c in group] for group in _balanced(chunks, self.batch_size)
+            ]
             pending: list[Word] = []
             turns: list[Turn] | None = None
             self._progress(0.0)
