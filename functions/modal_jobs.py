@@ -36,7 +36,7 @@ from shared.jobs.model import DeliveryAttempt, Job, JobNotFound, JobStatus, Webh
 from shared.jobs.runner import JobRunner
 from shared.runner import Runner
 from shared.service import TranscriptionService
-from shared.webhooks import WebhookSender, parse_secret
+from shared.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -219,17 +219,8 @@ class JobWorker:
             if self._sender is None:
                 if not self.settings.webhook_secret:
                     raise RuntimeError("WEBHOOK_SECRET is not set where webhooks are delivered")
-                s = self.settings
-                self._sender = WebhookSender(
-                    self.store,
-                    parse_secret(s.webhook_secret),
-                    allow_private=s.webhook_allow_private,
-                    max_attempts=s.webhook_max_attempts,
-                    backoff_s=s.webhook_backoff_s,
-                    backoff_max_s=s.webhook_backoff_max_s,
-                    timeout_s=s.webhook_timeout_s,
-                    workers=1,
-                )  # only its deliver() is used: the attempt, the signature, the retry decision
+                # only its deliver() is used: the attempt, the signature, the retry decision
+                self._sender = WebhookSender.from_settings(self.store, self.settings, workers=1)
             return self._sender
 
     def deliver(self, job_id: str) -> str:

@@ -160,6 +160,20 @@ class WebhookSender:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._dispatch, name="webhook-dispatch", daemon=True)
 
+    @classmethod
+    def from_settings(cls, store: JobStore, settings, *, workers: int = 4) -> "WebhookSender":
+        """A sender signing with WEBHOOK_SECRET and retrying as the WEBHOOK_* settings say."""
+        return cls(
+            store,
+            parse_secret(settings.webhook_secret),
+            allow_private=settings.webhook_allow_private,
+            max_attempts=settings.webhook_max_attempts,
+            backoff_s=settings.webhook_backoff_s,
+            backoff_max_s=settings.webhook_backoff_max_s,
+            timeout_s=settings.webhook_timeout_s,
+            workers=workers,
+        )
+
     def start(self) -> "WebhookSender":
         self._thread.start()
         return self

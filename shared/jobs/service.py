@@ -45,15 +45,7 @@ class JobService:
         if settings.webhook_secret and dispatch is not None:
             parse_secret(settings.webhook_secret)  # refuse a bad secret here too; the job runners sign
         elif settings.webhook_secret:
-            self.webhooks = WebhookSender(
-                store,
-                parse_secret(settings.webhook_secret),
-                allow_private=settings.webhook_allow_private,
-                max_attempts=settings.webhook_max_attempts,
-                backoff_s=settings.webhook_backoff_s,
-                backoff_max_s=settings.webhook_backoff_max_s,
-                timeout_s=settings.webhook_timeout_s,
-            )
+            self.webhooks = WebhookSender.from_settings(store, settings)
         self.runner: JobRunner | None = None if dispatch is not None else JobRunner(
             store,
             service,
