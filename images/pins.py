@@ -67,6 +67,7 @@ API = [
     "python-multipart==0.0.34",
     "prometheus-client==0.26.0",
     "standardwebhooks==1.1.0",
+    "limits==5.8.0",  # rate limits and the auth-failure throttle (shared/api/ratelimit.py)
 ]
 
 # local_dev on the worker image: NVML for its GPU scan (without it a container sees no GPU to report)

@@ -4,7 +4,13 @@ Each event is POSTed as JSON with three headers:
     webhook-id:        msg_<hex>, the same on every attempt, so receivers can de-duplicate
     webhook-timestamp: UNIX seconds of this attempt
     webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}" keyed with WEBHOOK_SECRET>
-WEBHOOK_SECRET is given as `whsec_<base64 of the key bytes>`.
+WEBHOOK_SECRET is given as `whsec_<base64 of the key bytes>`; the `standardwebhooks` library signs.
+
+Where a webhook may go is checked on every attempt, and the connection goes to the address that was
+checked: PinnedTransport resolves the host once, refuses private addresses (unless
+WEBHOOK_ALLOW_PRIVATE), then connects to that IP with the original Host header and TLS server name (SNI
+and certificate check), so a second DNS answer (rebinding) never comes into play. Redirects are not
+followed and no proxy from the environment is used.
 
 Delivery runs off the request path: a dispatcher thread asks the job store for pending webhooks that are
 due and hands them to a few sender threads. Timeouts, connection errors, 408, 429 and 5xx are retried
@@ -15,14 +21,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import ipaddress
 import json
 import logging
 import random
 import secrets
 import socket
+import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +35,8 @@ from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 import httpx
+from pydantic import SecretStr
+from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from shared.errors import ServiceError
 from shared.jobs.model import DeliveryAttempt, Job, job_json
@@ -50,8 +57,10 @@ class UnresolvableHost(InvalidWebhookUrl):
 
 
 # --- signing ---
-def parse_secret(secret: str) -> bytes:
+def parse_secret(secret: SecretStr | str) -> bytes:
     """The key bytes of a `whsec_<base64>` secret."""
+    if isinstance(secret, SecretStr):
+        secret = secret.get_secret_value()
     try:
         key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
     except (binascii.Error, ValueError):
@@ -66,8 +75,8 @@ def new_secret_example() -> str:
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
-    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode()
+    """The webhook-signature header value (`v1,<base64>`), computed by the standardwebhooks library."""
+    return StandardWebhook(key).sign(msg_id, datetime.fromtimestamp(timestamp, timezone.utc), body.decode())
 
 
 def event_body(job: Job) -> bytes:
@@ -86,8 +95,15 @@ def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 def check_webhook_url(url: str, *, allow_private: bool) -> str:
     """Refuse anything but http(s) to public addresses (every address the host resolves to), unless
-    allow_private. Resolving here and again before each attempt narrows, but does not close, the
-    window for DNS rebinding; redirects are never followed."""
+    allow_private. Checked when a job is submitted; each delivery attempt checks again and connects to
+    the address it checked (PinnedTransport)."""
+    resolve_webhook_target(url, allow_private=allow_private)
+    return url
+
+
+def resolve_webhook_target(url: str, *, allow_private: bool) -> str:
+    """The IP address a webhook to `url` connects to: the host resolved once, every address it has
+    checked (unless allow_private); the first one is used."""
     if len(url) > MAX_URL_LENGTH:
         raise InvalidWebhookUrl(f"webhook_url is longer than {MAX_URL_LENGTH} characters")
     try:
@@ -100,20 +116,47 @@ def check_webhook_url(url: str, *, allow_private: bool) -> str:
     host = parts.hostname
     if not host:
         raise InvalidWebhookUrl("webhook_url has no host")
-    if allow_private:
-        return url
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise UnresolvableHost(f"webhook_url host {host!r} does not resolve: {exc}") from None
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%")[0])
-        if not _public(ip):
-            raise InvalidWebhookUrl(
-                f"webhook_url host {host!r} resolves to {ip}, a private, loopback, link-local or reserved "
-                "address; set WEBHOOK_ALLOW_PRIVATE=true to allow it"
-            )
-    return url
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise UnresolvableHost(f"webhook_url host {host!r} does not resolve: {exc}") from None
+        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    if not addresses:
+        raise UnresolvableHost(f"webhook_url host {host!r} does not resolve")
+    if not allow_private:
+        for ip in addresses:
+            if not _public(ip):
+                raise InvalidWebhookUrl(
+                    f"webhook_url host {host!r} resolves to {ip}, a private, loopback, link-local or reserved "
+                    "address; set WEBHOOK_ALLOW_PRIVATE=true to allow it"
+                )
+    return str(addresses[0])
+
+
+class PinnedTransport(httpx.BaseTransport):
+    """Resolves and checks the host once per request, then connects to that address: the URL's host is
+    replaced by the IP, the Host header stays the original, and TLS is told the original name (SNI and
+    the certificate check). Connections are not kept alive, so one never serves another host name."""
+
+    def __init__(self, *, allow_private: bool, **transport_kwargs):
+        self.allow_private = allow_private
+        transport_kwargs.setdefault("limits", httpx.Limits(max_keepalive_connections=0))
+        self._inner = httpx.HTTPTransport(**transport_kwargs)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        ip = resolve_webhook_target(str(request.url), allow_private=self.allow_private)
+        if ip != host:
+            request.url = request.url.copy_with(host=ip)
+            if request.url.scheme == "https":
+                request.extensions = {**request.extensions, "sni_hostname": host}
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 # --- retries ---
@@ -142,6 +185,7 @@ class WebhookSender:
         backoff_max_s: float = 600.0,
         timeout_s: float = 10.0,
         workers: int = 4,
+        verify: ssl.SSLContext | bool = True,
     ):
         self.store = store
         self.key = key
@@ -150,8 +194,11 @@ class WebhookSender:
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
         self.poll_s = min(1.0, max(0.05, backoff_s / 4))
-        # trust_env=False: a proxy from the environment would bypass the address check
-        self.client = httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=False)
+        # trust_env=False and our own transport: a proxy from the environment would bypass the address check
+        self.client = httpx.Client(
+            timeout=timeout_s, follow_redirects=False, trust_env=False,
+            transport=PinnedTransport(allow_private=allow_private, verify=verify),
+        )
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="webhook")
         self._workers = workers
         self._inflight: set[str] = set()
@@ -218,8 +265,7 @@ class WebhookSender:
         body = event_body(job)
         started = time.time()
         status_code, error, retryable, wait_s = None, None, False, None
-        try:
-            check_webhook_url(job.webhook.url, allow_private=self.allow_private)
+        try:  # the transport checks the target and connects to the address it checked
             timestamp = int(time.time())
             headers = {
                 "content-type": "application/json",

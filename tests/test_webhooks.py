@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 import time
 from datetime import datetime, timezone
 
+import httpx
 import pytest
 from jobs_support import WEBHOOK_SECRET, WebhookReceiver
 from standardwebhooks import Webhook as ReferenceWebhook
@@ -18,6 +20,7 @@ from shared.jobs.model import Job, JobError, JobStatus, Progress, Webhook, new_j
 from shared.jobs.sqlite_store import SqliteJobStore
 from shared.webhooks import (
     InvalidWebhookUrl,
+    PinnedTransport,
     UnresolvableHost,
     WebhookSender,
     backoff_delay,
@@ -247,3 +250,81 @@ def test_event_body_is_stable():
     assert event_body(job) == event_body(Job.model_validate_json(job.model_dump_json()))
     event = json.loads(event_body(job))
     assert event["timestamp"] == event["data"]["finished_at"] and "webhook" not in event["data"]
+
+
+# --- the connection goes to the address that was checked (no second resolution) ---
+class Resolver:
+    """DNS for one made-up name: the first answer is 127.0.0.1, any later one fails (a rebinding
+    server would answer differently the second time). Every other name resolves as usual."""
+
+    NAME = "hooks.rebind.test"
+
+    def __init__(self, real):
+        self.real = real
+        self.asked = 0
+
+    def __call__(self, host, port, *args, **kwargs):
+        if host != self.NAME:
+            return self.real(host, port, *args, **kwargs)
+        self.asked += 1
+        if self.asked > 1:
+            raise socket.gaierror(socket.EAI_NONAME, "second answer refused by the test")
+        return self.real("127.0.0.1", port, *args, **kwargs)
+
+
+@pytest.fixture
+def resolver(monkeypatch):
+    r = Resolver(socket.getaddrinfo)
+    monkeypatch.setattr(socket, "getaddrinfo", r)
+    return r
+
+
+def test_delivery_connects_to_the_checked_address_with_the_original_host(store, resolver):
+    with WebhookReceiver() as receiver:
+        port = receiver.httpd.server_address[1]
+        job = ended_job(store, f"http://{Resolver.NAME}:{port}/hooks/whospoke")
+        s = sender(store)
+        try:
+            (request,) = receiver.wait_for(1)
+            wait_state(store, job.job_id, "delivered")
+        finally:
+            s.close()
+    assert resolver.asked == 1  # resolved once; httpx connected to that address without asking again
+    assert request["headers"]["host"] == f"{Resolver.NAME}:{port}" and request["path"] == "/hooks/whospoke"
+    ReferenceWebhook(WEBHOOK_SECRET).verify(request["body"], request["headers"])
+
+
+def test_a_name_resolving_to_a_private_address_is_refused_without_connecting(store, resolver):
+    with WebhookReceiver() as receiver:
+        port = receiver.httpd.server_address[1]
+        job = ended_job(store, f"http://{Resolver.NAME}:{port}/hooks/whospoke")
+        s = sender(store, allow_private=False)
+        try:
+            wait_state(store, job.job_id, "failed")
+        finally:
+            s.close()
+        assert receiver.requests == []
+    (attempt,) = store.deliveries(job.job_id)
+    assert "127.0.0.1" in attempt.error and "WEBHOOK_ALLOW_PRIVATE" in attempt.error
+
+
+def test_pinned_transport_keeps_the_tls_server_name(monkeypatch):
+    """For https the IP goes in the URL and the original name in the TLS handshake (SNI and the
+    certificate check), so a certificate for the name still verifies."""
+    seen = []
+    monkeypatch.setattr(httpx.HTTPTransport, "handle_request", lambda self, request: seen.append(request) or httpx.Response(204))
+    with httpx.Client(transport=PinnedTransport(allow_private=False)) as client:
+        assert client.post("https://93.184.215.14/hook").status_code == 204
+        monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 443))])
+        assert client.post("https://hooks.example.com/hook").status_code == 204
+    assert seen[0].url.host == "93.184.215.14" and "sni_hostname" not in seen[0].extensions
+    assert seen[1].url == "https://93.184.215.14/hook" and seen[1].headers["host"] == "hooks.example.com"
+    assert seen[1].extensions["sni_hostname"] == "hooks.example.com"
+
+
+def test_webhook_secret_setting_is_secret():
+    from shared.config import Settings
+
+    s = Settings(_env_file=None, webhook_secret=WEBHOOK_SECRET)
+    assert WEBHOOK_SECRET not in repr(s) and WEBHOOK_SECRET not in str(s.model_dump())
+    assert parse_secret(s.webhook_secret) == KEY
