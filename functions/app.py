@@ -351,6 +351,12 @@ def sweep_jobs() -> dict:
 # --- the web endpoint (CPU) ------------------------------------------------------------------------
 
 
+def web_settings(s):
+    """The deployed endpoint is public: it requires API keys (an empty or unparsable API_KEYS in the
+    Secret stops the container from starting). Served locally (tests, local_serve) it runs as configured."""
+    return s if modal.is_local() else s.model_copy(update={"require_api_keys": True})
+
+
 @app.function(
     image=light_image,
     volumes={DATA_PATH: data_volume},
@@ -366,7 +372,7 @@ def web():
 
     jobs = jobs_worker()
     return create_app(
-        settings=jobs.settings,
+        settings=web_settings(jobs.settings),
         runner=build_runner(),
         job_store=jobs.store,
         clip_store=jobs.clips,

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -57,15 +57,24 @@ class Settings(BaseSettings):
     log_level: str = "info"
 
     # --- jobs, webhooks, streaming, API keys ---
-    api_keys: str = Field(default="", description="comma-separated; when set, /api and /v1 need one of them")
+    api_keys: SecretStr = Field(
+        default=SecretStr(""), description="comma-separated; when set, /api, /v1 and /metrics need one of them"
+    )
+    require_api_keys: bool = Field(default=False, description="refuse to start without API_KEYS (public endpoints)")
+    auth_failures_per_min: int = Field(
+        default=10, ge=0, description="wrong API keys per client address a minute before 429; 0: no throttle"
+    )
     rate_limit_per_min: int = Field(default=0, ge=0, description="requests a minute per API key or address; 0: off")
     rate_limit_burst: int = Field(default=0, ge=0, description="largest burst; 0: RATE_LIMIT_PER_MIN")
+    rate_limit_storage: str = Field(
+        default="memory://", description="where rate-limit counters live: memory:// or a limits URI (redis://...)"
+    )
     job_workers: int = Field(default=1, ge=1, description="jobs run at the same time in the server process")
     job_max_attempts: int = Field(default=3, ge=1, description="runs a crash may interrupt before the job fails")
     job_result_ttl_s: float = Field(default=86400.0, gt=0, description="ended jobs (and their uploads) kept this long")
     job_wait_max_s: float = Field(default=30.0, ge=0, description="longest a wait=true request waits before a 202")
     heartbeat_s: float = Field(default=10.0, gt=0, description="streaming: heartbeat line after this long without one")
-    webhook_secret: str | None = Field(default=None, description="whsec_<base64>; webhooks are off without it")
+    webhook_secret: SecretStr | None = Field(default=None, description="whsec_<base64>; webhooks are off without it")
     webhook_allow_private: bool = Field(default=False, description="allow private/loopback/link-local webhook hosts")
     webhook_max_attempts: int = Field(default=8, ge=1)
     webhook_backoff_s: float = Field(default=2.0, gt=0, description="first retry delay; doubles each attempt, jittered")

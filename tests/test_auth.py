@@ -5,9 +5,11 @@ from __future__ import annotations
 import openai
 import pytest
 from jobs_support import ThreadedServer, assert_error
+from live_server import live_server
 from test_jobs_api import NoModels
 
 from shared.api.app import create_app
+from shared.api.auth import ConfigurationError, parse_api_keys
 from shared.config import Settings
 
 KEYS = "first-key, second-key"
@@ -28,12 +30,15 @@ PROTECTED = [
     ("GET", "/v1/models"),
     ("POST", "/v1/audio/transcriptions"),
     ("POST", "/v1/audio/translations"),
+    ("GET", "/metrics"),
+    ("GET", "/api/workers"),
 ]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    settings = Settings(_env_file=None, audio_storage_path=tmp_path_factory.mktemp("auth"), api_keys=KEYS)
+    settings = Settings(_env_file=None, audio_storage_path=tmp_path_factory.mktemp("auth"), api_keys=KEYS,
+                        auth_failures_per_min=100_000)  # the many wrong keys below are not throttled here
     with ThreadedServer(create_app(settings, runner=NoModels())) as s:
         yield s
 
@@ -101,3 +106,69 @@ def test_no_keys_means_open(tmp_path):
     with ThreadedServer(create_app(settings, runner=NoModels())) as s, s.client() as c:
         assert c.get("/v1/models").status_code == 200
         assert_error(c.get(f"/api/jobs/{ANY_ID}"), 404, "job_not_found")
+
+
+def test_a_valid_key_opens_metrics(client):
+    assert client.get("/metrics", headers={"X-API-Key": "first-key"}).status_code == 200
+
+
+def test_api_keys_are_a_secret_setting():
+    settings = Settings(_env_file=None, api_keys=KEYS)
+    assert "first-key" not in repr(settings) and "first-key" not in str(settings.model_dump())
+    assert parse_api_keys(settings.api_keys) == {"first-key", "second-key"}
+
+
+# --- fails closed ---
+@pytest.mark.parametrize("keys", ["", " , ,"])
+def test_required_keys_refuse_to_start_when_empty(tmp_path, keys):
+    settings = Settings(_env_file=None, audio_storage_path=tmp_path, api_keys=keys, require_api_keys=True)
+    with pytest.raises(ConfigurationError, match="REQUIRE_API_KEYS is on but API_KEYS is empty"):
+        create_app(settings, runner=NoModels())
+
+
+@pytest.mark.parametrize("keys", ["good-key, bad key", "good-key,caf\u00e9", "tab\tkey"])
+def test_unparsable_keys_refuse_to_start(tmp_path, keys):
+    settings = Settings(_env_file=None, audio_storage_path=tmp_path, api_keys=keys)
+    with pytest.raises(ConfigurationError, match="API_KEYS: key") as info:
+        create_app(settings, runner=NoModels())
+    assert "good-key" not in str(info.value)  # the message never shows a key
+
+
+def test_the_server_process_exits_with_the_reason(tmp_path):
+    """`python -m shared.api` with REQUIRE_API_KEYS and no keys stops before it serves anything."""
+    with pytest.raises(RuntimeError, match="server exited") as info:
+        with live_server(tmp_path, env={"REQUIRE_API_KEYS": "true", "API_KEYS": ""}, startup_timeout=60):
+            pass
+    assert "REQUIRE_API_KEYS is on but API_KEYS is empty" in str(info.value)
+
+
+def test_required_keys_serve_when_given(tmp_path):
+    settings = Settings(_env_file=None, audio_storage_path=tmp_path, api_keys="only-key", require_api_keys=True)
+    with ThreadedServer(create_app(settings, runner=NoModels())) as s, s.client() as c:
+        assert_error(c.get("/v1/models"), 401, "unauthorized")
+        assert c.get("/v1/models", headers={"X-API-Key": "only-key"}).status_code == 200
+
+
+# --- wrong keys are throttled per address ---
+def test_wrong_keys_are_throttled_per_address(tmp_path):
+    settings = Settings(_env_file=None, audio_storage_path=tmp_path, api_keys=KEYS, auth_failures_per_min=3)
+    with ThreadedServer(create_app(settings, runner=NoModels())) as s, s.client() as c:
+        for guess in ("a", "b", "c"):
+            assert_error(c.get("/v1/models", headers={"X-API-Key": guess}), 401, "unauthorized")
+        throttled = c.get(f"/api/jobs/{ANY_ID}", headers={"Authorization": "Bearer d"})
+        error = assert_error(throttled, 429, "too_many_auth_failures")
+        assert 1 <= int(throttled.headers["retry-after"]) <= 60 and "failed API key attempts" in error["message"]
+        # while throttled, a right key gets the same answer: a guess that hits is not told apart
+        assert_error(c.get("/v1/models", headers={"X-API-Key": "first-key"}), 429, "too_many_auth_failures")
+        assert assert_error(c.get("/v1/models", headers={"X-API-Key": "x"}), 429)["type"] == "invalid_request_error"
+        assert_error(c.get("/v1/models"), 401, "unauthorized")  # no key at all: not an attempt
+        assert c.get("/healthz").status_code == 200
+
+
+def test_right_keys_do_not_count_as_failures(tmp_path):
+    settings = Settings(_env_file=None, audio_storage_path=tmp_path, api_keys=KEYS, auth_failures_per_min=2)
+    with ThreadedServer(create_app(settings, runner=NoModels())) as s, s.client() as c:
+        for _ in range(5):
+            assert c.get("/v1/models", headers={"X-API-Key": "first-key"}).status_code == 200
+        assert_error(c.get("/v1/models", headers={"X-API-Key": "wrong"}), 401, "unauthorized")
+        assert c.get("/v1/models", headers={"X-API-Key": "second-key"}).status_code == 200

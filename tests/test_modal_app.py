@@ -289,3 +289,21 @@ def test_cost_per_audio_hour_formula():
     assert costs.per_second(ModalSettings(_env_file=None).vad) == pytest.approx(
         2 * costs.CPU_CORE_PER_S + 4 * costs.MEMORY_GIB_PER_S
     )
+
+
+def test_the_deployed_endpoint_requires_api_keys(monkeypatch, tmp_path):
+    """In a container (not local) the web endpoint's settings require keys: an empty API_KEYS in the
+    Secret stops it from starting instead of serving an open API."""
+    from shared.api.app import create_app
+    from shared.api.auth import ConfigurationError
+    from shared.config import Settings
+
+    local = Settings(_env_file=None, audio_storage_path=tmp_path)
+    assert modal_app.web_settings(local) is local  # tests and local_serve: as configured
+    monkeypatch.setattr(modal, "is_local", lambda: False)
+    deployed = modal_app.web_settings(local)
+    assert deployed.require_api_keys is True
+    with pytest.raises(ConfigurationError, match="API_KEYS is empty"):
+        create_app(deployed)
+    keyed = modal_app.web_settings(Settings(_env_file=None, audio_storage_path=tmp_path, api_keys="k"))
+    assert keyed.require_api_keys and keyed.api_keys.get_secret_value() == "k"

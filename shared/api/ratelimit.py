@@ -1,22 +1,48 @@
-"""Rate limits: a token bucket per client on /api and /v1. A client is its API key when it sends one,
-else its address. RATE_LIMIT_PER_MIN requests a minute, in bursts of up to RATE_LIMIT_BURST; past that,
-429 with Retry-After. Buckets live in this process (on Modal: per web container)."""
+"""Rate limits on /api and /v1, per caller, built on the `limits` library.
+
+A caller is who the auth middleware says it is (shared/api/auth.py): the authenticated API key, or the
+client address when keys are off — never a header the caller merely sends. RATE_LIMIT_PER_MIN requests
+a minute, in bursts of up to RATE_LIMIT_BURST: a moving window of RATE_LIMIT_BURST requests per
+RATE_LIMIT_BURST * 60 / RATE_LIMIT_PER_MIN seconds. Past it: 429 `rate_limited` with Retry-After.
+
+The counters live where RATE_LIMIT_STORAGE says: `memory://` (this process; on Modal, per web
+container), or a shared store when the service is scaled out, e.g. `redis://host:6379` (install
+`limits[async-redis]`). Any storage URI of `limits` works; the async variant is used.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
-from collections.abc import Callable
 
 from fastapi import FastAPI
+from limits import RateLimitItem, RateLimitItemPerSecond
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.api.auth import PROTECTED, presented_key
+from shared.api.auth import IDENTITY, PROTECTED, ConfigurationError, client_address, is_protected
 from shared.api.errors import error_response
 from shared.config import Settings
 
-MAX_CLIENTS = 10_000  # buckets kept before full, idle ones are forgotten
+LIMITED = tuple(p for p in PROTECTED if p != "/metrics")  # a scraper is not a client
+
+
+def limiter_storage(uri: str):
+    """The async `limits` storage of a URI (memory://, redis://...); ConfigurationError if unusable."""
+    uri = uri.strip() or "memory://"
+    if not uri.startswith("async+"):
+        uri = "async+" + uri
+    try:
+        return storage_from_string(uri)
+    except Exception as exc:  # noqa: BLE001 - unknown scheme, missing driver, bad options
+        raise ConfigurationError(f"RATE_LIMIT_STORAGE={uri.removeprefix('async+')!r} cannot be used: {exc}") from None
+
+
+def rate_limit_item(per_minute: int, burst: int) -> RateLimitItem:
+    """`burst` requests per the seconds in which `per_minute` would allow that many (at least one)."""
+    burst = burst or per_minute
+    return RateLimitItemPerSecond(burst, max(1, round(burst * 60 / per_minute)))
 
 
 class RateLimit:
@@ -24,57 +50,35 @@ class RateLimit:
         self,
         app: ASGIApp,
         per_minute: int,
-        burst: int,
-        prefixes: tuple[str, ...] = PROTECTED,
-        clock: Callable[[], float] = time.monotonic,
+        burst: int = 0,
+        storage_uri: str = "memory://",
+        prefixes: tuple[str, ...] = LIMITED,
     ):
         self.app = app
-        self.rate = per_minute / 60.0  # tokens a second
-        self.burst = float(burst)
+        self.item = rate_limit_item(per_minute, burst)
+        self.limiter = MovingWindowRateLimiter(limiter_storage(storage_uri))
         self.prefixes = prefixes
-        self.clock = clock
-        self.buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, when)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or not any(path == p or path.startswith(p + "/") for p in self.prefixes):
+        if scope["type"] != "http" or not is_protected(scope, self.prefixes):
             return await self.app(scope, receive, send)
-        wait = self._take(self._client(scope))
-        if wait <= 0:
+        caller = scope.get(IDENTITY) or "addr:" + client_address(scope)
+        if await self.limiter.hit(self.item, "requests", caller):
             return await self.app(scope, receive, send)
-        retry_after = max(1, math.ceil(wait))
+        stats = await self.limiter.get_window_stats(self.item, "requests", caller)
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
         response = error_response(
             429, "rate_limited", f"too many requests: try again in {retry_after} s", {"retry-after": str(retry_after)}
         )
         await response(scope, receive, send)
 
-    def _client(self, scope: Scope) -> str:
-        key = presented_key(dict(scope.get("headers") or []))
-        if key:
-            return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
-        client = scope.get("client")
-        return "addr:" + (client[0] if client else "unknown")
-
-    def _take(self, client: str) -> float:
-        """Take one token; 0 if there was one, else the seconds until there will be."""
-        now = self.clock()
-        tokens, when = self.buckets.get(client, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - when) * self.rate)
-        if tokens >= 1:
-            self.buckets[client] = (tokens - 1, now)
-            self._forget_idle(now)
-            return 0.0
-        self.buckets[client] = (tokens, now)
-        return (1 - tokens) / self.rate
-
-    def _forget_idle(self, now: float) -> None:
-        if len(self.buckets) <= MAX_CLIENTS:
-            return
-        full_after = self.burst / self.rate
-        self.buckets = {c: (t, w) for c, (t, w) in self.buckets.items() if now - w < full_after}
-
 
 def install_rate_limit(app: FastAPI, settings: Settings) -> None:
+    limiter_storage(settings.rate_limit_storage)  # a bad URI refuses to start, even with limits off
     if settings.rate_limit_per_min > 0:
-        burst = settings.rate_limit_burst or settings.rate_limit_per_min
-        app.add_middleware(RateLimit, per_minute=settings.rate_limit_per_min, burst=burst)
+        app.add_middleware(
+            RateLimit,
+            per_minute=settings.rate_limit_per_min,
+            burst=settings.rate_limit_burst,
+            storage_uri=settings.rate_limit_storage,
+        )
