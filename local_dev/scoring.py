@@ -39,3 +39,95 @@ def der(reference_rttm: str, hypothesis_rttm: str, *, collar: float = 0.5) -> fl
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return float(DiarizationErrorRate(collar=collar, skip_overlap=True)(ref, hyp))
+
+
+# --- `make eval` (local_dev/eval.py): error counts that add up over files -----------------------------
+
+
+def word_errors(reference: str, hypothesis: str) -> dict[str, int]:
+    """Reference word count and jiwer's substitutions, deletions and insertions (normalised words)."""
+    import jiwer
+
+    ref, hyp = " ".join(normalize_words(reference)), " ".join(normalize_words(hypothesis))
+    if not ref:
+        return {"ref_words": 0, "substitutions": 0, "deletions": 0, "insertions": len(hyp.split())}
+    if not hyp:
+        n = len(ref.split())
+        return {"ref_words": n, "substitutions": 0, "deletions": n, "insertions": 0}
+    out = jiwer.process_words(ref, hyp)
+    return {"ref_words": len(ref.split()), "substitutions": out.substitutions, "deletions": out.deletions,
+            "insertions": out.insertions}
+
+
+def rttm_annotation(rttm: str, uri: str = "file"):
+    """Every SPEAKER line of an RTTM text (whatever its file id) as one pyannote Annotation."""
+    from pyannote.core import Annotation, Segment
+
+    ann = Annotation(uri=uri)
+    for i, line in enumerate(rttm.splitlines()):
+        f = line.split()
+        if len(f) >= 8 and f[0] == "SPEAKER" and float(f[4]) > 0:
+            ann[Segment(float(f[3]), float(f[3]) + float(f[4])), i] = f[7]
+    return ann
+
+
+def turns_annotation(turns, uri: str = "file"):
+    """(start, end, speaker) items or objects with those attributes as a pyannote Annotation."""
+    from pyannote.core import Annotation, Segment
+
+    ann = Annotation(uri=uri)
+    for i, t in enumerate(turns):
+        start, end, speaker = (t.start, t.end, t.speaker) if hasattr(t, "start") else t
+        if end > start:
+            ann[Segment(start, end), i] = str(speaker)
+    return ann
+
+
+def diarization_counts(reference, hypothesis, *, collar: float) -> dict[str, float]:
+    """DER components in seconds (pyannote.metrics, overlap scored): they add up over files."""
+    import warnings
+
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = DiarizationErrorRate(collar=collar, skip_overlap=False)(reference, hypothesis, detailed=True)
+    return {k: float(d[name]) for k, name in (("confusion", "confusion"), ("missed", "missed detection"),
+                                                ("false_alarm", "false alarm"), ("total", "total"))}
+
+
+def jer(reference, hypothesis) -> float:
+    """Jaccard error rate (pyannote.metrics, no collar, overlap scored)."""
+    import warnings
+
+    from pyannote.metrics.diarization import JaccardErrorRate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(JaccardErrorRate(collar=0.0, skip_overlap=False)(reference, hypothesis))
+
+
+def merged_spans(spans) -> list[tuple[float, float]]:
+    out: list[list[float]] = []
+    for a, b in sorted((float(a), float(b)) for a, b in spans if b > a):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+def uncovered_seconds(reference_spans, covering_spans) -> float:
+    """Seconds of the union of `reference_spans` that no span of `covering_spans` covers."""
+    ref, cover = merged_spans(reference_spans), merged_spans(covering_spans)
+    total, j = 0.0, 0
+    for a, b in ref:
+        covered = 0.0
+        while j < len(cover) and cover[j][1] <= a:
+            j += 1
+        k = j
+        while k < len(cover) and cover[k][0] < b:
+            covered += min(b, cover[k][1]) - max(a, cover[k][0])
+            k += 1
+        total += (b - a) - covered
+    return total
