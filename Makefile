@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch 2.13.0: the machines here carry its CPU wheel locally (pip's find-links), so no CUDA download.
 TORCH ?= torch==2.13.0
 
-.PHONY: install run test test-fast test-pyannote bench fixtures clean
+.PHONY: install run test test-fast test-pyannote bench bench-long fixtures clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,10 @@ test-fast: install
 # a/b/c against faster-whisper used directly, then the worker-pool concurrency section
 bench: install
 	$(BIN)/python -m local_dev.bench
+
+# long-form: 15 min, 1 h, 4 h mp3s through the job API of a running server (make bench-long SIZES=2m)
+bench-long: install
+	$(BIN)/python -m local_dev.bench_long $(if $(SIZES),--sizes $(SIZES))
 
 # pyannote.audio 4.0.7 in its own environment (6.5 GB: torch 2.11 with its CUDA 13 wheels; ~2 min here).
 # torch, pyannote.audio and this project are resolved in ONE pip command with torch pinned: unpinned,

@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wav", type=Path)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--skip-concurrency", action="store_true", help="only the a/b/c comparison")
+    parser.add_argument("--long", nargs="?", const="15m,1h,4h", metavar="SIZES",
+                        help="then the long-form section (local_dev/bench_long.py), default sizes 15m,1h,4h")
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(run_config(args.child, args.wav, args.threads)))
@@ -143,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print()
             concurrency_main([])
+    if args.long:
+        from local_dev.bench_long import main as long_main
+
+        print()
+        return long_main(["--sizes", args.long])
     return 0
 
 
