@@ -6,9 +6,13 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
+
+if TYPE_CHECKING:
+    from shared.pcm import AudioSource
 
 SAMPLE_RATE = 16_000
 
@@ -84,9 +88,12 @@ class Chunk(BaseModel):
         """Seconds of audio Whisper hears (pauses cut out do not count)."""
         return sum(b - a for a, b in self.spans())
 
-    def cut(self, samples: np.ndarray) -> np.ndarray:
-        """This chunk's audio out of the whole clip's samples."""
-        parts = [samples[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)] for a, b in self.spans()]
+    def cut(self, audio: "AudioSource | np.ndarray") -> np.ndarray:
+        """This chunk's audio, read span by span from the clip's audio."""
+        from shared.pcm import as_audio, read_seconds
+
+        source = as_audio(audio)
+        parts = [read_seconds(source, a, b) for a, b in self.spans()]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def to_clip_time(self, local: float) -> float:
@@ -115,10 +122,33 @@ class Chunk(BaseModel):
 
 @dataclass(frozen=True)
 class ChunkAudio:
-    """A chunk with its samples (16 kHz mono float32): the unit of transcription work."""
+    """A chunk and the clip audio it is cut from: the unit of transcription work.
+
+    `audio` is a reference (shared/pcm.py: a stored PCM file, or samples in memory); the chunk's own
+    samples are read when a worker needs them, so a batch of these is a few hundred bytes to send.
+    """
 
     chunk: Chunk
-    samples: np.ndarray
+    audio: "AudioSource"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.audio, np.ndarray):  # a bare array is the clip's samples
+            from shared.pcm import as_audio
+
+            object.__setattr__(self, "audio", as_audio(self.audio))
+
+    @property
+    def samples(self) -> np.ndarray:
+        return self.chunk.cut(self.audio)
+
+    def __reduce__(self):
+        # Sent to another process, a chunk of in-memory audio takes its own samples, not the clip's.
+        from shared.pcm import ArrayAudio, seconds_to_sample
+
+        audio = self.audio
+        if isinstance(audio, ArrayAudio):
+            audio = audio.only([(seconds_to_sample(a), seconds_to_sample(b)) for a, b in self.chunk.spans()])
+        return (ChunkAudio, (self.chunk, audio))
 
 
 class Word(BaseModel):

@@ -90,10 +90,11 @@ class WhisperTranscriber:
             download_root=str(Path(hf_home) / "hub") if hf_home else None,
         )
 
-    def detect_language(self, samples: np.ndarray) -> str:
-        """The language spoken in the first 30 s ('en' for English-only models)."""
+    def detect_language(self, audio: ChunkAudio | np.ndarray) -> str:
+        """The language spoken in the first 30 s of a chunk or of samples ('en' for English-only models)."""
         if not self.multilingual:
             return "en"
+        samples = audio.samples if isinstance(audio, ChunkAudio) else audio
         language, _probability, _all = self.model.detect_language(samples[: int(LANGUAGE_PROBE_S * SAMPLE_RATE)])
         return language
 
@@ -133,15 +134,11 @@ class WhisperTranscriber:
         """One batched forward pass over `pieces`; words in clip time, cut to each chunk's owned span."""
         from faster_whisper import BatchedInferencePipeline
 
-        offsets, clips, t = [], [], 0.0
-        for item in pieces:
-            offsets.append(t)
-            clips.append({"start": t, "end": t + len(item.samples) / SAMPLE_RATE})
-            t += len(item.samples) / SAMPLE_RATE
-        audio = np.concatenate([item.samples for item in pieces]).astype(np.float32, copy=False)
+        audios = [item.samples for item in pieces]
+        layout = BatchLayout([len(a) for a in audios])
         # A fresh pipeline per call: it keeps per-call state (last_speech_timestamp), the model is shared.
         segments, info = BatchedInferencePipeline(self.model).transcribe(
-            audio,
+            layout.join(audios),
             language=language,
             task=options.task.value,
             beam_size=self.beam_size,
@@ -149,15 +146,52 @@ class WhisperTranscriber:
             initial_prompt=options.initial_prompt,
             word_timestamps=True,  # always: speakers are assigned per word, segments cut at word edges
             vad_filter=False,
-            clip_timestamps=clips,
+            clip_timestamps=layout.clip_timestamps(),
             batch_size=len(pieces),
         )
-        by_offset = {int(off * self.model.frames_per_second): i for i, off in enumerate(offsets)}
         out: list[list[Word]] = [[] for _ in pieces]
         for seg in segments:
-            i = by_offset[seg.seek]
-            out[i] += _owned_words(seg.words or [], pieces[i], offsets[i])
+            i = layout.piece_of(seg.seek)
+            out[i] += _owned_words(seg.words or [], pieces[i], layout.offset_s(i))
         return out, info.language
+
+
+class BatchLayout:
+    """Where each piece of a batch sits in the audio handed to faster-whisper, and back.
+
+    faster-whisper tags every segment with `seek = int(int(start_s * 16000) / 16000 * 100)`, the
+    10 ms frame its clip starts in, computed in floats. Each piece therefore starts in the middle of a
+    frame (sample 80 of 160, after a few samples of silence that no clip covers): float error of
+    either rounding cannot reach a frame edge, so the frame number maps back to exactly one piece.
+    """
+
+    FRAME = SAMPLE_RATE // 100  # samples per Whisper frame (hop 160)
+
+    def __init__(self, lengths: list[int]):
+        self.lengths = list(lengths)
+        self.starts: list[int] = []
+        t = 0
+        for n in self.lengths:
+            t += (self.FRAME // 2 - t) % self.FRAME  # pad to the middle of the next frame
+            self.starts.append(t)
+            t += n
+        self.total = t
+        self._by_frame = {start // self.FRAME: i for i, start in enumerate(self.starts)}
+
+    def join(self, audios: list[np.ndarray]) -> np.ndarray:
+        out = np.zeros(self.total, np.float32)
+        for start, audio in zip(self.starts, audios):
+            out[start : start + len(audio)] = audio
+        return out
+
+    def clip_timestamps(self) -> list[dict[str, float]]:
+        return [{"start": s / SAMPLE_RATE, "end": (s + n) / SAMPLE_RATE} for s, n in zip(self.starts, self.lengths)]
+
+    def offset_s(self, i: int) -> float:
+        return self.starts[i] / SAMPLE_RATE
+
+    def piece_of(self, seek: int) -> int:
+        return self._by_frame[seek]
 
 
 def join_words(before: list[Word], after: list[Word]) -> list[Word]:
@@ -181,8 +215,7 @@ def _unheard_rest(piece: ChunkAudio, words: list[Word]) -> ChunkAudio | None:
     start = max(heard_until, next_speech - RETRY_PAD_S)
     if piece.chunk.end - start < MIN_UNHEARD_S:
         return None
-    offset = int(round(piece.chunk.to_local_time(start) * SAMPLE_RATE))
-    return ChunkAudio(piece.chunk.starting_at(start), piece.samples[offset:])
+    return ChunkAudio(piece.chunk.starting_at(start), piece.audio)
 
 
 def _as_segment(words: list[Word]) -> TranscribedSegment:

@@ -1,0 +1,149 @@
+"""Audio the stages read: 16 kHz mono float32, by reference.
+
+An upload is decoded once into a raw PCM file next to the clip (`<clip>.pcm`, float32 little-endian).
+Stages are handed a `PcmRef` (the file's path and its length), never the samples, and read only the
+spans they need, so a worker process or a Modal container holds one batch's audio at a time whatever
+the recording's length. `ArrayAudio` puts samples already in memory (tests, live streams) behind the
+same interface, for the in-process runner.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shared.domain import SAMPLE_RATE
+
+DTYPE = np.dtype("<f4")
+
+
+@dataclass(frozen=True)
+class PcmRef:
+    """A stored PCM file: what crosses process and network boundaries instead of samples."""
+
+    path: str
+    num_samples: int
+
+    @classmethod
+    def of(cls, path: str | Path) -> "PcmRef":
+        return cls(str(path), os.stat(path).st_size // DTYPE.itemsize)
+
+    @property
+    def duration(self) -> float:
+        return self.num_samples / SAMPLE_RATE
+
+    def exists(self) -> bool:
+        return os.path.exists(self.path)
+
+    def read(self, start: int = 0, end: int | None = None) -> np.ndarray:
+        start, end = _clamp(start, end, self.num_samples)
+        if end <= start:
+            return np.zeros(0, np.float32)
+        with open(self.path, "rb") as f:
+            return np.fromfile(f, dtype=DTYPE, count=end - start, offset=start * DTYPE.itemsize).astype(
+                np.float32, copy=False
+            )
+
+
+@dataclass(frozen=True, eq=False)
+class ArrayAudio:
+    """Samples already in memory, read like a stored file."""
+
+    samples: np.ndarray
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.samples)
+
+    @property
+    def duration(self) -> float:
+        return self.num_samples / SAMPLE_RATE
+
+    def read(self, start: int = 0, end: int | None = None) -> np.ndarray:
+        start, end = _clamp(start, end, self.num_samples)
+        return np.asarray(self.samples[start:end], dtype=np.float32)
+
+    def only(self, spans: list[tuple[int, int]]) -> "SpanAudio":
+        """Just these sample spans: what a chunk of in-memory audio takes to another process."""
+        return SpanAudio(self.num_samples, tuple((a, self.read(a, b)) for a, b in spans))
+
+
+@dataclass(frozen=True, eq=False)
+class SpanAudio:
+    """Some spans of a clip's samples, read like the whole clip (silence outside the spans)."""
+
+    num_samples: int
+    pieces: tuple[tuple[int, np.ndarray], ...]
+
+    @property
+    def duration(self) -> float:
+        return self.num_samples / SAMPLE_RATE
+
+    def read(self, start: int = 0, end: int | None = None) -> np.ndarray:
+        start, end = _clamp(start, end, self.num_samples)
+        out = np.zeros(end - start, np.float32)
+        for first, samples in self.pieces:
+            a, b = max(start, first), min(end, first + len(samples))
+            if a < b:
+                out[a - start : b - start] = samples[a - first : b - first]
+        return out
+
+
+AudioSource = PcmRef | ArrayAudio | SpanAudio
+
+
+def as_audio(audio: "AudioSource | np.ndarray") -> AudioSource:
+    """Accept a bare array wherever an audio source is expected."""
+    if isinstance(audio, (PcmRef, ArrayAudio, SpanAudio)):
+        return audio
+    return ArrayAudio(np.asarray(audio, dtype=np.float32).reshape(-1))
+
+
+def read_seconds(audio: AudioSource, start: float, end: float) -> np.ndarray:
+    return audio.read(seconds_to_sample(start), seconds_to_sample(end))
+
+
+def seconds_to_sample(t: float) -> int:
+    """The sample at clip time `t`; rounding, not truncation, so 0.29 s is sample 4640, not 4639."""
+    return max(0, int(round(t * SAMPLE_RATE)))
+
+
+def blocks(audio: AudioSource, block_samples: int) -> Iterable[tuple[int, np.ndarray]]:
+    """(first sample, samples) for consecutive blocks of the whole source."""
+    for start in range(0, audio.num_samples, block_samples):
+        yield start, audio.read(start, start + block_samples)
+
+
+class PcmWriter:
+    """Appends float32 samples to a PCM file (the streamed decode writes through this)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._file = open(self.path, "wb")
+        self.num_samples = 0
+
+    def write(self, samples: np.ndarray) -> None:
+        self._file.write(np.ascontiguousarray(samples, dtype=DTYPE).tobytes())
+        self.num_samples += len(samples)
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    def __enter__(self) -> "PcmWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _clamp(start: int, end: int | None, n: int) -> tuple[int, int]:
+    start = min(max(0, int(start)), n)
+    end = n if end is None else min(max(start, int(end)), n)
+    return start, end
