@@ -6,7 +6,9 @@ streamed as soon as they are final.
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
+from itertools import accumulate
 
 from shared.domain import Segment, Turn, Word
 
@@ -16,28 +18,54 @@ SENTENCE_END = (".", "?", "!", "。", "？", "！")
 ABBREVIATIONS = {"mr.", "mrs.", "ms.", "dr.", "st.", "prof.", "vs.", "e.g.", "i.e.", "jr.", "sr."}
 
 
-def speaker_for(start: float, end: float, turns: list[Turn]) -> str | None:
+class TurnIndex:
+    """Turns sorted by start, for lookups in O(log n + overlapping turns): a 4-hour recording has
+    thousands of turns and tens of thousands of words."""
+
+    def __init__(self, turns: list[Turn]):
+        self.turns = sorted(turns, key=lambda t: t.start)
+        self.starts = [t.start for t in self.turns]
+        self.reach = list(accumulate((t.end for t in self.turns), max))  # latest end among turns[:i+1]
+
+    def __len__(self) -> int:
+        return len(self.turns)
+
+    def overlapping(self, start: float, end: float) -> list[Turn]:
+        out = []
+        j = bisect.bisect_left(self.starts, end) - 1  # turns from here on start at or after `end`
+        while j >= 0 and self.reach[j] > start:
+            if self.turns[j].end > start:
+                out.append(self.turns[j])
+            j -= 1
+        return out
+
+    def nearest(self, t: float) -> Turn:
+        i = bisect.bisect_left(self.starts, t)
+        near = self.turns[max(0, i - 2) : i + 2]
+        return min(near, key=lambda turn: min(abs(turn.start - t), abs(turn.end - t)))
+
+
+def speaker_for(start: float, end: float, turns: "list[Turn] | TurnIndex") -> str | None:
     """The speaker whose turns overlap [start, end] most; the nearest turn's when none overlaps."""
     if not turns:
         return None
+    index = turns if isinstance(turns, TurnIndex) else TurnIndex(turns)
     overlap: Counter[str] = Counter()
-    for turn in turns:
-        o = min(end, turn.end) - max(start, turn.start)
-        if o > 0:
-            overlap[turn.speaker] += o
+    for turn in index.overlapping(start, end):
+        overlap[turn.speaker] += min(end, turn.end) - max(start, turn.start)
     if overlap:
         return overlap.most_common(1)[0][0]
-    mid = (start + end) / 2
-    return min(turns, key=lambda t: min(abs(t.start - mid), abs(t.end - mid))).speaker
+    return index.nearest((start + end) / 2).speaker
 
 
-def build_segments(words: list[Word], turns: list[Turn] | None) -> list[Segment]:
+def build_segments(words: list[Word], turns: "list[Turn] | TurnIndex | None") -> list[Segment]:
     """Label every word with a speaker (None without diarization) and group words into segments."""
     segments: list[Segment] = []
     run: list[Word] = []
+    index = turns if isinstance(turns, TurnIndex) or not turns else TurnIndex(turns)
     for word in words:
-        if turns:
-            word = word.model_copy(update={"speaker": speaker_for(word.start, word.end, turns)})
+        if index:
+            word = word.model_copy(update={"speaker": speaker_for(word.start, word.end, index)})
         if run and _starts_new_segment(run, word):
             segments.append(_segment(run))
             run = []

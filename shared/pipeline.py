@@ -1,11 +1,12 @@
 """The flow, on one page.
 
-    samples --VAD_SPLIT--> chunks --TRANSCRIBE (batches, fanned out by the runner)--> words
-    samples --DIARIZE (started first, runs while transcription goes on)--> speaker turns
+    audio --VAD_SPLIT--> chunks --TRANSCRIBE (batches, fanned out by the runner)--> words
+    audio --DIARIZE (started first, runs while transcription goes on)--> speaker turns
     words + turns --assign--> segments, emitted in time order as soon as they are final
 
-The pipeline only talks to a Runner; where the stages run (threads here, local worker processes, Modal
-containers) is the runner's business.
+`audio` is a reference (shared/pcm.py): stages read the spans they need from the stored PCM file, so
+nothing here holds the recording's samples. The pipeline only talks to a Runner; where the stages run
+(threads here, local worker processes, Modal containers) is the runner's business.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from shared.assign import build_segments
-from shared.domain import SAMPLE_RATE, ChunkAudio, Segment, TranscribeOptions, Transcript, Turn, Word
+from shared.assign import TurnIndex, build_segments
+from shared.domain import ChunkAudio, Segment, TranscribeOptions, Transcript, Turn, Word
+from shared.pcm import AudioSource, as_audio
 from shared.runner import Runner
 from shared.stages import Stage
 from shared.transcriber import join_words
@@ -31,54 +33,53 @@ class PipelineRun:
 
     def __init__(
         self,
-        samples: np.ndarray,
+        audio: AudioSource | np.ndarray,
         options: TranscribeOptions,
         runner: Runner,
         *,
         batch_size: int = 8,
         on_progress: ProgressCallback | None = None,
     ):
-        self.samples = samples
+        self.audio = as_audio(audio)
         self.options = options
         self.runner = runner
         self.batch_size = batch_size
         self.on_progress = on_progress
-        self.duration = len(samples) / SAMPLE_RATE
+        self.duration = self.audio.duration
         self.language: str = options.language or UNDETERMINED
         self.speakers: list[str] = []
 
     def __iter__(self) -> Iterator[Segment]:
         diarization: Future | None = None
         if self.options.diarize:
-            diarization = self.runner.submit(Stage.DIARIZE, self.samples, self.options.speakers)
+            diarization = self.runner.submit(Stage.DIARIZE, self.audio, self.options.speakers)
         try:
-            chunks = self.runner.submit(Stage.VAD_SPLIT, self.samples).result()
+            chunks = self.runner.submit(Stage.VAD_SPLIT, self.audio).result()
             options = self.options
             if chunks and options.language is None:
-                first = chunks[0].cut(self.samples)
+                first = ChunkAudio(chunks[0], self.audio)
                 options = options.model_copy(
                     update={"language": self.runner.submit(Stage.DETECT_LANGUAGE, first).result()}
                 )
             self.language = options.language or UNDETERMINED
-            batches = [
-                [ChunkAudio(c, c.cut(self.samples)) for c in group] for group in _balanced(chunks, self.batch_size)
-            ]
+            # references only: each worker reads its chunks' samples when it decodes them
+            batches = ([ChunkAudio(c, self.audio) for c in group] for group in _balanced(chunks, self.batch_size))
             pending: list[Word] = []
-            turns: list[Turn] | None = None
+            turns: TurnIndex | None = None
             self._progress(0.0)
             for batch_result in self.runner.map(Stage.TRANSCRIBE, batches, options=options):
                 for chunk_transcript in batch_result:
                     pending = join_words(pending, [w for seg in chunk_transcript.segments for w in seg.words])
                 self._progress(batch_result[-1].chunk.keep_end if batch_result else 0.0)
                 if diarization is not None and turns is None:
-                    turns = diarization.result()
+                    turns = TurnIndex(diarization.result())
                 # every segment but the last is final: a later word has already closed it
                 segments = build_segments(pending, turns)
                 for segment in segments[:-1]:
                     yield self._seen(segment)
                 pending = pending[len(pending) - len(segments[-1].words or []) :] if segments else []
             if diarization is not None and turns is None:
-                turns = diarization.result()
+                turns = TurnIndex(diarization.result())
             for segment in build_segments(pending, turns):
                 yield self._seen(segment)
             self._progress(self.duration)
@@ -104,14 +105,14 @@ class PipelineRun:
 
 
 def transcribe(
-    samples: np.ndarray,
+    audio: AudioSource | np.ndarray,
     options: TranscribeOptions,
     runner: Runner,
     *,
     batch_size: int = 8,
     on_progress: ProgressCallback | None = None,
 ) -> Transcript:
-    return PipelineRun(samples, options, runner, batch_size=batch_size, on_progress=on_progress).transcript()
+    return PipelineRun(audio, options, runner, batch_size=batch_size, on_progress=on_progress).transcript()
 
 
 def _balanced(chunks: list, batch_size: int) -> list[list]:

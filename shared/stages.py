@@ -1,10 +1,11 @@
 """The pipeline's stages and the worker that runs them next to its models.
 
-A stage is a named unit of work the pipeline hands to a Runner:
-- VAD_SPLIT(samples) -> list[Chunk]
-- DETECT_LANGUAGE(samples) -> str
+A stage is a named unit of work the pipeline hands to a Runner. Audio goes by reference (shared/pcm.py:
+a stored PCM file's path and length); each stage reads the spans it needs:
+- VAD_SPLIT(audio) -> list[Chunk]
+- DETECT_LANGUAGE(chunk: ChunkAudio) -> str
 - TRANSCRIBE(batch: list[ChunkAudio], options: TranscribeOptions) -> list[ChunkTranscript]
-- DIARIZE(samples, hints: SpeakerHints) -> list[Turn]
+- DIARIZE(audio, hints: SpeakerHints) -> list[Turn]
 
 `StageWorker` holds one instance of each model a process needs (loaded once, thread-safe) and runs
 stages by name. The in-process runner owns one; each local_dev worker process owns one; on Modal each

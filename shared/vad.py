@@ -13,8 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared.domain import SAMPLE_RATE, Chunk
+from shared.pcm import AudioSource, as_audio, read_seconds, seconds_to_sample
 
 SPEECH_PAD_S = 0.2  # audio kept around detected speech, so soft word edges are not clipped
+WINDOW = 512  # samples Silero scores at a time (32 ms)
+CONTEXT = 64  # samples of the previous window it sees with each one
+BLOCK_WINDOWS = 10_000  # windows per ONNX call, as faster-whisper batches them (320 s of audio)
 FINE_SILENCE_MS = 100  # pauses looked for when speech runs on longer than a chunk
 MAX_PAUSE_S = 0.4  # a longer pause inside a chunk is shortened to this (its middle is cut out)
 
@@ -58,33 +62,73 @@ class SileroVad:
             overlap_s=settings.chunk_overlap_s,
         )
 
-    def speech_regions(self, samples: np.ndarray, *, min_silence_ms: int | None = None) -> list[Region]:
-        """Stretches of speech, merged across silences shorter than `min_silence_ms`."""
-        from faster_whisper.vad import VadOptions, get_speech_timestamps
+    def speech_probabilities(self, audio: AudioSource | np.ndarray) -> np.ndarray:
+        """Silero's speech probability for every 32 ms window, read and scored block by block.
 
-        if samples.size < SAMPLE_RATE // 10:
+        The same computation as faster-whisper's whole-clip call (windows with their 64-sample context,
+        LSTM state carried from one batch of 10 000 windows to the next), but only one block of audio
+        is in memory at a time: a 4-hour clip needs 20 MB here instead of two copies of itself.
+        """
+        from faster_whisper.vad import get_vad_model
+
+        audio = as_audio(audio)
+        session = get_vad_model().session
+        h = np.zeros((1, 1, 128), np.float32)
+        c = np.zeros((1, 1, 128), np.float32)
+        context = np.zeros(CONTEXT, np.float32)
+        n_windows = audio.num_samples // WINDOW + 1  # faster-whisper always pads to a whole extra window
+        out = []
+        for first in range(0, n_windows, BLOCK_WINDOWS):
+            count = min(BLOCK_WINDOWS, n_windows - first)
+            block = np.zeros(count * WINDOW, np.float32)
+            samples = audio.read(first * WINDOW, (first + count) * WINDOW)
+            block[: len(samples)] = samples
+            windows = block.reshape(count, WINDOW)
+            contexts = np.concatenate([context[None], windows[:-1, -CONTEXT:]])
+            context = windows[-1, -CONTEXT:].copy()
+            probs, h, c = session.run(None, {"input": np.concatenate([contexts, windows], 1), "h": h, "c": c})
+            out.append(np.asarray(probs, np.float32).reshape(-1))
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def speech_regions(
+        self,
+        audio: AudioSource | np.ndarray,
+        *,
+        min_silence_ms: int | None = None,
+        probs: np.ndarray | None = None,
+    ) -> list[Region]:
+        """Stretches of speech, merged across silences shorter than `min_silence_ms`. Pass `probs`
+        (from `speech_probabilities`) to look at the same clip at several silence settings."""
+        audio = as_audio(audio)
+        if audio.num_samples < SAMPLE_RATE // 10:
             return []
-        options = VadOptions(
+        if probs is None:
+            probs = self.speech_probabilities(audio)
+        silence = min_silence_ms if min_silence_ms is not None else self.min_silence_ms
+        return hysteresis_regions(
+            probs,
+            audio.num_samples,
             threshold=self.threshold,
-            min_speech_duration_ms=self.min_speech_ms,
-            min_silence_duration_ms=min_silence_ms if min_silence_ms is not None else self.min_silence_ms,
-            speech_pad_ms=30,
+            min_speech_samples=SAMPLE_RATE * self.min_speech_ms / 1000,
+            min_silence_samples=SAMPLE_RATE * silence / 1000,
+            pad_samples=SAMPLE_RATE * 30 / 1000,
         )
-        stamps = get_speech_timestamps(np.ascontiguousarray(samples, dtype=np.float32), options)
-        return [Region(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in stamps]
 
-    def split(self, samples: np.ndarray) -> list[Chunk]:
-        duration = len(samples) / SAMPLE_RATE
-        regions = self._split_long(samples, self.speech_regions(samples))
-        return plan_chunks(regions, duration, max_chunk_s=self.max_chunk_s, overlap_s=self.overlap_s)
+    def split(self, audio: AudioSource | np.ndarray) -> list[Chunk]:
+        audio = as_audio(audio)
+        if audio.num_samples < SAMPLE_RATE // 10:
+            return []
+        probs = self.speech_probabilities(audio)
+        regions = self._split_long(audio, self.speech_regions(audio, probs=probs), probs)
+        return plan_chunks(regions, audio.duration, max_chunk_s=self.max_chunk_s, overlap_s=self.overlap_s)
 
-    def _split_long(self, samples: np.ndarray, regions: list[Region]) -> list[Region]:
+    def _split_long(self, audio: AudioSource, regions: list[Region], probs: np.ndarray) -> list[Region]:
         """Cut speech longer than a chunk can hold, in its widest short pause (Silero at a finer
         silence setting), or at its quietest moment when it has none."""
         limit = self.max_chunk_s - 2 * SPEECH_PAD_S
         if all(r.end - r.start <= limit for r in regions):
             return regions
-        fine = self.speech_regions(samples, min_silence_ms=FINE_SILENCE_MS)
+        fine = self.speech_regions(audio, min_silence_ms=FINE_SILENCE_MS, probs=probs)
         pauses = [(a.end, b.start) for a, b in zip(fine, fine[1:])]
         out: list[Region] = []
         for region in regions:
@@ -92,18 +136,68 @@ class SileroVad:
             while region.end - start > limit:
                 lo, hi = start + limit / 2, start + limit
                 inside = [(b - a, (a + b) / 2) for a, b in pauses if lo <= (a + b) / 2 <= hi]
-                cut = max(inside)[1] if inside else quietest_point(samples, lo, hi)
+                cut = max(inside)[1] if inside else quietest_point(audio, lo, hi)
                 out.append(Region(start, cut))
                 start = cut
             out.append(Region(start, region.end))
         return out
 
 
-def quietest_point(samples: np.ndarray, lo: float, hi: float, frame_s: float = 0.05) -> float:
+def hysteresis_regions(
+    probs: np.ndarray,
+    num_samples: int,
+    *,
+    threshold: float,
+    min_speech_samples: float,
+    min_silence_samples: float,
+    pad_samples: float,
+) -> list[Region]:
+    """Silero's rule for turning window probabilities into speech: speech starts at a window scoring
+    >= threshold and ends once the score stays under threshold - 0.15 for `min_silence_samples`;
+    stretches shorter than `min_speech_samples` are dropped, the rest padded by `pad_samples` (half
+    the gap each, where two are closer than twice that)."""
+    neg_threshold = max(threshold - 0.15, 0.01)
+    speeches: list[list[float]] = []
+    start: int | None = None
+    silent_since = 0
+    for i, p in enumerate(probs.tolist()):
+        at = WINDOW * i
+        if start is None:
+            if p >= threshold:
+                start, silent_since = at, 0
+            continue
+        if p >= threshold:
+            silent_since = 0
+        elif p < neg_threshold:
+            if not silent_since:
+                silent_since = at
+            if at - silent_since >= min_silence_samples:
+                if silent_since - start > min_speech_samples:
+                    speeches.append([start, silent_since])
+                start, silent_since = None, 0
+    if start is not None and num_samples - start > min_speech_samples:
+        speeches.append([start, num_samples])
+    for i, speech in enumerate(speeches):
+        if i == 0:
+            speech[0] = int(max(0, speech[0] - pad_samples))
+        if i < len(speeches) - 1:
+            gap = speeches[i + 1][0] - speech[1]
+            if gap < 2 * pad_samples:
+                speech[1] += int(gap // 2)
+                speeches[i + 1][0] = int(max(0, speeches[i + 1][0] - gap // 2))
+            else:
+                speech[1] = int(min(num_samples, speech[1] + pad_samples))
+                speeches[i + 1][0] = int(max(0, speeches[i + 1][0] - pad_samples))
+        else:
+            speech[1] = int(min(num_samples, speech[1] + pad_samples))
+    return [Region(a / SAMPLE_RATE, b / SAMPLE_RATE) for a, b in speeches]
+
+
+def quietest_point(audio: AudioSource | np.ndarray, lo: float, hi: float, frame_s: float = 0.05) -> float:
     """The centre of the lowest-energy frame in [lo, hi] (seconds)."""
     frame = int(frame_s * SAMPLE_RATE)
-    a, b = int(lo * SAMPLE_RATE), int(hi * SAMPLE_RATE)
-    window = samples[a:b]
+    a = seconds_to_sample(lo)
+    window = read_seconds(as_audio(audio), lo, hi)
     n = len(window) // frame
     if n == 0:
         return hi

@@ -17,13 +17,15 @@ from shared.domain import SpeakerHints, Turn
 
 if TYPE_CHECKING:
     from shared.config import Settings
+    from shared.pcm import AudioSource
 
 
 class Diarizer(Protocol):
     name: str
 
-    def diarize(self, samples: np.ndarray, hints: SpeakerHints | None = None) -> list[Turn]:
-        """16 kHz mono float32 in; speaker turns out, sorted by start, labelled SPEAKER_00, SPEAKER_01..."""
+    def diarize(self, audio: "AudioSource | np.ndarray", hints: SpeakerHints | None = None) -> list[Turn]:
+        """16 kHz mono float32 (a reference or an array) in; speaker turns out, sorted by start,
+        labelled SPEAKER_00, SPEAKER_01..."""
         ...
 
 

@@ -8,20 +8,28 @@
    Fragments shorter than a window join the speaker they sound most like.
 4. Every 10 ms frame of speech takes the speaker whose centroid best matches the windows covering it;
    a median filter removes flickers shorter than `min_turn_s`.
+
+Memory stays bounded in the recording's length: audio is read one speech region at a time, windows are
+embedded as they are cut, clustering sees at most `max_cluster_windows` points (beyond that, runs of
+neighbouring windows of one region are pooled into one point each: two stages, one pass), and frames
+are labelled region by region. The embeddings themselves (1 KB a window) are all that grows.
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import median_filter
 
 from shared.diarization import speaker_label
 from shared.domain import SAMPLE_RATE, SpeakerHints, Turn
+from shared.pcm import AudioSource, as_audio, read_seconds
 from shared.vad import SileroVad
 
 FRAME_S = 0.01  # resemblyzer's mel hop
+EMBED_BATCH = 64
 
 
 class EmbeddedDiarizer:
@@ -40,6 +48,7 @@ class EmbeddedDiarizer:
         min_turn_s: float = 0.5,
         max_speakers: int = 8,
         cpu_threads: int | None = 1,
+        max_cluster_windows: int = 3000,
     ):
         import torch
         from resemblyzer import VoiceEncoder
@@ -59,6 +68,7 @@ class EmbeddedDiarizer:
         self.min_speaker_s = min_speaker_s
         self.min_turn_s = min_turn_s
         self.max_speakers = max_speakers
+        self.max_cluster_windows = max_cluster_windows
         self._lock = threading.Lock()
 
     @classmethod
@@ -70,63 +80,93 @@ class EmbeddedDiarizer:
             cpu_threads=settings.diarizer_threads,
         )
 
-    def diarize(self, samples: np.ndarray, hints: SpeakerHints | None = None) -> list[Turn]:
+    def diarize(self, audio: AudioSource | np.ndarray, hints: SpeakerHints | None = None) -> list[Turn]:
         hints = hints or SpeakerHints()
-        regions = self.vad.speech_regions(samples, min_silence_ms=self.min_pause_ms)
+        audio = as_audio(audio)
+        regions = self.vad.speech_regions(audio, min_silence_ms=self.min_pause_ms)
         if not regions:
             return []
-        spans, embeddings = self._embed_windows(samples, regions)
-        if len(embeddings) == 0:
+        windows = self._embed_windows(audio, regions)
+        if len(windows.embeddings) == 0:
             return []
-        labels = self._cluster_windows(spans, embeddings, hints)
-        return self._turns(regions, spans, embeddings, labels)
+        labels = self._cluster_windows(windows, hints)
+        return self._turns(regions, windows, labels)
 
     # --- 2. embeddings ---
-    def _embed_windows(self, samples: np.ndarray, regions) -> tuple[np.ndarray, np.ndarray]:
+    def _embed_windows(self, audio: AudioSource, regions) -> "Windows":
+        """Cut each speech region into overlapping windows (one short fragment for a region shorter
+        than a window) and embed them in batches as they are cut, in region order."""
         import torch
         from resemblyzer.audio import wav_to_mel_spectrogram
 
         win, hop = round(self.window_s / FRAME_S), round(self.hop_s / FRAME_S)
-        full, short, spans_full, spans_short = [], [], [], []
-        for region in regions:
-            a, b = int(region.start * SAMPLE_RATE), int(region.end * SAMPLE_RATE)
-            mel = wav_to_mel_spectrogram(samples[a:b])
-            if len(mel) < win:
-                if len(mel) >= 30:  # under 0.3 s there is too little voice to tell anyone apart
-                    short.append(mel)
-                    spans_short.append((region.start, region.start + len(mel) * FRAME_S))
-                continue
-            starts = list(range(0, len(mel) - win + 1, hop))
-            if starts[-1] != len(mel) - win:
-                starts.append(len(mel) - win)  # cover the region's tail too
-            for s in starts:
-                full.append(mel[s : s + win])
-                spans_full.append((region.start + s * FRAME_S, region.start + (s + win) * FRAME_S))
-        out = []
+        spans, region_of, rows = [], [], []
+        batch: list[np.ndarray] = []
+        batch_at: list[int] = []
+
+        def embed(mels: list[np.ndarray]) -> np.ndarray:
+            x = torch.from_numpy(np.stack(mels)).float().to(self.encoder.device)
+            return self.encoder(x).cpu().numpy()
+
         with self._lock, torch.inference_mode():
-            for i in range(0, len(full), 64):
-                batch = torch.from_numpy(np.stack(full[i : i + 64])).float().to(self.encoder.device)
-                out.append(self.encoder(batch).cpu().numpy())
-            for mel in short:
-                out.append(self.encoder(torch.from_numpy(mel[None]).float().to(self.encoder.device)).cpu().numpy())
-        spans = np.array(spans_full + spans_short, dtype=np.float64).reshape(-1, 2)
-        embeddings = np.concatenate(out) if out else np.zeros((0, 256), np.float32)
-        return spans, embeddings
+            for r, region in enumerate(regions):
+                mel = wav_to_mel_spectrogram(read_seconds(audio, region.start, region.end))
+                if len(mel) < win:
+                    if len(mel) >= 30:  # under 0.3 s there is too little voice to tell anyone apart
+                        spans.append((region.start, region.start + len(mel) * FRAME_S))
+                        region_of.append(r)
+                        rows.append(embed([mel])[0])
+                    continue
+                starts = list(range(0, len(mel) - win + 1, hop))
+                if starts[-1] != len(mel) - win:
+                    starts.append(len(mel) - win)  # cover the region's tail too
+                for s in starts:
+                    spans.append((region.start + s * FRAME_S, region.start + (s + win) * FRAME_S))
+                    region_of.append(r)
+                    rows.append(None)
+                    batch.append(mel[s : s + win])
+                    batch_at.append(len(rows) - 1)
+                    if len(batch) == EMBED_BATCH:
+                        for i, e in zip(batch_at, embed(batch)):
+                            rows[i] = e
+                        batch, batch_at = [], []
+            if batch:
+                for i, e in zip(batch_at, embed(batch)):
+                    rows[i] = e
+        embeddings = np.stack(rows).astype(np.float32) if rows else np.zeros((0, 256), np.float32)
+        return Windows(np.array(spans, dtype=np.float64).reshape(-1, 2), embeddings, np.array(region_of, dtype=int))
 
     # --- 3. clustering ---
-    def _cluster_windows(self, spans: np.ndarray, embeddings: np.ndarray, hints: SpeakerHints) -> np.ndarray:
+    def _cluster_windows(self, windows: "Windows", hints: SpeakerHints) -> np.ndarray:
         """Cluster the full-length windows; fragments shorter than a window carry too little voice to
         found a speaker, so they join the speaker they sound most like."""
+        spans, embeddings = windows.spans, windows.embeddings
         full = (spans[:, 1] - spans[:, 0]) >= self.window_s - 1e-6
         if full.sum() < 2:
             full[:] = True
         labels = np.full(len(embeddings), -1)
-        labels[full] = self._cluster(spans[full], embeddings[full], hints)
+        labels[full] = self._cluster_bounded(spans[full], embeddings[full], windows.region_of[full], hints)
         if (~full).any():
             ids = np.unique(labels[full])
             centroids = _normalise(np.stack([embeddings[labels == c].mean(0) for c in ids]))
             labels[~full] = ids[np.argmax(embeddings[~full] @ centroids.T, axis=1)]
         return labels
+
+    def _cluster_bounded(
+        self, spans: np.ndarray, embeddings: np.ndarray, region_of: np.ndarray, hints: SpeakerHints
+    ) -> np.ndarray:
+        """`_cluster` on at most `max_cluster_windows` points: past that, each run of `g` neighbouring
+        windows of one region is pooled into one point (their mean d-vector, spanning their union),
+        clustered, and every window takes its run's label. Average linkage needs n^2/2 distances: 3000
+        points are 36 MB, a 4-hour recording's 36 000 windows would be 5 GB."""
+        n = len(embeddings)
+        if n <= self.max_cluster_windows:
+            return self._cluster(spans, embeddings, hints)
+        group = pool_groups(region_of, -(-n // self.max_cluster_windows))
+        firsts = np.r_[0, np.flatnonzero(np.diff(group)) + 1]
+        pooled = np.add.reduceat(_normalise(embeddings), firsts, axis=0)
+        pooled_spans = np.stack([np.minimum.reduceat(spans[:, 0], firsts), np.maximum.reduceat(spans[:, 1], firsts)], 1)
+        return self._cluster(pooled_spans, _normalise(pooled), hints)[group]
 
     def _cluster(self, spans: np.ndarray, embeddings: np.ndarray, hints: SpeakerHints) -> np.ndarray:
         from sklearn.cluster import AgglomerativeClustering
@@ -164,34 +204,35 @@ class EmbeddedDiarizer:
         return labels
 
     # --- 4. frame labels -> turns ---
-    def _turns(self, regions, spans: np.ndarray, embeddings: np.ndarray, labels: np.ndarray) -> list[Turn]:
+    def _turns(self, regions, windows: "Windows", labels: np.ndarray) -> list[Turn]:
+        spans, embeddings = windows.spans, windows.embeddings
         ids = np.unique(labels)
         centroids = _normalise(np.stack([embeddings[labels == c].mean(0) for c in ids]))
         scores = embeddings @ centroids.T  # window x speaker
         # order speakers by first appearance, so SPEAKER_00 is whoever talks first
         first = [spans[labels == c, 0].min() for c in ids]
         rank = {int(i): r for r, i in enumerate(np.argsort(first))}
-        end = max(r.end for r in regions)
-        n_frames = int(np.ceil(end / FRAME_S)) + 1
-        acc = np.zeros((n_frames, len(ids)))
-        cover = np.zeros(n_frames)
-        for (s, e), sc in zip(spans, scores):
-            a, b = int(s / FRAME_S), int(np.ceil(e / FRAME_S))
-            acc[a:b] += sc
-            cover[a:b] += 1
+        centres = spans.mean(axis=1)
+        bounds = np.searchsorted(windows.region_of, np.arange(len(regions) + 1))  # windows are in region order
         turns: list[Turn] = []
         smooth = max(1, int(self.min_turn_s / FRAME_S)) | 1
-        for region in regions:
+        for r, region in enumerate(regions):
             a, b = int(region.start / FRAME_S), int(np.ceil(region.end / FRAME_S))
             if b <= a:
                 continue
-            seg = acc[a:b].copy()
-            uncovered = cover[a:b] == 0
+            seg = np.zeros((b - a, len(ids)))
+            cover = np.zeros(b - a)
+            for w in range(bounds[r], bounds[r + 1]):
+                s, e = int(spans[w, 0] / FRAME_S) - a, int(np.ceil(spans[w, 1] / FRAME_S)) - a
+                seg[max(s, 0) : e] += scores[w]
+                cover[max(s, 0) : e] += 1
+            uncovered = cover == 0
             if uncovered.all():
                 # a blip too short to embed: borrow the nearest embedded neighbour's voice
                 centre = (region.start + region.end) / 2
-                nearest = int(np.argmin(np.abs(spans.mean(axis=1) - centre)))
-                seg[:] = scores[nearest]
+                j = int(np.searchsorted(centres, centre))
+                near = [i for i in (j - 1, j) if 0 <= i < len(centres)]
+                seg[:] = scores[min(near, key=lambda i: abs(centres[i] - centre))]
             elif uncovered.any():
                 idx = np.where(~uncovered)[0]
                 seg[uncovered] = seg[idx[np.abs(idx[:, None] - np.where(uncovered)[0]).argmin(axis=0)]]
@@ -206,6 +247,28 @@ class EmbeddedDiarizer:
                     )
                 )
         return _merge_adjacent(turns)
+
+
+@dataclass(frozen=True)
+class Windows:
+    """The embedded windows of one recording, in time order: [start, end] seconds, d-vector, and the
+    index of the speech region each lies in."""
+
+    spans: np.ndarray
+    embeddings: np.ndarray
+    region_of: np.ndarray
+
+
+def pool_groups(region_of: np.ndarray, size: int) -> np.ndarray:
+    """Group ids for consecutive windows: a new group at every region change and every `size` windows."""
+    group = np.zeros(len(region_of), dtype=int)
+    g, count = 0, 0
+    for i in range(1, len(region_of)):
+        count += 1
+        if region_of[i] != region_of[i - 1] or count >= size:
+            g, count = g + 1, 0
+        group[i] = g
+    return group
 
 
 def _covered_seconds(spans: np.ndarray) -> float:
