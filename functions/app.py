@@ -39,6 +39,7 @@ from shared.domain import Chunk, ChunkAudio, ChunkTranscript, SpeakerHints, Tran
 
 if TYPE_CHECKING:
     from functions.modal_jobs import JobWorker
+    from shared.pcm import AudioSource
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,16 @@ def _commit(volume: modal.Volume) -> None:
     """Persist what this container wrote (downloaded weights) for the next containers. Not in tests."""
     if not modal.is_local():
         volume.commit()
+
+
+def _see(*sources) -> None:
+    """Stages get audio by reference: the PCM file a web or job container wrote on the data Volume.
+    A container that started before that commit reloads its view once to see it."""
+    from shared.pcm import PcmRef
+
+    missing = [s for s in sources if isinstance(s, PcmRef) and not s.exists()]
+    if missing and not modal.is_local():
+        data_volume.reload()
 
 
 # --- transcription (GPU) ---------------------------------------------------------------------------
@@ -115,7 +126,7 @@ class _WhisperShell:
 
 _transcriber_kwargs = dict(
     image=transcriber_image,
-    volumes={MODELS_PATH: models_volume},
+    volumes={MODELS_PATH: models_volume, DATA_PATH: data_volume},
     secrets=[hf_secret],
     env=GPU_ENV,
     experimental_options=GPU_SNAPSHOT,
@@ -140,11 +151,14 @@ class Transcriber(_WhisperShell):
 
     @modal.method()
     def transcribe(self, batch: list[ChunkAudio], options: TranscribeOptions) -> list[ChunkTranscript]:
+        _see(*(item.audio for item in batch))
         return self.whisper.transcribe_batch(batch, options)
 
     @modal.method()
-    def detect_language(self, samples: np.ndarray) -> str:
-        return self.whisper.detect_language(samples)
+    def detect_language(self, chunk: ChunkAudio | np.ndarray) -> str:
+        if isinstance(chunk, ChunkAudio):
+            _see(chunk.audio)
+        return self.whisper.detect_language(chunk)
 
 
 @app.cls(**_transcriber_kwargs)
@@ -164,6 +178,7 @@ class ChunkTranscriber(_WhisperShell):
 
     @modal.batched(max_batch_size=settings.dynamic_batch_max, wait_ms=settings.dynamic_batch_wait_ms)
     def transcribe(self, chunks: list[ChunkAudio], options: list[TranscribeOptions]) -> list[ChunkTranscript]:
+        _see(*(item.audio for item in chunks))
         return transcribe_packed(self.whisper, chunks, options, settings.transcribe_batch_size)
 
 
@@ -171,7 +186,7 @@ def transcribe_packed(whisper, chunks: list[ChunkAudio], options: list[Transcrib
     """Chunks of different requests in one call: each group of equal options is one batched pass.
     A chunk without a language gets its own detection (one batch shares one language)."""
     options = [
-        o if o.language is not None else o.model_copy(update={"language": whisper.detect_language(c.samples)})
+        o if o.language is not None else o.model_copy(update={"language": whisper.detect_language(c)})
         for c, o in zip(chunks, options)
     ]
     groups: dict[str, list[int]] = {}
@@ -191,7 +206,7 @@ def transcribe_packed(whisper, chunks: list[ChunkAudio], options: list[Transcrib
 
 @app.cls(
     image=diarizer_image,
-    volumes={MODELS_PATH: models_volume},
+    volumes={MODELS_PATH: models_volume, DATA_PATH: data_volume},
     secrets=[hf_secret],
     env=GPU_ENV,
     **settings.diarizer.decorator_kwargs(),
@@ -215,14 +230,15 @@ class Diarizer:
         _commit(models_volume)  # a pyannote pipeline downloaded on the first start stays for the next
 
     @modal.method()
-    def diarize(self, samples: np.ndarray, hints: SpeakerHints | None = None) -> list[Turn]:
-        return self.diarizer.diarize(samples, hints)
+    def diarize(self, audio: "AudioSource | np.ndarray", hints: SpeakerHints | None = None) -> list[Turn]:
+        _see(audio)
+        return self.diarizer.diarize(audio, hints)
 
 
 # --- VAD splitting (CPU) ---------------------------------------------------------------------------
 
 
-@app.cls(image=light_image, env=CPU_ENV, **settings.vad.decorator_kwargs())
+@app.cls(image=light_image, env=CPU_ENV, volumes={DATA_PATH: data_volume}, **settings.vad.decorator_kwargs())
 class Vad:
     """Cuts a clip into <= 30 s chunks at silences (Silero VAD, ONNX on CPU: no torch in this image)."""
 
@@ -240,8 +256,9 @@ class Vad:
         self.vad = SileroVad.from_settings(service_settings())
 
     @modal.method()
-    def split(self, samples: np.ndarray) -> list[Chunk]:
-        return self.vad.split(samples)
+    def split(self, audio: "AudioSource | np.ndarray") -> list[Chunk]:
+        _see(audio)
+        return self.vad.split(audio)
 
 
 # --- the runner: the pipeline's stages on the classes above ----------------------------------------
@@ -510,7 +527,7 @@ def measure(calls, samples: np.ndarray, *, batch_size: int, options: TranscribeO
     t = time.perf_counter()
     chunks = calls.call("vad.split", samples)
     vad_s = time.perf_counter() - t
-    audio = [ChunkAudio(c, c.cut(samples)) for c in chunks]
+    audio = [ChunkAudio(c, samples) for c in chunks]  # each takes only its own spans across the wire
     batches = [audio[i : i + batch_size] for i in range(0, len(audio), batch_size)]
     calls.call("transcriber.transcribe", batches[0][:1], options)
     t = time.perf_counter()

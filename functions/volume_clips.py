@@ -33,6 +33,7 @@ from typing import Protocol
 
 from shared.domain import ClipInfo
 from shared.errors import ClipNotFound, ServiceError
+from shared.pcm import PcmRef
 from shared.storage import ClipStore, atomic_write, check_clip_id
 
 log = logging.getLogger(__name__)
@@ -142,13 +143,25 @@ class VolumeClipStore(ClipStore):
 
     # --- ClipStore ---
 
-    def add(self, staged: Path, info: ClipInfo) -> ClipInfo:
+    def add(self, staged: Path, info: ClipInfo, pcm: Path | None = None) -> ClipInfo:
         with self.lock.shared():
-            with open(staged, "rb") as f:
-                atomic_write(self.audio_path(info.clip_id), f)
+            for source, target in ((staged, self.audio_path(info.clip_id)), (pcm, self.pcm_path(info.clip_id))):
+                if source is not None:
+                    with open(source, "rb") as f:
+                        atomic_write(target, f)
             atomic_write(self._meta_path(info.clip_id), info.model_dump_json().encode())
         self.commit()  # now other containers can see it
         return info
+
+    def clip_audio(self, clip_id: str) -> PcmRef:
+        """The PCM copy on the Volume: stage containers mount it and read their spans from there."""
+        self.get(clip_id)
+        with self.lock.shared():
+            if self.pcm_path(clip_id).exists():
+                return PcmRef.of(self.pcm_path(clip_id))
+        ref = super().clip_audio(clip_id)  # a clip stored before PCM copies: make one, once
+        self.commit()
+        return ref
 
     def get(self, clip_id: str) -> ClipInfo:
         check_clip_id(clip_id)

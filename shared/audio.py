@@ -30,26 +30,85 @@ class DecodedAudio:
         return len(self.samples) / SAMPLE_RATE
 
 
+class AudioTooLong(AudioDecodeError):
+    """The audio runs past the length the caller accepts (MAX_AUDIO_S)."""
+
+    def __init__(self, seconds_seen: float, limit_s: float):
+        self.seconds_seen = seconds_seen
+        self.limit_s = limit_s
+        super().__init__(f"the audio runs {seconds_seen:.0f} s or more, past the limit of {limit_s:g} s")
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What a streamed decode learnt about the source, besides its samples."""
+
+    num_samples: int
+    source_sample_rate: int | None
+    source_channels: int | None
+    codec: str | None
+
+    @property
+    def duration(self) -> float:
+        return self.num_samples / SAMPLE_RATE
+
+
 def decode(source: bytes | str | Path | BinaryIO) -> DecodedAudio:
-    """Decode the first audio stream and resample it to 16 kHz mono float32."""
+    """Decode the first audio stream to 16 kHz mono float32, all in memory (short audio)."""
+    parts: list[np.ndarray] = []
+    info = decode_stream(source, parts.append)
+    samples = np.concatenate(parts).astype(np.float32, copy=False)
+    return DecodedAudio(samples, info.source_sample_rate, info.source_channels, info.codec)
+
+
+def decode_to_pcm(source: str | Path | BinaryIO, dest: str | Path, *, max_seconds: float | None = None) -> StreamInfo:
+    """Decode straight into a PCM file (shared/pcm.py), a frame at a time: memory stays flat whatever
+    the length. Raises AudioTooLong as soon as the audio passes `max_seconds` (the file is removed)."""
+    from shared.pcm import PcmWriter
+
+    limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
+    try:
+        with PcmWriter(dest) as out:
+
+            def write(samples: np.ndarray) -> None:
+                if limit is not None and out.num_samples + len(samples) > limit:
+                    raise AudioTooLong((out.num_samples + len(samples)) / SAMPLE_RATE, max_seconds)
+                out.write(samples)
+
+            return decode_stream(source, write, max_seconds=max_seconds)
+    except BaseException:
+        Path(dest).unlink(missing_ok=True)
+        raise
+
+
+def decode_stream(source: bytes | str | Path | BinaryIO, sink, *, max_seconds: float | None = None) -> StreamInfo:
+    """Decode the first audio stream, resample to 16 kHz mono float32, and hand each piece to `sink`.
+    A container whose header already gives a duration past `max_seconds` is refused before decoding."""
     if isinstance(source, bytes):
         if not source:
             raise AudioDecodeError("the file is empty")
         source = io.BytesIO(source)
     elif isinstance(source, (str, Path)):
         source = str(source)
+    total = 0
     try:
         with av.open(source, mode="r", metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise AudioDecodeError("the file has no audio stream")
             stream = container.streams.audio[0]
+            declared = container.duration / av.time_base if container.duration else None
+            if max_seconds is not None and declared is not None and declared > max_seconds + 1.0:
+                raise AudioTooLong(declared, max_seconds)
             resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-            parts: list[np.ndarray] = []
             for frame in _frames(container, stream):
                 for out in resampler.resample(frame):
-                    parts.append(out.to_ndarray().reshape(-1))
+                    piece = out.to_ndarray().reshape(-1)
+                    total += len(piece)
+                    sink(piece)
             for out in resampler.resample(None):  # flush
-                parts.append(out.to_ndarray().reshape(-1))
+                piece = out.to_ndarray().reshape(-1)
+                total += len(piece)
+                sink(piece)
             codec = stream.codec_context.name
             rate = stream.codec_context.sample_rate or None
             channels = stream.codec_context.channels or None
@@ -58,10 +117,9 @@ def decode(source: bytes | str | Path | BinaryIO) -> DecodedAudio:
     except (av.error.FFmpegError, ValueError, IndexError, EOFError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)  # strerror: without our temp file's path
         raise AudioDecodeError(f"could not decode audio ({reason})") from exc
-    samples = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
-    if samples.size == 0:
+    if total == 0:
         raise AudioDecodeError("the file contains no audio samples")
-    return DecodedAudio(samples=samples, source_sample_rate=rate, source_channels=channels, codec=codec)
+    return StreamInfo(total, rate, channels, codec)
 
 
 def _frames(container: av.container.InputContainer, stream: av.AudioStream):

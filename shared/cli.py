@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from shared.domain import OutputFormat, SpeakerHints, Task, TranscribeOptions
@@ -51,33 +52,40 @@ def main(argv: list[str] | None = None) -> int:
 
 def transcribe_file(path: Path, options: TranscribeOptions, fmt: OutputFormat, output: Path | None,
                     progress: bool | None) -> int:
-    from tqdm import tqdm
-
-    from shared.audio import AudioDecodeError, decode
+    from shared.audio import AudioDecodeError, decode_to_pcm
     from shared.config import get_settings
     from shared.errors import ServiceError
-    from shared.render import render
-    from shared.runner import InProcessRunner
+    from shared.pcm import PcmRef
     from shared.service import check_language
-    from shared.pipeline import PipelineRun
-    from shared.stages import StageWorker
 
     settings = get_settings()
-    try:
-        options = options.model_copy(update={"language": check_language(options.language, settings.whisper_model)})
-        samples = decode(path).samples
-    except (OSError, AudioDecodeError, ServiceError) as exc:
-        print(f"whospoke: {path}: {getattr(exc, 'message', exc)}", file=sys.stderr)
-        return 1
-    duration = len(samples) / 16_000
+    with tempfile.TemporaryDirectory(prefix="whospoke-") as tmp:
+        try:
+            options = options.model_copy(update={"language": check_language(options.language, settings.whisper_model)})
+            decode_to_pcm(path, Path(tmp) / "audio.pcm")  # streamed: a long file is never in memory whole
+        except (OSError, AudioDecodeError, ServiceError) as exc:
+            print(f"whospoke: {path}: {getattr(exc, 'message', exc)}", file=sys.stderr)
+            return 1
+        return _transcribe(PcmRef.of(Path(tmp) / "audio.pcm"), path.name, options, settings, fmt, output, progress)
+
+
+def _transcribe(audio, name, options, settings, fmt, output, progress) -> int:
+    from tqdm import tqdm
+
+    from shared.pipeline import PipelineRun
+    from shared.render import render
+    from shared.runner import InProcessRunner
+    from shared.stages import StageWorker
+
+    duration = audio.duration
     show = progress if progress is not None else duration > PROGRESS_AFTER_S
-    bar = tqdm(total=round(duration, 1), unit="s", unit_scale=True, desc=path.name, disable=not show, file=sys.stderr)
+    bar = tqdm(total=round(duration, 1), unit="s", unit_scale=True, desc=name, disable=not show, file=sys.stderr)
 
     def on_progress(done: float, total: float) -> None:
         bar.update(round(done, 1) - bar.n)
 
     with InProcessRunner(StageWorker(settings)) as runner:
-        transcript = PipelineRun(samples, options, runner, batch_size=settings.batch_size,
+        transcript = PipelineRun(audio, options, runner, batch_size=settings.batch_size,
                                  on_progress=on_progress).transcript()
     bar.close()
     text = render(transcript, fmt, include_words=options.word_timestamps)

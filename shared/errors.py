@@ -43,5 +43,9 @@ class FileTooLarge(ServiceError):
     status, code = 413, "file_too_large"
 
 
+class AudioTooLong(ServiceError):
+    status, code = 413, "audio_too_long"
+
+
 class UnsupportedLanguage(ServiceError):
     status, code = 422, "unsupported_language"

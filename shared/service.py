@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.audio import AudioDecodeError, DecodedAudio, decode
+from shared.audio import AudioDecodeError, AudioTooLong, StreamInfo, decode_to_pcm
 from shared.config import Settings
 from shared.domain import ClipInfo, TranscribeOptions, Transcript
+from shared.errors import AudioTooLong as AudioTooLongError
 from shared.errors import EmptyFile, UnsupportedLanguage, UnsupportedMedia
+from shared.pcm import AudioSource, PcmRef
 from shared.pipeline import PipelineRun, ProgressCallback
 from shared.runner import Runner
 from shared.storage import ClipStore, new_clip_id
@@ -37,14 +39,26 @@ def check_language(language: str | None, whisper_model: str) -> str | None:
     return language
 
 
-def decode_upload(path: Path) -> DecodedAudio:
-    """Decode a received upload, or say in the client's terms why not (empty, not audio)."""
+def decode_upload(path: Path, pcm: Path, *, max_seconds: float) -> StreamInfo:
+    """Decode a received upload into a PCM file, or say in the client's terms why not (empty, not audio,
+    too long)."""
     if path.stat().st_size == 0:
         raise EmptyFile("the uploaded file is empty")
     try:
-        return decode(path)
+        return decode_to_pcm(path, pcm, max_seconds=max_seconds)
+    except AudioTooLong as exc:
+        raise AudioTooLongError(
+            f"the audio runs {_hours(exc.seconds_seen)} or more; the limit is {_hours(exc.limit_s)} (MAX_AUDIO_S)"
+        ) from None
     except AudioDecodeError as exc:
         raise UnsupportedMedia(f"not a decodable audio file: {exc}") from None
+
+
+def _hours(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    h, rest = divmod(int(seconds), 3600)
+    return f"{h} h {rest // 60:02d} min" if h else f"{rest // 60} min {rest % 60:02d} s"
 
 
 class TranscriptionService:
@@ -55,10 +69,12 @@ class TranscriptionService:
 
     # --- clips ---
     def add_clip(self, staged: Path, *, filename: str | None, content_type: str | None) -> ClipInfo:
-        """Validate a received upload (it must decode as audio) and store it."""
+        """Decode a received upload once, streamed into its PCM copy (which also validates it and gives
+        its duration), and store both. Nothing of a refused upload stays behind."""
+        pcm = self.clips.staged_pcm(staged)
         try:
             size = staged.stat().st_size
-            audio = decode_upload(staged)
+            audio = decode_upload(staged, pcm, max_seconds=self.settings.max_audio_s)
             info = ClipInfo(
                 clip_id=new_clip_id(),
                 filename=filename,
@@ -70,14 +86,15 @@ class TranscriptionService:
                 codec=audio.codec,
                 created_at=datetime.now(timezone.utc),
             )
-            return self.clips.add(staged, info)
+            return self.clips.add(staged, info, pcm)
         finally:
             staged.unlink(missing_ok=True)
+            pcm.unlink(missing_ok=True)
 
-    def clip_samples(self, clip_id: str) -> np.ndarray:
-        path = self.clips.read_audio(clip_id)
+    def clip_audio(self, clip_id: str) -> PcmRef:
+        """A reference to the clip's decoded audio: what the stages are handed."""
         try:
-            return decode(path).samples
+            return self.clips.clip_audio(clip_id)
         except AudioDecodeError as exc:  # it decoded at upload; a changed file on disk is our problem
             raise RuntimeError(f"stored clip {clip_id} no longer decodes: {exc}") from exc
 
@@ -86,10 +103,13 @@ class TranscriptionService:
         return options.model_copy(update={"language": check_language(options.language, self.settings.whisper_model)})
 
     def start(
-        self, samples: np.ndarray, options: TranscribeOptions, on_progress: ProgressCallback | None = None
+        self,
+        audio: AudioSource | np.ndarray,
+        options: TranscribeOptions,
+        on_progress: ProgressCallback | None = None,
     ) -> PipelineRun:
         return PipelineRun(
-            samples,
+            audio,
             self.check_options(options),
             self.runner,
             batch_size=self.settings.batch_size,
@@ -100,4 +120,15 @@ class TranscriptionService:
         self, clip_id: str, options: TranscribeOptions, on_progress: ProgressCallback | None = None
     ) -> Transcript:
         options = self.check_options(options)
-        return self.start(self.clip_samples(clip_id), options, on_progress).transcript()
+        return self.start(self.clip_audio(clip_id), options, on_progress).transcript()
+
+    def transcribe_upload(
+        self, staged: Path, options: TranscribeOptions, *, filename: str | None, content_type: str | None
+    ) -> Transcript:
+        """An upload transcribed at once (OpenAI's routes): stored as a clip for the run, so the stages
+        read it by reference like any other, and deleted after."""
+        info = self.add_clip(staged, filename=filename, content_type=content_type)
+        try:
+            return self.transcribe_clip(info.clip_id, options)
+        finally:
+            self.clips.delete(info.clip_id)

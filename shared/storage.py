@@ -3,6 +3,9 @@
 Writes are atomic: data goes to a temporary file in the same folder, is flushed to disk, and is renamed
 into place, so a crash leaves either the old state or the new one, never a torn file. A clip exists once
 its metadata file exists; the audio is written before it and removed after it.
+
+Each clip keeps the upload as received (`<id>.audio`) and its one decode, 16 kHz mono float32 PCM
+(`<id>.pcm`, shared/pcm.py), which the stages read span by span.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import BinaryIO
 
 from shared.domain import CLIP_ID_RE, ClipInfo
 from shared.errors import ClipNotFound, InvalidClipId
+from shared.pcm import PcmRef
 
 
 def atomic_write(path: Path, data: bytes | BinaryIO) -> int:
@@ -59,6 +63,9 @@ class ClipStore:
     def audio_path(self, clip_id: str) -> Path:
         return self.clips / f"{check_clip_id(clip_id)}.audio"
 
+    def pcm_path(self, clip_id: str) -> Path:
+        return self.clips / f"{check_clip_id(clip_id)}.pcm"
+
     def _meta_path(self, clip_id: str) -> Path:
         return self.clips / f"{check_clip_id(clip_id)}.json"
 
@@ -68,14 +75,34 @@ class ClipStore:
         os.close(fd)
         return Path(tmp)
 
-    def add(self, staged: Path, info: ClipInfo) -> ClipInfo:
-        """Move a fully received upload into the store, then publish its metadata."""
-        audio = self.audio_path(info.clip_id)
-        with open(staged, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(staged, audio)
+    def staged_pcm(self, staged: Path) -> Path:
+        """Where the decode of a staged upload goes (swept with it after a crash)."""
+        return staged.with_name(staged.name + ".pcm.part")
+
+    def add(self, staged: Path, info: ClipInfo, pcm: Path | None = None) -> ClipInfo:
+        """Move a fully received upload (and its PCM decode) into the store, then publish its metadata."""
+        for source, target in ((staged, self.audio_path(info.clip_id)), (pcm, self.pcm_path(info.clip_id))):
+            if source is not None:
+                with open(source, "rb") as f:
+                    os.fsync(f.fileno())
+                os.replace(source, target)
         atomic_write(self._meta_path(info.clip_id), info.model_dump_json().encode())
         return info
+
+    def clip_audio(self, clip_id: str) -> PcmRef:
+        """The clip's PCM decode, made once from the upload for a clip stored without one."""
+        self.get(clip_id)
+        pcm = self.pcm_path(clip_id)
+        if not pcm.exists():
+            from shared.audio import decode_to_pcm
+
+            tmp = self.incoming_file()
+            try:
+                decode_to_pcm(self.audio_path(clip_id), tmp)
+                os.replace(tmp, pcm)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return PcmRef.of(pcm)
 
     def get(self, clip_id: str) -> ClipInfo:
         meta = self._meta_path(clip_id)
@@ -95,6 +122,7 @@ class ClipStore:
         except FileNotFoundError:
             raise ClipNotFound(f"no clip with id {clip_id}") from None
         self.audio_path(clip_id).unlink(missing_ok=True)
+        self.pcm_path(clip_id).unlink(missing_ok=True)
 
     def sweep_incoming(self) -> int:
         """Remove uploads a crash left half received (called at start-up)."""

@@ -120,7 +120,8 @@ def test_memory_snapshots_are_on(name):
 def test_model_classes_cache_weights_on_the_models_volume_and_get_the_token_secret():
     for name in ("Transcriber", "ChunkTranscriber", "Diarizer"):
         info = info_of(CLASSES[name][0])
-        assert set(info.volumes) == {MODELS_PATH}
+        assert set(info.volumes) == {MODELS_PATH, DATA_PATH}  # data: they read clip audio by reference
+        assert info.volumes[DATA_PATH].name == S.data_volume
         assert info.volumes[MODELS_PATH].name == S.models_volume
         assert info.volumes[MODELS_PATH].read_only is False  # the first container downloads into it
         assert f"modal.Secret.from_name('{S.hf_secret}')" in _secret_reprs(info)
@@ -190,9 +191,10 @@ def test_chunk_transcriber_batches_across_calls():
     assert info.batching_info.wait_ms == S.dynamic_batch_wait_ms == 200
 
 
-def test_vad_is_a_cpu_class_without_volumes():
+def test_vad_is_a_cpu_class_that_reads_clips_from_the_data_volume():
     info = info_of(CLASSES["Vad"][0])
-    assert info.method_names == ["split"] and info.volumes == {} and info.memory_mib == 4096
+    assert info.method_names == ["split"] and set(info.volumes) == {DATA_PATH} and info.memory_mib == 4096
+    assert info.volumes[DATA_PATH].name == S.data_volume
 
 
 def test_the_web_endpoint():

@@ -97,7 +97,7 @@ async def transcript_events(
 
     def work() -> None:
         try:
-            run = service.start(service.clip_samples(clip.clip_id), options, on_progress)
+            run = service.start(service.clip_audio(clip.clip_id), options, on_progress)
             count = 0
             for segment in run:
                 line = segment.model_dump(exclude={"words"} if segment.words is None else None)
