@@ -147,3 +147,13 @@ def test_upload_over_the_limit_is_refused_and_nothing_is_kept(tmp_path):
         assert upload(c, ONE_SPEAKER).status_code == 201  # 0.2 MB still fits
         assert list((small.storage / "incoming").iterdir()) == []
         assert len(list((small.storage / "clips").glob("*.json"))) == 1
+
+
+def test_options_as_form_fields_transcribe_the_same(client, clip_id):
+    """The same options as query parameters, urlencoded form fields or multipart fields: one result."""
+    options = {"diarize": "false", "format": "txt"}
+    by_query = client.post("/api/transcribe", params={"clip_id": clip_id, **options})
+    by_form = client.post("/api/transcribe", params={"clip_id": clip_id}, data=options)
+    by_multipart = client.post("/api/transcribe", params={"clip_id": clip_id}, files={k: (None, v) for k, v in options.items()})
+    assert by_query.status_code == by_form.status_code == by_multipart.status_code == 200, by_form.text
+    assert by_query.text == by_form.text == by_multipart.text and not by_form.text.startswith("SPEAKER_")

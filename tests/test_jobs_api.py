@@ -85,13 +85,49 @@ def test_bad_uploads_leave_nothing_behind(client, server, clip_id):
     assert_error(submit(client, files={"file": ("empty.wav", b"")}), 400, "empty_file")
     assert_error(submit(client, files={"file": ("a.mp3", b"not audio\n" * 50)}), 415, "unsupported_media")
     assert_error(submit(client, {"clip_id": clip_id}, files={"file": ("a.flac", audio)}), 422, "invalid_parameter")
-    r = submit(client, files={"file": ("a.flac", audio)}, data={"language": "en"})
-    assert "query string" in assert_error(r, 422, "invalid_parameter")["message"]
+    r = submit(client, files={"file": ("a.flac", audio)}, data={"num_speakers": "0"})  # form fields: same checks
+    assert "num_speakers" in assert_error(r, 422, "invalid_parameter")["message"]
+    r = submit(client, files={"file": ("a.flac", audio)}, data={"colour": "blue"})
+    assert "unknown form field(s): colour" in assert_error(r, 422, "invalid_parameter")["message"]
+    r = submit(client, {"diarize": "false"}, files={"file": ("a.flac", audio)}, data={"diarize": "true"})
+    assert "diarize" in assert_error(r, 422, "conflicting_parameter")["message"]
     r = submit(client, files={"file": ("a.flac", audio)}, data={"webhook_url": "http://10.0.0.1/x"})
     assert_error(r, 422, "invalid_webhook_url")
     assert_error(submit(client, files={"file": ("big.wav", b"\0" * (1024 * 1024 + 1))}), 413, "file_too_large")
     assert list((server.storage / "incoming").iterdir()) == []
     assert len(list((server.storage / "clips").glob("*.json"))) == 1  # only the module's clip
+
+
+def test_every_option_is_accepted_as_a_form_field(client, clip_id):
+    fields = {"clip_id": clip_id, "diarize": "false", "language": "en", "word_timestamps": "true",
+              "num_speakers": "2", "initial_prompt": "Marianne", "format": "srt", "task": "transcribe"}  # fmt: skip
+    multipart = submit(client, files={k: (None, v) for k, v in fields.items()})
+    urlencoded = submit(client, data=fields)
+    mixed = submit(client, {"clip_id": clip_id, "diarize": "0", "num_speakers": 2}, data=fields)  # agreeing twice
+    for r in (multipart, urlencoded, mixed):
+        assert r.status_code == 202, r.text
+        job = r.json()
+        assert job["clip_id"] == clip_id and job["format"] == "srt"
+        assert job["options"]["diarize"] is False and job["options"]["word_timestamps"] is True
+        assert job["options"]["language"] == "en" and job["options"]["speakers"]["num_speakers"] == 2
+        assert job["options"]["initial_prompt"] == "Marianne"
+    wait = submit(client, data={"clip_id": clip_id, "wait": "true", "diarize": "false"})
+    assert wait.status_code == 200 and wait.json()["status"] == "failed"  # wait=true as a form field: it waited
+
+
+@pytest.mark.parametrize(
+    "query,form,name",
+    [
+        ({"diarize": "true"}, {"diarize": "false"}, "diarize"),
+        ({"num_speakers": "2"}, {"num_speakers": "3"}, "num_speakers"),
+        ({"format": "srt"}, {"format": "vtt"}, "format"),
+        ({"webhook_url": "https://a.example/x"}, {"webhook_url": "https://b.example/x"}, "webhook_url"),
+        ({"clip_id": "a" * 32}, {"clip_id": "b" * 32}, "clip_id"),
+    ],
+)
+def test_an_option_given_both_ways_differently_is_refused(client, query, form, name):
+    error = assert_error(submit(client, query, data=form), 422, "conflicting_parameter")
+    assert name in error["message"]
 
 
 @pytest.mark.parametrize(
@@ -203,6 +239,50 @@ def test_bad_openai_requests(client, server):
     openai_error(r, 422, "diarized_json")
     openai_error(client.get("/v1/models/gpt-17"), 404)
     assert list((server.storage / "incoming").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "query,data,status,param",
+    [
+        ({"diarize": "perhaps"}, {"model": "whisper-1"}, 422, "diarize"),  # query parameters: the same checks
+        ({"num_speakers": "40"}, {"model": "whisper-1"}, 422, "num_speakers"),
+        ({"response_format": "srt"}, {"model": "whisper-1", "response_format": "vtt"}, 422, "response_format"),
+        ({"diarize": "true"}, {"model": "whisper-1", "diarize": "false"}, 422, "diarize"),
+    ],
+)
+def test_openai_options_as_query_parameters(client, query, data, status, param):
+    r = client.post("/v1/audio/transcriptions", params=query, data=data,
+                    files={"file": ("a.flac", ONE_SPEAKER.read_bytes())})
+    error = openai_error(r, status, param)
+    if query.keys() & data.keys():
+        assert error["code"] == "conflicting_parameter"
+
+
+def test_openai_options_agreeing_both_ways_reach_the_transcription(server):
+    with server.client() as c:  # its own connection: the server closes it after a 500
+        r = c.post("/v1/audio/transcriptions", params={"diarize": "1", "response_format": "text"},
+                   data={"model": "whisper-1", "diarize": "true"}, files={"file": ("a.flac", ONE_SPEAKER.read_bytes())})
+    assert r.status_code == 500  # accepted; NoModels fails it
+
+
+@pytest.mark.parametrize("route", ["/api/transcribe", "/api/transcribe/stream"])
+@pytest.mark.parametrize(
+    "query,form,status,code",
+    [
+        ({}, {"num_speakers": "0"}, 422, "invalid_parameter"),
+        ({}, {"format": "docx"}, 422, "invalid_parameter"),
+        ({}, {"language": "de"}, 422, "unsupported_language"),
+        ({}, {"min_speakers": "4", "max_speakers": "2"}, 422, "invalid_parameter"),
+        ({}, {"beam": "9"}, 422, "invalid_parameter"),
+        ({"diarize": "true"}, {"diarize": "false"}, 422, "conflicting_parameter"),
+        ({"language": "en"}, {"language": "fr"}, 422, "conflicting_parameter"),
+    ],
+)
+def test_transcribe_options_as_form_fields(client, clip_id, route, query, form, status, code):
+    r = client.post(route, params={"clip_id": clip_id, **query}, data=form)
+    assert_error(r, status, code)
+    r = client.post(route, params={"clip_id": clip_id, **query}, files={k: (None, v) for k, v in form.items()})
+    assert_error(r, status, code)  # multipart: the same
 
 
 def test_a_failed_openai_transcription_is_a_server_error(client):

@@ -5,13 +5,22 @@ from __future__ import annotations
 import asyncio
 import time
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from shared.api.audio import get_service, transcript_response
-from shared.api.params import output_format, transcribe_options
+from shared.api.params import (
+    FormatParams,
+    TranscribeParams,
+    form_body_schema,
+    output_format,
+    request_params,
+    transcribe_options,
+)
 from shared.api.uploads import UPLOAD_FIELD, receive_upload
 from shared.domain import OutputFormat, TranscribeOptions, Transcript
 from shared.errors import InvalidParameter
@@ -32,24 +41,20 @@ from shared.storage import check_clip_id
 
 router = APIRouter(prefix="/api", tags=["jobs"])
 
-FORM_FIELDS = ("clip_id", "webhook_url")
+class JobParams(BaseModel):
+    """The submit route's own options; like the transcription options, query parameters or form fields."""
 
-SUBMIT_BODY = {
-    "requestBody": {
-        "required": False,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        UPLOAD_FIELD: {"type": "string", "format": "binary", "description": "the audio"},
-                        "webhook_url": {"type": "string", "description": "same as the query parameter"},
-                    },
-                }
-            }
-        },
-    }
-}
+    clip_id: str | None = Field(None, description="transcribe a stored clip instead of uploading a file")
+    webhook_url: str | None = Field(None, max_length=2048, description="POSTed a signed event when the job ends")
+    wait: bool = Field(False, description="hold the request until the job ends (bounded by JOB_WAIT_MAX_S)")
+
+
+async def job_params(request: Request, _query: Annotated[JobParams, Query()]) -> JobParams:
+    return await request_params(request, JobParams)
+
+
+# multipart `file` plus every option as a form field (or query parameter: the same names)
+SUBMIT_BODY = form_body_schema(JobParams, TranscribeParams, FormatParams, file=True)
 
 
 def get_jobs(request: Request) -> JobService:
@@ -79,32 +84,21 @@ def view(job: Job, status: int = 200, headers: dict | None = None) -> JSONRespon
 )
 async def submit_transcription(
     request: Request,
-    clip_id: str | None = Query(None, description="transcribe a stored clip instead of uploading a file"),
-    webhook_url: str | None = Query(None, max_length=2048, description="POSTed a signed event when the job ends"),
-    wait: bool = Query(False, description="hold the request until the job ends (bounded by JOB_WAIT_MAX_S)"),
+    params: JobParams = Depends(job_params),
     options: TranscribeOptions = Depends(transcribe_options),
     fmt: OutputFormat = Depends(output_format),
     service: TranscriptionService = Depends(get_service),
     jobs: JobService = Depends(get_jobs),
 ) -> Response:
     """Queue a transcription: multipart `file` (or `clip_id`), the options of /api/transcribe, and an
-    optional webhook_url. Answers 202 with the job; poll its `links.self`, or wait for the webhook."""
+    optional webhook_url, each as a query parameter or a form field. Answers 202 with the job; poll its
+    `links.self`, or wait for the webhook."""
+    clip_id, webhook_url, wait = params.clip_id, params.webhook_url, params.wait
     options = service.check_options(options)
     if webhook_url:
         await run_in_threadpool(jobs.check_webhook_url, webhook_url)
     upload = await receive_upload(request, service.clips, required=False)
     try:
-        if upload is not None:
-            unknown = sorted(set(upload.fields) - set(FORM_FIELDS))
-            if unknown:
-                raise InvalidParameter(
-                    f"unknown form field(s) {', '.join(unknown)}: "
-                    "options go in the query string, as for /api/transcribe"
-                )
-            clip_id = _one_of(clip_id, upload.fields.get("clip_id"), "clip_id")
-            if upload.fields.get("webhook_url") and not webhook_url:
-                webhook_url = await run_in_threadpool(jobs.check_webhook_url, upload.fields["webhook_url"])
-            _one_of(webhook_url, upload.fields.get("webhook_url"), "webhook_url")
         if upload is not None and upload.path is not None:
             if clip_id:
                 raise InvalidParameter("send either a file or a clip_id, not both")
@@ -127,12 +121,6 @@ async def submit_transcription(
     if wait:
         job = await _wait_until_ended(jobs, job.job_id, jobs.settings.job_wait_max_s)
     return view(job, 200 if job.finished else 202, headers={"location": job_links(job).self})
-
-
-def _one_of(query: str | None, form: str | None, name: str) -> str | None:
-    if query and form and query != form:
-        raise InvalidParameter(f"{name} given twice (query and form) with different values")
-    return query or form
 
 
 async def _wait_until_ended(jobs: JobService, job_id: str, max_s: float) -> Job:

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.api.audio import get_service
 from shared.api.errors import HTTP_CODES
+from shared.api.params import ConflictingParameter
 from shared.api.uploads import UPLOAD_FIELD, receive_upload
 from shared.domain import SpeakerHints, Task, TranscribeOptions, Transcript
 from shared.errors import InvalidParameter, ServiceError
@@ -96,17 +97,15 @@ def _form_schema(task: Task) -> dict:
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
 
-def parse_params(form, task: Task) -> AudioParams:
-    raw: dict = {}
-    for key, value in form.multi_items():
-        if key == UPLOAD_FIELD or key.startswith("chunking_strategy"):
-            continue  # chunking is always ours (VAD); the field is accepted and ignored
-        if not isinstance(value, str):
-            raise _param_error(key, "only `file` may be a file")
-        if key in ("timestamp_granularities[]", "timestamp_granularities"):
-            raw.setdefault("timestamp_granularities", []).append(value)
-        else:
-            raw[key] = value
+def parse_params(form, task: Task, query=None) -> AudioParams:
+    """The form fields, and the same names as query parameters (one given both ways must agree)."""
+    raw = _raw_fields(form)
+    for key, value in _raw_fields(query).items() if query is not None else ():
+        if key in raw and raw[key] != value and _field_value(key, raw[key]) != _field_value(key, value):
+            exc = ConflictingParameter(f"{key} is given as a query parameter and as a form field with different values")
+            exc.param = key  # type: ignore[attr-defined]
+            raise exc
+        raw.setdefault(key, value)
     if task is Task.translate:
         for name in TRANSLATION_REFUSES:
             if name in raw or raw.get("response_format") == name:
@@ -120,6 +119,27 @@ def parse_params(form, task: Task) -> AudioParams:
     if params.stream:
         raise _param_error("stream", "stream=true is not supported here: use POST /api/transcribe/stream")
     return params
+
+
+def _raw_fields(items) -> dict:
+    raw: dict = {}
+    for key, value in items.multi_items():
+        if key == UPLOAD_FIELD or key.startswith("chunking_strategy"):
+            continue  # chunking is always ours (VAD); the field is accepted and ignored
+        if not isinstance(value, str):
+            raise _param_error(key, "only `file` may be a file")
+        if key in ("timestamp_granularities[]", "timestamp_granularities"):
+            raw.setdefault("timestamp_granularities", []).append(value)
+        else:
+            raw[key] = value
+    return raw
+
+
+def _field_value(key: str, value):
+    try:
+        return getattr(AudioParams.model_validate({key: value}), key)
+    except ValidationError:
+        return value  # refused with its reason when the whole set is validated
 
 
 def _param_error(param: str | None, message: str) -> InvalidParameter:
@@ -150,7 +170,7 @@ def options_for(params: AudioParams, task: Task) -> TranscribeOptions:
 async def _handle(request: Request, service: TranscriptionService, task: Task) -> Response:
     upload = await receive_upload(request, service.clips)
     try:
-        params = parse_params(await request.form(), task)  # the form receive_upload parsed (cached)
+        params = parse_params(await request.form(), task, request.query_params)  # the form receive_upload parsed
         options = service.check_options(options_for(params, task))
         samples = (await run_in_threadpool(decode_upload, upload.path)).samples
     finally:
