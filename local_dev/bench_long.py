@@ -7,7 +7,8 @@
 2. Reference: each distinct clip transcribed once, alone, by plain faster-whisper (cached in refs.json).
 3. Starts the server as `make run` does (`.venv/bin/python -m local_dev serve`, its own process group,
    PORT=<free>, AUDIO_STORAGE_PATH=<temp dir>, HF_HUB_OFFLINE=1) and, once /healthz answers (the
-   workers are loaded by then), takes the idle RSS of the whole process group.
+   workers are loaded by then), takes the idle RSS of the whole process group, then runs one unmeasured
+   30 s job so that first-call costs do not land on the first size (--no-warmup skips it).
 4. Per size: uploads the mp3 to POST /api/transcriptions (diarize, word timestamps), polls the job,
    and samples the group's RSS every 0.5 s: wall time (upload start to job end), RTF, peak RSS, peak
    over idle, words returned vs reference words, WER, speakers found vs placed, progress updates.
@@ -49,6 +50,7 @@ MB = 1024 * 1024
 RTF_RATIO_TARGET = 1.2
 PEAK_OVER_IDLE_TARGET_MB = 1024.0
 JOB_QUERY = "diarize=true&word_timestamps=true&language=en"
+WARMUP_S = 30.0
 
 
 # --- RSS of a process group -------------------------------------------------------------------------
@@ -149,11 +151,14 @@ class Server:
                                    f"see {self.log_path}")
             time.sleep(0.5)
         time.sleep(3)  # let the just-loaded workers settle
+        self.idle_rss = self.measure_idle()
+
+    def measure_idle(self) -> int:
         readings = []
         for _ in range(5):
             readings.append(group_rss(self.pgid)[0])
             time.sleep(SAMPLE_S)
-        self.idle_rss = sorted(readings)[len(readings) // 2]
+        return sorted(readings)[len(readings) // 2]
 
     @property
     def pgid(self) -> int:
@@ -441,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     parser.add_argument("--timeout-factor", type=float, default=3.0,
                         help="a job may take this many times its audio length (at least 10 min)")
+    parser.add_argument("--no-warmup", action="store_true",
+                        help="skip the unmeasured 30 s job after each server start (first-call costs)")
     args = parser.parse_args(argv)
     try:
         sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
@@ -452,7 +459,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         recordings = [build_recording(s, args.seed, args.out) for s in sizes]
-        refs = reference_texts({p["key"] for _, m in recordings for p in m["placements"]}, args.out / "refs.json")
+        warmup = None if args.no_warmup else build_recording(WARMUP_S, args.seed + 1, args.out)
+        used = recordings + ([warmup] if warmup else [])
+        refs = reference_texts({p["key"] for _, m in used for p in m["placements"]}, args.out / "refs.json")
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -463,16 +472,25 @@ def main(argv: list[str] | None = None) -> int:
 
     server = Server(args.out / "server.log")
     rows: list[dict] = []
-    idle_readings = []
+    idle_readings: list[dict] = []
     try:
         for mp3, meta in recordings:
             if not server.alive():
                 server.stop()
                 print("starting the server (python -m local_dev serve) ...", flush=True)
                 server.start()
-                idle_readings.append(server.idle_rss / MB)
+                idle = {"after_load_mb": server.idle_rss / MB}
+                idle_readings.append(idle)
                 print(f"  ready on port {server.port}; idle RSS of its process group: {server.idle_rss / MB:.0f} MB "
                       f"({group_rss(server.pgid)[1]} processes)", flush=True)
+                if warmup:
+                    w = run_size(server, *warmup, refs, timeout=600.0)
+                    if w["status"] == "interrupted":
+                        raise KeyboardInterrupt
+                    idle["after_warmup_mb"] = server.measure_idle() / MB
+                    print(f"  warm-up job ({warmup[1]['label']}, not measured): {w['status']}, {w['wall_s']:.1f} s; "
+                          f"idle RSS now {idle['after_warmup_mb']:.0f} MB (peak over idle still counts from "
+                          f"{server.idle_rss / MB:.0f} MB)", flush=True)
             print(f"{meta['label']}: uploading {mp3.name} ...", flush=True)
             row = run_size(server, mp3, meta, refs, timeout=max(600.0, args.timeout_factor * meta["duration"]))
             rows.append(row)
@@ -499,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     results = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": _git_commit(),
                "cpu_count": os.cpu_count(), "seed": args.seed, "sizes": [size_label(x) for x in sizes],
-               "idle_rss_mb": idle_readings, "job_query": JOB_QUERY, "rows": rows, "summary": s}
+               "server_starts": idle_readings, "job_query": JOB_QUERY, "rows": rows, "summary": s}
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {args.out / 'results.json'}")
     complete = len(rows) == len(recordings) and all(r["status"] == "succeeded" for r in rows)
