@@ -81,6 +81,8 @@ def run_command(spec: WorkerSpec, address: tuple[str, int], settings: "Settings"
         cmd += ["-e", f"{key}={value}"]
     cmd += ["-e", "WORKER_AUTHKEY"]  # value taken from the docker client's environment
     cmd += ["-v", f"{host_hf_home(settings)}:{CONTAINER_HF_HOME}"]
+    storage = Path(settings.audio_storage_path).resolve()  # stages read clips by path: the same path inside
+    cmd += ["-v", f"{storage}:{storage}:ro"]
     cmd += _model_mounts(settings)[0]
     cmd += [settings.docker_image, "python", "-m", "local_dev", "worker",
             "--connect", f"{address[0]}:{address[1]}", "--id", str(spec.worker_id),
@@ -181,7 +183,8 @@ def compose_config(gpus: int, settings: "Settings | None" = None) -> dict[str, A
             "command": ["python", "-m", "local_dev", "worker", "--connect", f"api:{COMPOSE_WORKER_PORT}",
                         "--id", str(i), "--role", role, "--gpu-index", str(i)],
             "environment": {"WORKER_AUTHKEY": authkey, "HF_HOME": CONTAINER_HF_HOME},
-            "volumes": [f"hf-cache:{CONTAINER_HF_HOME}"],
+            # stages read clips by path (the API's /data): the same volume, read-only
+            "volumes": [f"hf-cache:{CONTAINER_HF_HOME}", "audio-data:/data:ro"],
             "depends_on": ["api"],
             "restart": "unless-stopped",
             "deploy": {"resources": {"reservations": {"devices": [

@@ -84,6 +84,17 @@ def test_run_command_for_a_cpu_worker_has_no_gpu_flag():
     assert any(a.startswith("OMP_NUM_THREADS=") for a in cmd)
 
 
+def test_workers_see_the_clip_store_at_the_same_path(tmp_path):
+    """Stages get audio by reference (the PCM file's path): a container must find it where the API wrote it."""
+    settings = S(docker_image="ws:1", audio_storage_path=tmp_path / "store")
+    cmd = run_command(plan_workers(settings, [], workers=1)[0], ("127.0.0.1", 1), settings)
+    store = (tmp_path / "store").resolve()
+    assert f"{store}:{store}:ro" in cmd
+    compose = compose_config(2, settings)
+    assert all("audio-data:/data:ro" in svc["volumes"] for name, svc in compose["services"].items() if name != "api")
+    assert compose["services"]["api"]["environment"]["AUDIO_STORAGE_PATH"] == "/data"
+
+
 def test_local_model_folders_are_mounted_and_the_worker_told_where(tmp_path):
     model = tmp_path / "large-v3-ct2"
     model.mkdir()
