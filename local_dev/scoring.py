@@ -117,9 +117,10 @@ def merged_spans(spans) -> list[tuple[float, float]]:
     return [(a, b) for a, b in out]
 
 
-def uncovered_seconds(reference_spans, covering_spans) -> float:
-    """Seconds of the union of `reference_spans` that no span of `covering_spans` covers."""
-    ref, cover = merged_spans(reference_spans), merged_spans(covering_spans)
+def uncovered_seconds(reference_spans, covering_spans, *, pad: float = 0.0) -> float:
+    """Seconds of the union of `reference_spans` that no span of `covering_spans` (each widened by `pad`
+    seconds on both sides, a collar for boundary jitter) covers."""
+    ref, cover = merged_spans(reference_spans), merged_spans((a - pad, b + pad) for a, b in covering_spans)
     total, j = 0.0, 0
     for a, b in ref:
         covered = 0.0

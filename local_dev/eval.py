@@ -1,0 +1,178 @@
+"""`make eval`: accuracy of the project's pipeline on the dev corpus (local_dev/eval_sets.py), in-process.
+
+    python -m local_dev.eval [--half tune|check|all] [--sets conv,real,words] [--limit N]
+                             [--num-speakers-hint] [--only diar|words] [--json OUT]
+
+diar:  the configured diarizer (DIARIZER=embedded|pyannote, read by Settings) called directly on every
+       file: DER at collar 0.5 and 0 (overlap scored), JER, speakers found/true, reference speech that no
+       output turn covers (turns widened by 0.25 s each side), RTF.
+words: the full pipeline (VAD, transcription, diarization, word timestamps) on the files with reference
+       text, and, in the same run on the same files, plain faster-whisper (WhisperModel.transcribe, beam
+       5, tiny.en, int8, CPU) as the baseline: WER with deletions counted apart, and reference speech
+       that no output segment covers (widened by 0.25 s), for both. Plain's segments are coarse (they
+       span pauses and, at times, speech it skipped), so its missed seconds flatter it: compare deletions.
+Prints a line per file, then markdown tables (per half and group; local_dev/eval_report.py). Model loading
+and a warm-up are outside the timings. This measures only: parameters are chosen on the tune half.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from local_dev import eval_report, eval_sets
+from local_dev import scoring as sc
+
+SR = 16_000
+MISS_PAD_S = 0.25  # output spans widened this much each side before "missed speech" is measured
+
+
+def select(items: list[eval_sets.Item], half: str, sets: set[str], limit: int | None) -> list[eval_sets.Item]:
+    chosen = [i for i in items if i.kind in sets and (i.half == "dev" or half == "all" or i.half == half)]
+    if limit:
+        per_group: dict[str, int] = {}
+        kept = []
+        for item in chosen:
+            per_group[item.group] = per_group.get(item.group, 0) + 1
+            if per_group[item.group] <= limit:
+                kept.append(item)
+        chosen = kept
+    return chosen
+
+
+def ref_spans(item: eval_sets.Item) -> list[tuple[float, float]]:
+    ann = sc.rttm_annotation(item.rttm)
+    return [(s.start, s.end) for s in ann.get_timeline()]
+
+
+def hints_for(item: eval_sets.Item, use: bool):
+    from shared.domain import SpeakerHints
+
+    return SpeakerHints(num_speakers=item.num_speakers) if use else SpeakerHints()
+
+
+def score_diarization(item: eval_sets.Item, turns: list, seconds: float) -> dict:
+    ref, hyp = sc.rttm_annotation(item.rttm), sc.turns_annotation(turns)
+    return {
+        "found": len(hyp.labels()),
+        "der05": sc.diarization_counts(ref, hyp, collar=0.5),
+        "der0": sc.diarization_counts(ref, hyp, collar=0.0),
+        "jer": sc.jer(ref, hyp),
+        "speech_s": ref.get_timeline().support().duration(),
+        "missed_s": sc.uncovered_seconds(ref_spans(item), [(t.start, t.end) for t in turns], pad=MISS_PAD_S),
+        "rtf": seconds / item.duration,
+    }
+
+
+def run_diarization(items, settings, use_hints: bool, records: dict, out) -> None:
+    from shared.audio import decode
+    from shared.diarization import build_diarizer
+
+    diarizer = build_diarizer(settings)
+    print(f"# diarization: {diarizer.name}, hints {'on' if use_hints else 'off'}, {len(items)} files", file=out)
+    if items:
+        diarizer.diarize(decode(items[0].audio).samples[: 10 * SR], hints_for(items[0], False))  # warm-up
+    for item in items:
+        samples = decode(item.audio).samples
+        start = time.perf_counter()
+        turns = diarizer.diarize(samples, hints_for(item, use_hints))
+        d = score_diarization(item, turns, time.perf_counter() - start)
+        records[item.name]["diar"] = d
+        print(f"{item.name:24} {item.group:12} {item.half:5} {item.duration:6.1f}s  speakers {d['found']}/"
+              f"{item.num_speakers}  DER {eval_report.der(d['der05']):6.1%} / {eval_report.der(d['der0']):6.1%}"
+              f"  JER {d['jer']:6.1%}  missed {d['missed_s']:5.2f}s  RTF {d['rtf']:.3f}", file=out, flush=True)
+
+
+def run_words(items, settings, use_hints: bool, records: dict, out) -> None:
+    from faster_whisper import WhisperModel
+
+    from shared.audio import decode
+    from shared.domain import TranscribeOptions
+    from shared.pipeline import transcribe
+    from shared.runner import InProcessRunner
+    from shared.stages import StageWorker
+    from shared.transcriber import resolve_whisper_model
+
+    items = [i for i in items if i.text]
+    runner = InProcessRunner(StageWorker(settings).load())
+    plain = WhisperModel(resolve_whisper_model("tiny.en"), device="cpu", compute_type="int8",
+                         cpu_threads=os.cpu_count() or 1)
+    print(f"# words: whospoke pipeline (WHISPER_MODEL={settings.whisper_model}, diarizer "
+          f"{settings.resolved_diarizer}) vs plain faster-whisper tiny.en beam 5, {len(items)} files", file=out)
+
+    def ours(samples, item):
+        options = TranscribeOptions(diarize=True, word_timestamps=True, language="en",
+                                    speakers=hints_for(item, use_hints))
+        t = transcribe(samples, options, runner, batch_size=settings.batch_size)
+        return " ".join(s.text for s in t.segments), [(s.start, s.end) for s in t.segments]
+
+    def baseline(samples, item):
+        segments, _ = plain.transcribe(samples, beam_size=5, language="en")
+        segments = list(segments)
+        return " ".join(s.text for s in segments), [(s.start, s.end) for s in segments]
+
+    if items:
+        warm = decode(items[0].audio).samples[: 10 * SR]
+        ours(warm, items[0]), baseline(warm, items[0])
+    try:
+        for item in items:
+            samples = decode(item.audio).samples
+            result = {}
+            for label, go in (("ours", ours), ("plain", baseline)):
+                start = time.perf_counter()
+                text, spans = go(samples, item)
+                seconds = time.perf_counter() - start
+                result[label] = dict(sc.word_errors(item.text, text), text=text, rtf=seconds / item.duration,
+                                     missed_s=sc.uncovered_seconds(ref_spans(item), spans, pad=MISS_PAD_S))
+            records[item.name]["words"] = result
+            o, p = result["ours"], result["plain"]
+            print(f"{item.name:24} {item.group:12} {o['ref_words']:4d} words  WER {eval_report.wer(o):6.1%} "
+                  f"(del {o['deletions']:3d})  plain {eval_report.wer(p):6.1%} (del {p['deletions']:3d})  "
+                  f"missed {o['missed_s']:5.2f}s / plain {p['missed_s']:5.2f}s  RTF {o['rtf']:.3f} / "
+                  f"{p['rtf']:.3f}", file=out, flush=True)
+    finally:
+        runner.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local_dev.eval", description=__doc__.split("\n")[0])
+    parser.add_argument("--half", choices=["tune", "check", "all"], default="all",
+                        help="which half of the conversations (the dev recordings always run)")
+    parser.add_argument("--sets", default="conv,real,words", help="comma-separated: conv, real, words")
+    parser.add_argument("--limit", type=int, default=None, help="at most N files of each group")
+    parser.add_argument("--num-speakers-hint", action="store_true", help="give the true speaker count")
+    parser.add_argument("--only", choices=["diar", "words"], default=None)
+    parser.add_argument("--json", type=Path, default=None, help="save every measurement here")
+    parser.add_argument("--seed", type=int, default=eval_sets.SEED)
+    args = parser.parse_args(argv)
+
+    from shared.config import Settings
+
+    settings = Settings()
+    items = select(eval_sets.load_items(seed=args.seed), args.half, set(args.sets.split(",")), args.limit)
+    records = {i.name: {"name": i.name, "group": i.group, "half": i.half, "duration": i.duration,
+                        "speakers": i.num_speakers} for i in items}
+    started = time.perf_counter()
+    if args.only in (None, "diar"):
+        run_diarization(items, settings, args.num_speakers_hint, records, sys.stdout)
+    if args.only in (None, "words"):
+        run_words(items, settings, args.num_speakers_hint, records, sys.stdout)
+    rows = list(records.values())
+    command = "python -m local_dev.eval " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(f"\n## Accuracy: {command.strip()} (diarizer {settings.resolved_diarizer}, "
+          f"hints {'on' if args.num_speakers_hint else 'off'}, {time.perf_counter() - started:.0f} s)\n")
+    print(eval_report.summary(rows, args.num_speakers_hint))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"command": command, "diarizer": settings.resolved_diarizer,
+                                         "hints": args.num_speakers_hint, "seed": args.seed, "files": rows},
+                                        indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

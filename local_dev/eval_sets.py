@@ -1,0 +1,226 @@
+"""The files `make eval` scores: built once from ``../shared/data``, cached under bench-out/eval/.
+
+- ``conv``: conversations of 1-8 real LibriSpeech voices (local_dev/eval_corpus.py), exact reference
+  turns, split by conversation into a "tune" and a "check" half (balanced per speaker count), and a
+  degraded copy (noise 5-15 dB SNR / reverberation / phone band) of a share of them, in the same half.
+- ``real``: the real multi-speaker dev recordings (pyaudioanalysis_diar, ami_en2002a_30s) with their RTTM.
+- ``words``: the transcribed dev recordings (LibriVox reader: single_track and its 5 utterances; JFK),
+  each also quiet (-20 dB), noisy (pink noise, 10 dB SNR) and reverberant (RT60 0.6 s); and
+  "two_rooms", the reader then JFK recorded "in another room" (reverberant, 10 dB below the reader's
+  speech level), then the reader again, reverberant (plain faster-whisper hears all three; at 8 dB below
+  with a little more noise, tiny.en loses JFK itself: this case is on a knife's edge). Reference speech regions by energy on the clean original.
+``real`` and ``words`` files belong to neither half (half "dev"). Deterministic from the seed; the cache
+is keyed by the builder version, seed and size, so a change of any rebuilds it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from local_dev import eval_corpus as corpus
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("EVAL_DATA_DIR", ROOT.parent / "shared" / "data"))
+OUT_DIR = ROOT / "bench-out" / "eval"
+VERSION = 3  # bump when anything below or in eval_corpus changes what is built
+SEED = 20261201
+N_CONVERSATIONS = 64
+# speakers per conversation: 64 conversations, more of 2-4 than of the rest (each count an even number,
+# so the halves split every count evenly)
+COUNT_SHARE = {1: 6, 2: 12, 3: 10, 4: 10, 5: 8, 6: 6, 7: 6, 8: 6}
+COPY_CONDITIONS = ("noise", "reverb", "phone")
+LIBRI = "librivox_sense_sensibility"
+LIBRI_UTTERANCES = ["0870", "0880", "0890", "0920", "0930"]
+
+
+@dataclass
+class Item:
+    name: str
+    group: str  # conv-clean, conv-noise, conv-reverb, conv-phone, real, words-clean, words-quiet, ...
+    half: str  # tune, check, dev
+    audio: str  # path of a 16 kHz mono file
+    rttm: str  # reference turns, RTTM text
+    num_speakers: int
+    duration: float
+    text: str | None = None  # reference words, where known
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.group.split("-")[0]
+
+
+def load_items(*, seed: int = SEED, n_conversations: int = N_CONVERSATIONS, log=print) -> list[Item]:
+    """Every evaluation file, from the cache when it holds this build, else built now (a few minutes)."""
+    if not DATA_DIR.is_dir():
+        raise FileNotFoundError(f"make eval needs the development data in {DATA_DIR} (set EVAL_DATA_DIR)")
+    key = f"v{VERSION}-seed{seed}-n{n_conversations}"
+    out = OUT_DIR / key
+    manifest = out / "manifest.json"
+    if manifest.exists():
+        items = [Item(**d) for d in json.loads(manifest.read_text())]
+        if all(Path(i.audio).exists() for i in items):
+            return items
+    log(f"building the evaluation set in {out} (once) ...")
+    out.mkdir(parents=True, exist_ok=True)
+    vad = _silero()
+    items = conversations(out, seed, n_conversations, vad, log) + real_recordings() + words_files(out, seed, vad)
+    manifest.write_text(json.dumps([asdict(i) for i in items], indent=1))
+    return items
+
+
+# ------------------------------------------------------------------------------------------ conversations
+
+
+def schedule(n: int = N_CONVERSATIONS) -> list[tuple[int, str]]:
+    """(speakers, half) of conversation i: counts interleaved (1, 2, ..., 8, 1, 2, ...), and within each
+    count alternately tune and check."""
+    share = {k: round(v * n / N_CONVERSATIONS) for k, v in COUNT_SHARE.items()}
+    seen = {k: 0 for k in share}
+    out: list[tuple[int, str]] = []
+    while len(out) < n and any(seen[k] < share[k] for k in share):
+        for k in share:
+            if seen[k] < share[k] and len(out) < n:
+                out.append((k, "tune" if seen[k] % 2 == 0 else "check"))
+                seen[k] += 1
+    return out
+
+
+def conversations(out: Path, seed: int, n: int, vad, log) -> list[Item]:
+    voices = load_voices(vad)
+    log(f"  {sum(len(v) for v in voices.values())} recordings of {len(voices)} speakers")
+    items, copies, rank = [], 0, {}
+    for i, (count, half) in enumerate(schedule(n)):
+        rng = np.random.default_rng([seed, i])
+        while True:  # 30-120 s; the builder stops at a turn that would not fit, so retry the rare miss
+            conv = corpus.build_conversation(voices, count, float(rng.uniform(42.0, 118.0)), rng)
+            if 30.0 <= conv.duration <= 120.0:
+                break
+        name = f"conv{i:02d}-{count}spk"
+        rttm = corpus.to_rttm(conv.turns, name)
+        meta = dict(conv.meta, overlap_s=round(corpus.overlap_seconds(conv.turns), 2),
+                    speech_s=round(sum(t.end - t.start for t in conv.turns), 2))
+        items.append(_save(out, name, "conv-clean", half, conv.audio, rttm, count, meta=meta))
+        rank[count] = rank.get(count, -1) + 1
+        if rank[count] % 4 in (0, 1):  # a degraded copy of about half, tune and check alike
+            cond = COPY_CONDITIONS[copies % len(COPY_CONDITIONS)]
+            copies += 1
+            audio, info = corpus.degrade(conv.audio, cond, np.random.default_rng([seed, i, 1]),
+                                         speech=[(t.start, t.end) for t in conv.turns])
+            items.append(_save(out, f"{name}-{cond}", f"conv-{cond}", half, audio, rttm, count,
+                               meta=dict(meta, **info)))
+        log(f"  {name}: {conv.duration:.1f} s, {meta['backchannels']} backchannels, {meta['overlap_s']} s overlap")
+    return items
+
+
+def load_voices(vad) -> dict[str, list[corpus.Source]]:
+    from shared.audio import decode
+
+    voices: dict[str, list[corpus.Source]] = {}
+    for path in sorted((DATA_DIR / "librispeech_voices").rglob("*.flac")):
+        speaker = "ls" + re.match(r"\d+", path.name).group(0)
+        x = decode(path).samples
+        voices.setdefault(speaker, []).append(corpus.Source.of(speaker, x, within=vad(x)))
+    return voices
+
+
+# ------------------------------------------------------------------------------------------ dev recordings
+
+
+def real_recordings() -> list[Item]:
+    from shared.audio import decode
+
+    files = [DATA_DIR / "pyaudioanalysis_diar" / f"{s}.wav" for s in ("diarizationExample", "diarizationExample2")]
+    files.append(DATA_DIR / "ami_en2002a_30s" / "EN2002a_30s.wav")
+    items = []
+    for wav in files:
+        rttm = wav.with_suffix(".rttm").read_text()
+        speakers = {line.split()[7] for line in rttm.splitlines() if line.startswith("SPEAKER")}
+        items.append(Item(wav.stem, "real", "dev", str(wav), rttm, len(speakers), decode(wav).duration))
+    return items
+
+
+def words_files(out: Path, seed: int, vad) -> list[Item]:
+    from shared.audio import decode
+
+    originals = [(f"libri_{u}", LIBRI, f"sense_and_sensibility_01_austen_64kb-{u}") for u in LIBRI_UTTERANCES]
+    originals += [("libri_single_track", LIBRI, "single_track"), ("jfk", "jfk", "jfk_16k")]
+    clips: dict[str, tuple[np.ndarray, str, str]] = {}
+    items = []
+    for k, (name, folder, stem) in enumerate(originals):
+        wav = DATA_DIR / folder / f"{stem}.wav"
+        text = (DATA_DIR / folder / ("ref.txt" if folder == "jfk" else f"{stem}.ref.txt")).read_text().strip()
+        x = decode(wav).samples
+        speaker = "jfk" if folder == "jfk" else "librivox_reader"
+        clips[name] = (x, text, speaker)
+        turns = [corpus.RefTurn(a, b, speaker) for a, b in corpus.speech_regions(x, within=vad(x))]
+        rttm = corpus.to_rttm(turns, name)
+        items.append(Item(name, "words-clean", "dev", str(wav), rttm, 1, len(x) / corpus.SR, text))
+        speech = [(t.start, t.end) for t in turns]
+        rng = np.random.default_rng([seed, 1000 + k])
+        for cond, audio in (
+            ("quiet", corpus.attenuate(x, -20.0)),
+            ("noisy", corpus.limit_peak(corpus.add_noise(x, 10.0, rng, kind="pink", speech=speech))),
+            ("reverb", corpus.reverberate(x, 0.6, rng)),
+        ):
+            items.append(_save(out, f"{name}-{cond}", f"words-{cond}", "dev", audio, rttm, 1, text=text))
+    items.append(two_rooms(out, clips, seed, vad))
+    return items
+
+
+def two_rooms(out: Path, clips: dict, seed: int, vad) -> Item:
+    """The reader (clean), JFK in another room (reverberant, 10 dB below the reader), the reader reverberant;
+    faint pink noise (40 dB SNR) over all."""
+    rng = np.random.default_rng([seed, 2000])
+    reader, reader_text, _ = clips["libri_single_track"]
+    jfk, jfk_text, _ = clips["jfk"]
+    last, last_text, _ = clips["libri_0870"]
+    def rms(x):
+        return corpus.speech_rms(x, corpus.speech_regions(x))
+
+    level = rms(reader) / rms(jfk)
+    pieces = [
+        (reader, reader_text, "librivox_reader", reader),
+        (jfk, jfk_text, "jfk", corpus.attenuate(corpus.reverberate(jfk * level, 0.7, rng), -10.0)),
+        (last, last_text, "librivox_reader", corpus.reverberate(last, 0.5, rng)),
+    ]
+    gap = np.zeros(int(0.8 * corpus.SR), np.float32)
+    audio, turns, t = [], [], 0.0
+    for clean, _, speaker, placed in pieces:
+        turns += [corpus.RefTurn(t + a, t + b, speaker) for a, b in corpus.speech_regions(clean, within=vad(clean))]
+        audio += [placed, gap]
+        t += (len(placed) + len(gap)) / corpus.SR
+    mix = np.concatenate(audio)
+    mix = corpus.limit_peak(corpus.add_noise(mix, 40.0, rng, kind="pink"))
+    text = " ".join(p[1] for p in pieces)
+    return _save(out, "two_rooms", "words-mixed", "dev", mix, corpus.to_rttm(turns, "two_rooms"), 2, text=text)
+
+
+# -------------------------------------------------------------------------------------------------- util
+
+
+def _silero():
+    """A generous model VAD (threshold 0.35, 0.15 s padding) for the energy detector to stay inside."""
+    from shared.vad import SileroVad
+
+    vad = SileroVad(threshold=0.35)
+
+    def regions(x: np.ndarray) -> list[tuple[float, float]]:
+        return [(r.start - 0.15, r.end + 0.15) for r in vad.speech_regions(x, min_silence_ms=250)]
+
+    return regions
+
+
+def _save(out: Path, name, group, half, audio, rttm, count, *, text=None, meta=None) -> Item:
+    import soundfile
+
+    path = out / f"{name}.wav"
+    soundfile.write(path, np.asarray(audio, np.float32), corpus.SR, subtype="FLOAT")
+    (out / f"{name}.rttm").write_text(rttm)
+    return Item(name, group, half, str(path), rttm, count, len(audio) / corpus.SR, text, meta or {})
