@@ -79,6 +79,22 @@ def test_a_valid_key_passes(client, headers):
     assert_error(client.get(f"/api/jobs/{ANY_ID}", headers=headers), 404, "job_not_found")
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Bearer wrong", "X-API-Key": "first-key"},
+        {"Authorization": "Bearer first-key", "X-API-Key": "second-key"},
+        {"Authorization": "Basic Zmlyc3Qta2V5Og==", "X-API-Key": "first-key"},
+        {"Authorization": "garbage", "X-API-Key": "first-key"},
+    ],
+)
+def test_two_credentials_must_agree(client, headers):
+    """A wrong credential is not excused by a right one in the other header."""
+    assert "not valid" in assert_error(client.get("/v1/models", headers=headers), 401, "unauthorized")["message"]
+    agreeing = {"Authorization": "Bearer first-key", "X-API-Key": "first-key"}
+    assert client.get("/v1/models", headers=agreeing).status_code == 200
+
+
 def test_health_and_docs_stay_open(client):
     assert client.get("/healthz").json()["status"] == "ok"
     assert client.get("/docs").status_code == 200

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from shared.api import audio, jobs, openai_compat, stream
 from shared.api.auth import install_auth
 from shared.api.errors import install_error_handlers
+from shared.api.openapi import install_openapi
 from shared.api.ops import install_metrics
 from shared.api.ratelimit import install_rate_limit
 from shared.api.uploads import BodySizeLimit
@@ -75,6 +76,7 @@ def create_app(
     install_metrics(app)
     install_rate_limit(app, settings)  # inside auth: a refused key spends no one's budget
     install_auth(app, settings)
+    install_openapi(app, settings)  # error responses of every route, after auth's security schemes
 
     @app.get("/healthz", tags=["ops"])
     def healthz(request: Request) -> dict:

@@ -76,12 +76,17 @@ def client_address(scope: Scope) -> str:
 
 
 def presented_key(headers: dict[bytes, bytes]) -> str | None:
+    """The key a request presents (`Authorization: Bearer <key>` or `X-API-Key: <key>`), None if it
+    presents none. When it sends both headers they must agree, and an Authorization header beside
+    X-API-Key must be a Bearer key: otherwise "" (never a valid key), so no header can be tried while
+    another carries a good key."""
     auth = headers.get(b"authorization", b"").decode("latin-1").strip()
     scheme, _, token = auth.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    key = headers.get(b"x-api-key", b"").decode("latin-1").strip()
-    return key or None
+    bearer = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    key = headers.get(b"x-api-key", b"").decode("latin-1").strip() or None
+    if key is not None and auth and bearer != key:
+        return ""
+    return bearer or key
 
 
 def is_protected(scope: Scope, prefixes: tuple[str, ...] = PROTECTED) -> bool:
