@@ -63,6 +63,23 @@ def diarization_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def count_table(records: list[dict]) -> str:
+    """Per half: conversations with the speaker count right, and the mean count found, per true count."""
+    conv = [r for r in records if "diar" in r and r["half"] in ("tune", "check")]
+    counts = sorted({r["speakers"] for r in conv})
+    lines = ["| half | " + " | ".join(f"{k} spk" for k in counts) + " |", "|---|" + "---:|" * len(counts)]
+    for half in ("tune", "check"):
+        cells = []
+        for k in counts:
+            rows = [r for r in conv if r["half"] == half and r["speakers"] == k]
+            right = sum(r["diar"]["found"] == k for r in rows)
+            mean = sum(r["diar"]["found"] for r in rows) / max(len(rows), 1)
+            cells.append(f"{right}/{len(rows)} (found {mean:.1f})" if rows else "-")
+        if any(c != "-" for c in cells):
+            lines.append(f"| {half} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def words_table(records: list[dict]) -> str:
     lines = [
         "| set | files | ref words | WER ours | WER plain | deleted ours | deleted plain | missed s ours | "
@@ -124,9 +141,19 @@ def summary(records: list[dict], hints: bool = False) -> str:
     parts = []
     if any("diar" in r for r in records):
         parts.append("Diarization (diarizer called directly):\n\n" + diarization_table(records))
+        if any(r["half"] in ("tune", "check") for r in records if "diar" in r):
+            parts.append("Speaker count right per true count (conversations):\n\n" + count_table(records))
     if any("words" in r for r in records):
         parts.append("Words (full pipeline vs plain faster-whisper, same files):\n\n" + words_table(records))
     goals = targets(records, hints)
     if goals:
-        parts.append("Targets (issue 9):\n\n" + "\n".join(f"- {g}" for g in goals))
+        parts.append("Targets (issue 9; on the files of this run only):\n\n" + "\n".join(f"- {g}" for g in goals))
     return "\n\n".join(parts) if parts else "(nothing measured)"
+
+
+if __name__ == "__main__":  # python -m local_dev.eval_report OUT.json: the tables of a saved run again
+    import json
+    import sys
+
+    saved = json.loads(open(sys.argv[1]).read())
+    print(summary(saved["files"], saved.get("hints", False)))
