@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 import httpx
+from prometheus_client import Counter
 from pydantic import SecretStr
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
@@ -45,6 +46,10 @@ from shared.jobs.store import JobStore
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
+# delivery attempts by outcome, exported at /metrics (shared/api/ops.py); process-wide like the senders
+DELIVERIES = Counter("whospoke_webhook_deliveries", "webhook delivery attempts", ["outcome"], registry=None)
+for _outcome in ("delivered", "retry", "failed"):
+    DELIVERIES.labels(_outcome)  # exported from the start, at 0
 MAX_URL_LENGTH = 2048
 
 
@@ -303,6 +308,7 @@ class WebhookSender:
             outcome=outcome,
         )
         self.store.add_delivery(job.job_id, attempt, retry_at)
+        DELIVERIES.labels(outcome).inc()
         log.log(
             logging.INFO if delivered else logging.WARNING,
             "webhook %s for job %s, attempt %d: %s (%s)",

@@ -279,6 +279,24 @@ def resolver(monkeypatch):
     return r
 
 
+def test_deliveries_are_counted_by_outcome(store):
+    from shared.webhooks import DELIVERIES
+
+    def count(outcome):
+        return DELIVERIES.labels(outcome)._value.get()
+
+    before = {o: count(o) for o in ("delivered", "retry", "failed")}
+    with WebhookReceiver(plan=[503, 200]) as receiver:
+        job = ended_job(store, receiver.url)
+        s = sender(store)
+        try:
+            wait_state(store, job.job_id, "delivered")
+        finally:
+            s.close()
+    assert count("retry") - before["retry"] == 1 and count("delivered") - before["delivered"] == 1
+    assert count("failed") == before["failed"]
+
+
 def test_delivery_connects_to_the_checked_address_with_the_original_host(store, resolver):
     with WebhookReceiver() as receiver:
         port = receiver.httpd.server_address[1]

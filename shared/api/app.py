@@ -11,7 +11,7 @@ from shared.api import audio, jobs, openai_compat, stream
 from shared.api.auth import install_auth
 from shared.api.errors import install_error_handlers
 from shared.api.openapi import install_openapi
-from shared.api.ops import install_metrics
+from shared.api.ops import install_metrics, meter_audio
 from shared.api.ratelimit import install_rate_limit
 from shared.api.uploads import BodySizeLimit
 from shared.config import Settings, get_settings
@@ -47,6 +47,7 @@ def create_app(
     async def lifespan(app: FastAPI):
         own_runner = runner is None
         active = runner or default_runner(settings)
+        meter_audio(active)  # whospoke_audio_seconds_total
         clips = clip_store or ClipStore(settings.audio_storage_path)
         swept = clips.sweep_incoming()
         if swept:
@@ -73,9 +74,9 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(stream.router)
     app.include_router(openai_compat.router)
-    install_metrics(app)
     install_rate_limit(app, settings)  # inside auth: a refused key spends no one's budget
     install_auth(app, settings)
+    install_metrics(app)  # outermost: refused requests (401, 429) are counted too
     install_openapi(app, settings)  # error responses of every route, after auth's security schemes
 
     @app.get("/healthz", tags=["ops"])

@@ -177,6 +177,11 @@ class SqliteJobStore(JobStore):
             (job_id, JobStatus.succeeded.value, JobStatus.failed.value),
         )
 
+    def count_by_status(self) -> dict[str, int]:
+        with self._lock:  # a read: no write transaction
+            rows = self._db.execute("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetchall()
+        return {r["status"]: r["n"] for r in rows}
+
     def cancel(self, job_id: str) -> Job:
         with self._tx() as db:
             job = _job(self._row(db, job_id))

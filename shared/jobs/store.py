@@ -68,5 +68,9 @@ class JobStore(ABC):
     def deliveries(self, job_id: str) -> list[DeliveryAttempt]:
         """Every webhook attempt for the job, oldest first."""
 
+    def count_by_status(self) -> dict[str, int] | None:
+        """Jobs per status, for /metrics; None where a store cannot count cheaply."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
