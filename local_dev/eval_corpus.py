@@ -101,7 +101,7 @@ class Source:
     regions: list[tuple[float, float]]
 
     @classmethod
-    def of(cls, speaker: str, audio: np.ndarray, within: list[tuple[float, float]] | None = None) -> "Source":
+    def of(cls, speaker: str, audio: np.ndarray, within: list[tuple[float, float]] | None = None) -> Source:
         audio = np.asarray(audio, np.float32)
         regions = speech_regions(audio, within=within) or [(0.0, len(audio) / SR)]
         gain = db_gain(SPEECH_DBFS) / speech_rms(audio, regions)
@@ -239,7 +239,7 @@ def build_conversation(
     n = int((last + rng.uniform(0.3, 1.0)) * SR)
     mix = np.zeros(n, np.float64)
     for at, audio, gain in placed:
-        i = int(round(at * SR))
+        i = round(at * SR)
         mix[i : i + len(audio)] += audio * gain
     mix += rng.standard_normal(n) * db_gain(p.noise_floor_dbfs)
     peak = np.abs(mix).max()

@@ -82,8 +82,8 @@ def count_table(records: list[dict]) -> str:
 
 def words_table(records: list[dict]) -> str:
     lines = [
-        "| set | files | ref words | WER ours | WER plain | deleted ours | deleted plain | missed s ours | "
-        "missed s plain | RTF ours | RTF plain |",
+        ("| set | files | ref words | WER ours | WER plain | deleted ours | deleted plain | missed s ours | "
+         "missed s plain | RTF ours | RTF plain |"),
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     keys = ("ref_words", "substitutions", "deletions", "insertions")
@@ -92,7 +92,7 @@ def words_table(records: list[dict]) -> str:
         p = _add([r["words"]["plain"] for r in rows], keys)
         audio = sum(r["duration"] for r in rows)
 
-        def total(side, key):
+        def total(side, key, rows=rows):
             return sum(r["words"][side][key] * (r["duration"] if key == "rtf" else 1) for r in rows)
 
         lines.append(
@@ -154,6 +154,7 @@ def summary(records: list[dict], hints: bool = False) -> str:
 if __name__ == "__main__":  # python -m local_dev.eval_report OUT.json: the tables of a saved run again
     import json
     import sys
+    from pathlib import Path
 
-    saved = json.loads(open(sys.argv[1]).read())
+    saved = json.loads(Path(sys.argv[1]).read_text())
     print(summary(saved["files"], saved.get("hints", False)))

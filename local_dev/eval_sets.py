@@ -85,8 +85,8 @@ def schedule(n: int = N_CONVERSATIONS) -> list[tuple[int, str]]:
     seen = {k: 0 for k in share}
     out: list[tuple[int, str]] = []
     while len(out) < n and any(seen[k] < share[k] for k in share):
-        for k in share:
-            if seen[k] < share[k] and len(out) < n:
+        for k, wanted in share.items():
+            if seen[k] < wanted and len(out) < n:
                 out.append((k, "tune" if seen[k] % 2 == 0 else "check"))
                 seen[k] += 1
     return out
