@@ -4,7 +4,8 @@
                              [--num-speakers-hint] [--only diar|words] [--json OUT]
 
 diar:  the configured diarizer (DIARIZER=embedded|pyannote, read by Settings) called directly on every
-       file: DER at collar 0.5 and 0 (overlap scored), JER, speakers found/true, reference speech that no
+       file: DER at collar 0.5 and 0 (overlap scored; and at 0.5 with overlap skipped, as local_dev.bench
+       and the tests score it), JER, speakers found/true, reference speech that no
        output turn covers (turns widened by 0.25 s each side), RTF.
 words: the full pipeline (VAD, transcription, diarization, word timestamps) on the files with reference
        text, and, in the same run on the same files, plain faster-whisper (WhisperModel.transcribe, beam
@@ -61,10 +62,12 @@ def score_diarization(item: eval_sets.Item, turns: list, seconds: float) -> dict
         "found": len(hyp.labels()),
         "der05": sc.diarization_counts(ref, hyp, collar=0.5),
         "der0": sc.diarization_counts(ref, hyp, collar=0.0),
+        "der05_noovl": sc.diarization_counts(ref, hyp, collar=0.5, skip_overlap=True),
         "jer": sc.jer(ref, hyp),
         "speech_s": ref.get_timeline().support().duration(),
         "missed_s": sc.uncovered_seconds(ref_spans(item), [(t.start, t.end) for t in turns], pad=MISS_PAD_S),
         "rtf": seconds / item.duration,
+        "turns": [[round(t.start, 3), round(t.end, 3), t.speaker] for t in turns],
     }
 
 
@@ -84,6 +87,7 @@ def run_diarization(items, settings, use_hints: bool, records: dict, out) -> Non
         records[item.name]["diar"] = d
         print(f"{item.name:24} {item.group:12} {item.half:5} {item.duration:6.1f}s  speakers {d['found']}/"
               f"{item.num_speakers}  DER {eval_report.der(d['der05']):6.1%} / {eval_report.der(d['der0']):6.1%}"
+              f" (no ovl {eval_report.der(d['der05_noovl']):6.1%})"
               f"  JER {d['jer']:6.1%}  missed {d['missed_s']:5.2f}s  RTF {d['rtf']:.3f}", file=out, flush=True)
 
 

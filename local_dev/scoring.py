@@ -83,15 +83,16 @@ def turns_annotation(turns, uri: str = "file"):
     return ann
 
 
-def diarization_counts(reference, hypothesis, *, collar: float) -> dict[str, float]:
-    """DER components in seconds (pyannote.metrics, overlap scored): they add up over files."""
+def diarization_counts(reference, hypothesis, *, collar: float, skip_overlap: bool = False) -> dict[str, float]:
+    """DER components in seconds (pyannote.metrics; overlap scored unless `skip_overlap`): they add up
+    over files."""
     import warnings
 
     from pyannote.metrics.diarization import DiarizationErrorRate
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        d = DiarizationErrorRate(collar=collar, skip_overlap=False)(reference, hypothesis, detailed=True)
+        d = DiarizationErrorRate(collar=collar, skip_overlap=skip_overlap)(reference, hypothesis, detailed=True)
     return {k: float(d[name]) for k, name in (("confusion", "confusion"), ("missed", "missed detection"),
                                                 ("false_alarm", "false alarm"), ("total", "total"))}
 
