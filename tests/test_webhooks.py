@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import socket
+import ssl
+import subprocess
 import time
 from datetime import datetime, timezone
 
@@ -326,18 +329,48 @@ def test_a_name_resolving_to_a_private_address_is_refused_without_connecting(sto
     assert "127.0.0.1" in attempt.error and "WEBHOOK_ALLOW_PRIVATE" in attempt.error
 
 
-def test_pinned_transport_keeps_the_tls_server_name(monkeypatch):
-    """For https the IP goes in the URL and the original name in the TLS handshake (SNI and the
-    certificate check), so a certificate for the name still verifies."""
-    seen = []
-    monkeypatch.setattr(httpx.HTTPTransport, "handle_request", lambda self, request: seen.append(request) or httpx.Response(204))
-    with httpx.Client(transport=PinnedTransport(allow_private=False)) as client:
-        assert client.post("https://93.184.215.14/hook").status_code == 204
-        monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 443))])
-        assert client.post("https://hooks.example.com/hook").status_code == 204
-    assert seen[0].url.host == "93.184.215.14" and "sni_hostname" not in seen[0].extensions
-    assert seen[1].url == "https://93.184.215.14/hook" and seen[1].headers["host"] == "hooks.example.com"
-    assert seen[1].extensions["sni_hostname"] == "hooks.example.com"
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    """A self-signed certificate for Resolver.NAME (its own CA), made with the openssl command."""
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "2", "-subj", f"/CN={Resolver.NAME}", "-addext", f"subjectAltName=DNS:{Resolver.NAME}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_https_delivery_tells_tls_the_original_name(store, resolver, tls_files):
+    """The connection goes to the checked IP, and TLS still gets the host name: the server sees it as
+    SNI and the certificate, valid for the name only (not for 127.0.0.1), verifies."""
+    cert, key = tls_files
+    server_names = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda sock, name, ctx: server_names.append(name)
+    with WebhookReceiver() as receiver:
+        receiver.httpd.socket = context.wrap_socket(receiver.httpd.socket, server_side=True)
+        port = receiver.httpd.server_address[1]
+        job = ended_job(store, f"https://{Resolver.NAME}:{port}/hooks/whospoke")
+        s = sender(store, verify=ssl.create_default_context(cafile=str(cert)))
+        try:
+            (request,) = receiver.wait_for(1)
+            wait_state(store, job.job_id, "delivered")
+        finally:
+            s.close()
+    assert server_names == [Resolver.NAME] and resolver.asked == 1
+    assert request["headers"]["host"] == f"{Resolver.NAME}:{port}"
+    ReferenceWebhook(WEBHOOK_SECRET).verify(request["body"], request["headers"])
+
+
+def test_pinned_transport_checks_before_it_connects():
+    transport = PinnedTransport(allow_private=False)
+    with httpx.Client(transport=transport) as client, pytest.raises(InvalidWebhookUrl, match="WEBHOOK_ALLOW_PRIVATE"):
+        client.post("http://127.0.0.1:9/hook")
 
 
 def test_webhook_secret_setting_is_secret():
