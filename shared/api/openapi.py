@@ -92,7 +92,9 @@ def error_response(status: int) -> dict:
         response["headers"] = {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}
     if status == 429:
         response["headers"] = {
-            "Retry-After": {"required": True, "description": "seconds", "schema": {"type": "string", "pattern": "^[0-9]+$"}}
+            "Retry-After": {
+                "required": True, "description": "seconds", "schema": {"type": "string", "pattern": "^[0-9]+$"}
+            }  # fmt: skip
         }
     return response
 
