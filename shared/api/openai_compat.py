@@ -5,6 +5,8 @@ model name maps to the configured Whisper model. Diarization is off by default (
 expect speakers); `response_format=diarized_json` (OpenAI's own diarized shape) turns it on, and the
 extra form field `diarize=true` adds `speaker` to verbose_json segments and words and speaker labels to
 text, srt and vtt. Speaker hints (num_speakers, min_speakers, max_speakers) are extra form fields too.
+Every field may also be sent as a query parameter of the same name; given both ways, the values must
+agree (else 422 conflicting_parameter).
 Errors are OpenAI-shaped, a superset of ours: {"error": {"code", "message", "type", "param"}}.
 """
 
