@@ -2,7 +2,7 @@
 cross-request batching, and restart + retry when a worker dies.
 
     pool = LocalPool(settings).start()          # one process per GPU, or CPU_WORKERS processes
-    future = pool.submit(Stage.VAD_SPLIT, samples)
+    future = pool.submit(Stage.VAD_SPLIT, pcm_ref)   # audio by reference: workers read the stored clip
     transcripts = list(pool.map(Stage.TRANSCRIBE, batches, options=options))
 
 - Dispatch: a call goes to the ready worker serving its stage with the fewest calls in flight (its

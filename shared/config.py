@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     max_upload_mb: float = Field(default=500.0, gt=0)
+    max_audio_s: float = Field(default=6 * 3600.0, gt=0, description="longest audio accepted, in seconds")
     log_level: str = "info"
 
     # --- jobs, webhooks, streaming, API keys ---

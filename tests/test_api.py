@@ -58,7 +58,7 @@ def test_round_trip(client, tmp_path, fmt):
 
 def test_clip_files_are_gone_after_delete(client, server):
     clip_id = upload(client, ONE_SPEAKER).json()["clip_id"]
-    assert len(list((server.storage / "clips").glob(f"{clip_id}.*"))) == 2  # audio + metadata
+    assert len(list((server.storage / "clips").glob(f"{clip_id}.*"))) == 3  # upload, its PCM decode, metadata
     client.delete(f"/api/audio/{clip_id}")
     assert list((server.storage / "clips").glob(f"{clip_id}.*")) == []
 

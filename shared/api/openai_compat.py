@@ -31,7 +31,7 @@ from shared.api.uploads import UPLOAD_FIELD, receive_upload
 from shared.domain import SpeakerHints, Task, TranscribeOptions, Transcript
 from shared.errors import InvalidParameter, ServiceError
 from shared.render import to_srt, to_txt, to_vtt
-from shared.service import TranscriptionService, decode_upload
+from shared.service import TranscriptionService
 
 STARTED = int(time.time())
 
@@ -174,10 +174,12 @@ async def _handle(request: Request, service: TranscriptionService, task: Task) -
     try:
         params = parse_params(await request.form(), task, request.query_params)  # the form receive_upload parsed
         options = service.check_options(options_for(params, task))
-        samples = (await run_in_threadpool(decode_upload, upload.path)).samples
-    finally:
+    except BaseException:
         upload.path.unlink(missing_ok=True)
-    transcript = await run_in_threadpool(lambda: service.start(samples, options).transcript())
+        raise
+    transcript = await run_in_threadpool(
+        service.transcribe_upload, upload.path, options, filename=upload.filename, content_type=upload.content_type
+    )
     return render_openai(transcript, params, task)
 
 
