@@ -10,9 +10,9 @@
    a median filter removes flickers shorter than `min_turn_s`.
 
 Memory stays bounded in the recording's length: audio is read one speech region at a time, windows are
-embedded as they are cut, clustering sees at most `max_cluster_windows` points (beyond that, runs of
-neighbouring windows of one region are pooled into one point each: two stages, one pass), and frames
-are labelled region by region. The embeddings themselves (1 KB a window) are all that grows.
+embedded as they are cut, clustering sees at most `max_cluster_windows` windows (beyond that, an evenly
+spread subset is clustered and every window joins the nearest centroid), and frames are labelled region
+by region. The embeddings themselves (1 KB a window) are all that grows.
 """
 
 from __future__ import annotations
@@ -145,30 +145,33 @@ class EmbeddedDiarizer:
         if full.sum() < 2:
             full[:] = True
         labels = np.full(len(embeddings), -1)
-        labels[full] = self._cluster_bounded(spans[full], embeddings[full], windows.region_of[full], hints)
+        labels[full] = self._cluster_bounded(spans[full], embeddings[full], hints)
         if (~full).any():
             ids = np.unique(labels[full])
             centroids = _normalise(np.stack([embeddings[labels == c].mean(0) for c in ids]))
             labels[~full] = ids[np.argmax(embeddings[~full] @ centroids.T, axis=1)]
         return labels
 
-    def _cluster_bounded(
-        self, spans: np.ndarray, embeddings: np.ndarray, region_of: np.ndarray, hints: SpeakerHints
-    ) -> np.ndarray:
-        """`_cluster` on at most `max_cluster_windows` points: past that, each run of `g` neighbouring
-        windows of one region is pooled into one point (their mean d-vector, spanning their union),
-        clustered, and every window takes its run's label. Average linkage needs n^2/2 distances: 3000
-        points are 36 MB, a 4-hour recording's 36 000 windows would be 5 GB."""
+    def _cluster_bounded(self, spans: np.ndarray, embeddings: np.ndarray, hints: SpeakerHints) -> np.ndarray:
+        """`_cluster` on at most `max_cluster_windows` windows. Average linkage needs n^2/2 distances:
+        3000 windows are 36 MB, a 4-hour recording's 36 000 would be 5 GB. Past the cap, every
+        step-th window (evenly spread over the recording, single windows, so the distance threshold
+        means what it means below the cap) is clustered, and every window joins the nearest centroid."""
         n = len(embeddings)
         if n <= self.max_cluster_windows:
             return self._cluster(spans, embeddings, hints)
-        group = pool_groups(region_of, -(-n // self.max_cluster_windows))
-        firsts = np.r_[0, np.flatnonzero(np.diff(group)) + 1]
-        pooled = np.add.reduceat(_normalise(embeddings), firsts, axis=0)
-        pooled_spans = np.stack([np.minimum.reduceat(spans[:, 0], firsts), np.maximum.reduceat(spans[:, 1], firsts)], 1)
-        return self._cluster(pooled_spans, _normalise(pooled), hints)[group]
+        step = -(-n // self.max_cluster_windows)
+        pick = np.arange(0, n, step)
+        # once picked windows no longer overlap, together they cover less speech than all of them
+        scale = min(1.0, self.window_s / (step * self.hop_s))
+        sampled = self._cluster(spans[pick], embeddings[pick], hints, min_speaker_s=self.min_speaker_s * scale)
+        ids = np.unique(sampled)
+        centroids = _normalise(np.stack([embeddings[pick[sampled == c]].mean(0) for c in ids]))
+        return ids[np.argmax(embeddings @ centroids.T, axis=1)]
 
-    def _cluster(self, spans: np.ndarray, embeddings: np.ndarray, hints: SpeakerHints) -> np.ndarray:
+    def _cluster(
+        self, spans: np.ndarray, embeddings: np.ndarray, hints: SpeakerHints, *, min_speaker_s: float | None = None
+    ) -> np.ndarray:
         from sklearn.cluster import AgglomerativeClustering
 
         n = len(embeddings)
@@ -182,23 +185,23 @@ class EmbeddedDiarizer:
         labels = AgglomerativeClustering(
             n_clusters=None, metric="cosine", linkage="average", distance_threshold=self.distance_threshold
         ).fit_predict(embeddings)
-        labels = self._fold_small(spans, embeddings, labels)
+        labels = self._fold_small(spans, embeddings, labels, self.min_speaker_s if min_speaker_s is None else min_speaker_s)
         k = len(np.unique(labels))
         if k > hi or k < lo:
             k = min(max(k, lo), hi, n)
             labels = AgglomerativeClustering(n_clusters=k, metric="cosine", linkage="average").fit_predict(embeddings)
         return labels
 
-    def _fold_small(self, spans: np.ndarray, embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """Give the windows of clusters covering under `min_speaker_s` of speech to the nearest big one."""
+    def _fold_small(self, spans: np.ndarray, embeddings: np.ndarray, labels: np.ndarray, min_s: float) -> np.ndarray:
+        """Give the windows of clusters covering under `min_s` seconds of speech to the nearest big one."""
         labels = labels.copy()
         ids = np.unique(labels)
         covered = np.array([_covered_seconds(spans[labels == c]) for c in ids])
-        big = ids[covered >= self.min_speaker_s]
+        big = ids[covered >= min_s]
         if len(big) == 0:
             return np.zeros_like(labels)
         centroids = _normalise(np.stack([embeddings[labels == c].mean(0) for c in big]))
-        for c in ids[covered < self.min_speaker_s]:
+        for c in ids[covered < min_s]:
             members = labels == c
             labels[members] = big[np.argmax(embeddings[members] @ centroids.T, axis=1)]
         return labels
@@ -257,18 +260,6 @@ class Windows:
     spans: np.ndarray
     embeddings: np.ndarray
     region_of: np.ndarray
-
-
-def pool_groups(region_of: np.ndarray, size: int) -> np.ndarray:
-    """Group ids for consecutive windows: a new group at every region change and every `size` windows."""
-    group = np.zeros(len(region_of), dtype=int)
-    g, count = 0, 0
-    for i in range(1, len(region_of)):
-        count += 1
-        if region_of[i] != region_of[i - 1] or count >= size:
-            g, count = g + 1, 0
-        group[i] = g
-    return group
 
 
 def _covered_seconds(spans: np.ndarray) -> float:
