@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,7 +35,10 @@ class Settings(BaseSettings):
         default=0, ge=0, le=8, description="transcription batches decoded at once; 0: 2 on CPU, 1 on CUDA"
     )
     beam_size: int = Field(default=5, ge=1, le=10)
-    batch_size: int = Field(default=8, ge=1, le=64, description="chunks per transcription batch")
+    batch_size: int = Field(
+        default=0, ge=0, le=64,
+        description="chunks per transcription batch; 0: 8 on CUDA, 4 on CPU (a batch of 8 holds ~600 MB more)",
+    )
     diarizer: Literal["auto", "pyannote", "embedded"] = "auto"
     diarizer_threshold: float = Field(
         default=0.45, gt=0.0, lt=2.0,
@@ -49,6 +52,13 @@ class Settings(BaseSettings):
     min_silence_ms: int = Field(default=600, ge=100, description="cut only in silences longer than this")
     max_chunk_s: float = Field(default=30.0, gt=1.0, le=30.0)
     chunk_overlap_s: float = Field(default=0.2, ge=0.0, le=1.0)
+    vad_split_threshold: float = Field(
+        default=0.15, gt=0.0, lt=1.0,
+        description="Silero probability that starts speech for chunking (quiet, distant speech reaches Whisper)",
+    )
+    vad_split_neg_threshold: float = Field(
+        default=0.05, gt=0.0, lt=1.0, description="chunking: speech ends once the probability stays under this"
+    )
 
     # --- service ---
     host: str = "127.0.0.1"
@@ -96,6 +106,14 @@ class Settings(BaseSettings):
     worker_port: int = Field(default=0, ge=0, description="port workers connect to; 0 picks a free one")
     worker_authkey: str | None = Field(default=None, description="shared secret of workers; default random")
     docker_image: str = "whospoke-worker:local"
+
+    @model_validator(mode="after")
+    def _resolve_batch_size(self) -> "Settings":
+        # On CPU a batch of 8 costs ~600 MB of encoder attention at its peak and decodes no faster than
+        # two of 4 (measured with two decodes per worker, as the local pool runs them).
+        if self.batch_size == 0:
+            self.batch_size = 8 if self.resolved_device == "cuda" else 4
+        return self
 
     @property
     def max_upload_bytes(self) -> int:

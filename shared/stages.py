@@ -36,6 +36,9 @@ class StageWorker:
     """Loads models on first use (or all at once with `load()`), then runs stages by name."""
 
     def __init__(self, settings: "Settings"):
+        from shared import memory
+
+        memory.limit_arenas()
         self.settings = settings
         self._lock = threading.Lock()
         self._vad: SileroVad | None = None
@@ -80,7 +83,14 @@ class StageWorker:
         return self
 
     def run(self, stage: Stage | str, *args: Any, **kwargs: Any) -> Any:
-        stage = Stage(stage)
+        from shared import memory
+
+        try:
+            return self._run(Stage(stage), *args, **kwargs)
+        finally:
+            memory.trim()  # a batch's working memory goes back to the system, not to a malloc arena
+
+    def _run(self, stage: Stage, *args: Any, **kwargs: Any) -> Any:
         if stage is Stage.VAD_SPLIT:
             return self.vad.split(*args, **kwargs)
         if stage is Stage.DETECT_LANGUAGE:
