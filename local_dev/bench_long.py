@@ -25,7 +25,6 @@ Per size, bench-out/long/ also keeps the reference and returned text and the res
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import signal
@@ -35,11 +34,17 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from local_dev.bench_long_audio import build_recording, parse_size, reference_texts, size_label
+import httpx
+
+from local_dev.bench_long_audio import (
+    build_recording,
+    parse_size,
+    reference_texts,
+    size_label,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "bench-out" / "long"
@@ -144,7 +149,7 @@ class Server:
             try:
                 if request("GET", self.url("/healthz"), timeout=5)[0] == 200:
                     break
-            except (OSError, http.client.HTTPException):
+            except (OSError, httpx.HTTPError):
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the server did not answer /healthz in {self.start_timeout:.0f} s; "
@@ -208,54 +213,21 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 # --- HTTP -------------------------------------------------------------------------------------------
 
-def _split(url: str) -> tuple[str, int, str]:
-    rest = url.split("://", 1)[1]
-    hostport, _, path = rest.partition("/")
-    host, _, port = hostport.partition(":")
-    return host, int(port or 80), "/" + path
-
-
 def request(method: str, url: str, timeout: float = 60.0) -> tuple[int, dict | None]:
-    host, port, path = _split(url)
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request(method, path)
-        resp = conn.getresponse()
-        body = resp.read()
-    finally:
-        conn.close()
-    try:
-        return resp.status, json.loads(body) if body else None
-    except ValueError:
-        return resp.status, {"raw": body[:500].decode(errors="replace")}
+    return _answer(httpx.request(method, url, timeout=timeout))
 
 
 def upload(url: str, path: Path, timeout: float) -> tuple[int, dict | None]:
-    """POST `path` as the multipart field `file`, streamed from disk in 1 MB pieces."""
-    boundary = uuid.uuid4().hex
-    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
-            "Content-Type: audio/mpeg\r\n\r\n").encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
-    host, port, target = _split(url)
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    """POST `path` as the multipart field `file` (httpx streams it from disk)."""
+    with open(path, "rb") as f:
+        return _answer(httpx.post(url, files={"file": (path.name, f, "audio/mpeg")}, timeout=timeout))
+
+
+def _answer(response: httpx.Response) -> tuple[int, dict | None]:
     try:
-        conn.putrequest("POST", target)
-        conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
-        conn.putheader("Content-Length", str(len(head) + path.stat().st_size + len(tail)))
-        conn.endheaders()
-        conn.send(head)
-        with open(path, "rb") as f:
-            while chunk := f.read(MB):
-                conn.send(chunk)
-        conn.send(tail)
-        resp = conn.getresponse()
-        body = resp.read()
-    finally:
-        conn.close()
-    try:
-        return resp.status, json.loads(body) if body else None
+        return response.status_code, response.json() if response.content else None
     except ValueError:
-        return resp.status, {"raw": body[:500].decode(errors="replace")}
+        return response.status_code, {"raw": response.text[:500]}
 
 
 # --- one size ---------------------------------------------------------------------------------------
@@ -330,7 +302,7 @@ def run_size(server: Server, mp3: Path, meta: dict, refs: dict[str, dict], timeo
         progress = job.get("progress") or {}
         shown.show(job["status"], float(progress.get("done") or 0.0), progress.get("total"),
                    time.monotonic() - start, final=True)
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, httpx.HTTPError) as exc:
         row["status"] = f"http error: {exc!r}"
     except KeyboardInterrupt:
         row["status"] = "interrupted"

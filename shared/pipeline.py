@@ -17,7 +17,7 @@ from concurrent.futures import Future
 import numpy as np
 
 from shared.assign import TurnIndex, build_segments
-from shared.domain import ChunkAudio, Segment, TranscribeOptions, Transcript, Turn, Word
+from shared.domain import ChunkAudio, Segment, TranscribeOptions, Transcript, Word
 from shared.pcm import AudioSource, as_audio
 from shared.runner import Runner
 from shared.stages import Stage

@@ -10,7 +10,7 @@ from concurrent.futures import Future
 import numpy as np
 import pytest
 from audio_fixtures import ONE_SPEAKER, encode_as, load_audio
-from jobs_support import ThreadedServer, assert_error
+from jobs_support import ThreadedServer
 
 from shared.api.app import create_app
 from shared.audio import AudioTooLong, decode, decode_to_pcm
