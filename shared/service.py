@@ -48,13 +48,14 @@ def decode_upload(path: Path, pcm: Path, *, max_seconds: float) -> StreamInfo:
         return decode_to_pcm(path, pcm, max_seconds=max_seconds)
     except AudioTooLong as exc:
         raise AudioTooLongError(
-            f"the audio runs {_hours(exc.seconds_seen)} or more; the limit is {_hours(exc.limit_s)} (MAX_AUDIO_S)"
+            f"the audio runs {_duration(exc.seconds_seen)} or more; the limit is {_duration(exc.limit_s)} (MAX_AUDIO_S)"
         ) from None
     except AudioDecodeError as exc:
         raise UnsupportedMedia(f"not a decodable audio file: {exc}") from None
 
 
-def _hours(seconds: float) -> str:
+def _duration(seconds: float) -> str:
+    """21.9 s, 12 min 05 s, 6 h 00 min."""
     if seconds < 60:
         return f"{seconds:.1f} s"
     h, rest = divmod(int(seconds), 3600)

@@ -5,6 +5,7 @@ A job or a stream that does reach the runner fails, which tests how failures are
 from __future__ import annotations
 
 import json
+import re
 import time
 from concurrent.futures import Future
 
@@ -149,12 +150,16 @@ def test_bad_cancels(client):
     assert_error(client.delete(f"/api/jobs/{'0' * 32}"), 404, "job_not_found")
 
 
-def test_a_job_that_fails_says_why(client, clip_id):
+def test_a_job_that_fails_says_why_without_internal_detail(client, clip_id, caplog):
     r = submit(client, {"clip_id": clip_id, "wait": True})
     assert r.status_code == 200, r.text  # ended within the wait
     job = r.json()
-    assert job["status"] == "failed" and job["error"]["code"] == "internal_error"
-    assert "no models in this test" in job["error"]["message"] and job["result"] is None
+    assert job["status"] == "failed" and job["error"]["code"] == "internal_error" and job["result"] is None
+    message = job["error"]["message"]
+    assert "no models in this test" not in message and "RuntimeError" not in message
+    reference = re.search(r"reference ([0-9a-f]{12})", message).group(1)
+    logged = [rec for rec in caplog.records if reference in rec.getMessage()]  # the detail is in the log
+    assert logged and "no models in this test" in str(logged[0].exc_info[1])
     assert_error(client.get(job["links"]["result"]), 409, "job_failed")
     assert_error(client.delete(job["links"]["self"]), 409, "job_finished")
     assert client.get(job["links"]["deliveries"]).json() == {"job_id": job["job_id"], "webhook": None, "attempts": []}

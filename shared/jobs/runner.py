@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 
 from shared.errors import ClipNotFound, ServiceError
@@ -113,9 +114,11 @@ class JobRunner:
             return
         except ServiceError as exc:
             ended = self.store.fail(job_id, JobError(code=exc.code, message=exc.message))
-        except Exception as exc:  # noqa: BLE001 - the job fails with a reason; the worker goes on
-            log.exception("job %s failed", job_id)
-            message = f"transcription failed: {type(exc).__name__}: {exc}"[:1000]
+        except Exception:  # noqa: BLE001 - the job fails with a reason; the worker goes on
+            # the client gets a stable code and a reference; what went wrong inside goes to the log
+            reference = uuid.uuid4().hex[:12]
+            log.exception("job %s failed (reference %s)", job_id, reference)
+            message = f"transcription failed on our side (reference {reference}); the job can be submitted again"
             ended = self.store.fail(job_id, JobError(code="internal_error", message=message))
         else:
             ended = self.store.finish(job_id, transcript)
