@@ -46,8 +46,13 @@ class WorkerSpec:
     def settings_for(self, settings: "Settings") -> "Settings":
         """The settings the worker runs with: its device, and on a CPU its share of the cores, with one
         transcription at a time (the worker processes are the parallel decodes, unless
-        TRANSCRIBE_WORKERS says otherwise)."""
+        TRANSCRIBE_WORKERS says otherwise). Secrets only the API uses stay behind."""
+        from pydantic import SecretStr
+
+        # never read by a worker (API keys, webhook signing, the pool's own authkey): not sent to one
+        blanks = {"api_keys": SecretStr(""), "webhook_secret": None, "worker_authkey": None}
         update: dict[str, Any] = {"device": self.device.kind}
+        update.update({k: v for k, v in blanks.items() if k in type(settings).model_fields})
         if self.cpu_threads and not settings.cpu_threads:
             update["cpu_threads"] = self.cpu_threads
         if self.device.kind == "cpu" and "transcribe_workers" in type(settings).model_fields:

@@ -244,7 +244,8 @@ class LocalPool(Runner):
         self._next_job = 0
         self._picks = 0
         self.merged_calls = 0
-        self._authkey = (settings.worker_authkey or secrets.token_hex(16)).encode()
+        key = settings.worker_authkey.get_secret_value() if settings.worker_authkey else ""
+        self._authkey = (key or secrets.token_hex(16)).encode()
         self._listener = Listener((listen_host, settings.worker_port), backlog=16, authkey=self._authkey)
         self._deferred: list[tuple[_Call, BaseException]] = []  # failures to deliver outside the lock
         self.address: tuple[str, int] = self._listener.address

@@ -15,7 +15,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     # --- the seed's names ---
-    huggingface_token: str | None = None
+    huggingface_token: SecretStr | None = None
     pyannote_model: str | None = Field(
         default=None,
         description="Hub id (e.g. pyannote/speaker-diarization-community-1) or a local config/checkpoint path",
@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     worker_max_attempts: int = Field(default=3, ge=1, description="tries per call across worker crashes")
     worker_preload: bool = Field(default=True, description="load a worker's models before it takes work")
     worker_port: int = Field(default=0, ge=0, description="port workers connect to; 0 picks a free one")
-    worker_authkey: str | None = Field(default=None, description="shared secret of workers; default random")
+    worker_authkey: SecretStr | None = Field(default=None, description="shared secret of workers; default random")
     docker_image: str = "whospoke-worker:local"
 
     @model_validator(mode="after")

@@ -94,3 +94,11 @@ def test_cuda_visible_devices_of_the_server_limits_the_scan():
     assert [d.index for d in filter_visible(devices, "GPU-00000001")] == [1]
     assert filter_visible(devices, "") == []
     assert [d.index for d in filter_visible(devices, "1,7,2")] == [1]  # CUDA stops at a bad entry too
+
+
+def test_workers_are_not_sent_the_api_secrets():
+    settings = S(api_keys="k-123", webhook_secret="whsec_c2VjcmV0", worker_authkey="pool-key", huggingface_token="hf_x")
+    sent = plan_workers(settings, [], workers=1)[0].settings_for(settings)
+    assert sent.api_keys.get_secret_value() == "" and sent.webhook_secret is None and sent.worker_authkey is None
+    assert sent.huggingface_token.get_secret_value() == "hf_x"  # the pyannote diarizer needs it
+    assert "hf_x" not in repr(sent) and "k-123" not in repr(settings)  # secrets stay out of logs

@@ -111,7 +111,7 @@ class PyannoteDiarizer:
             raise ValueError("DIARIZER=pyannote needs PYANNOTE_MODEL (hub id or local pipeline config path)")
         return cls(
             settings.pyannote_model,
-            token=settings.huggingface_token,
+            token=settings.huggingface_token.get_secret_value() if settings.huggingface_token else None,
             cache_dir=_hub_cache_dir(settings.hf_home),
             device=settings.resolved_device,
         )
