@@ -24,3 +24,24 @@ def speaker_accuracy(words, turns: list[dict]) -> tuple[float, dict[str, str]]:
         mapping[hyp] = Counter(r for h, r in pairs if h == hyp).most_common(1)[0][0]
     correct = sum(1 for h, r in pairs if mapping.get(h) == r)
     return correct / max(len(pairs), 1), mapping
+
+
+def assert_same_transcript(got, want, *, time_tol: float = 0.1, max_word_share: float = 0.02) -> None:
+    """Two transcripts of the same audio from different processes or thread layouts: float paths may
+    differ (a word probability in the third decimal, a word time by a frame, now and then a comma or
+    a word), so compare words, speakers and times within stated tolerances, never bit for bit."""
+    import jiwer
+
+    assert got.language == want.language and abs(got.duration - want.duration) < 1e-3
+    assert sorted(got.speakers) == sorted(want.speakers)
+    g = words_of(" ".join(s.text for s in got.segments))
+    w = words_of(" ".join(s.text for s in want.segments))
+    diff = jiwer.process_words(" ".join(w), " ".join(g))
+    assert diff.substitutions + diff.deletions + diff.insertions <= max(1, max_word_share * len(w)), diff
+    got_words = [x for s in got.segments for x in (s.words or [])]
+    want_words = [x for s in want.segments for x in (s.words or [])]
+    if len(got_words) == len(want_words):  # same words: their times and speakers agree too
+        assert all(abs(a.start - b.start) <= time_tol and abs(a.end - b.end) <= time_tol
+                   for a, b in zip(got_words, want_words))
+        same = sum(a.speaker == b.speaker for a, b in zip(got_words, want_words))
+        assert same >= 0.97 * len(want_words), (same, len(want_words))

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from audio_fixtures import ONE_SPEAKER, TWO_SPEAKERS
+from scoring import assert_same_transcript
 from local_dev.pool import LocalPool
 from shared.audio import decode
 from shared.config import Settings
@@ -69,7 +70,8 @@ def test_concurrent_requests_spread_across_both_workers_and_match_in_process(poo
         futures = {name: requests.submit(transcribe, samples, OPTIONS, pool, batch_size=pool.settings.batch_size)
                    for name, samples in clips.items()}
         results = {name: f.result(timeout=300) for name, f in futures.items()}
-    assert results == reference
+    for name, result in results.items():
+        assert_same_transcript(result, reference[name])
     assert len(reference["two"].speakers) == 2 and reference["two"].segments
     rows = pool.stats()["workers"]
     assert all(r["calls_done"] > 0 and r["busy_seconds"] > 0 for r in rows), rows
@@ -92,7 +94,7 @@ def test_sigkill_of_a_worker_mid_request_loses_nothing(pool, clips, reference):
     assert victim is not None, "the request finished before a worker could be killed"
     os.kill(victim["pid"], signal.SIGKILL)
     thread.join(300)
-    assert result["t"] == reference["two"]
+    assert_same_transcript(result["t"], reference["two"])
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         row = pool.stats()["workers"][victim["worker"]]

@@ -16,6 +16,7 @@ from typing import Any
 import modal.exception
 import numpy as np
 import pytest
+from scoring import assert_same_transcript
 
 from functions.modal_runner import (
     CHUNK_TARGET,
@@ -385,9 +386,7 @@ def test_the_pipeline_through_modal_functions_matches_the_in_process_runner(monk
 
     calls = RecordingLocalCalls(modal_app.stage_targets(), batched={CHUNK_TARGET: 16})
     modal_runner = ModalRunner(calls, batch_size=2)
-    t0 = time.perf_counter()
     via_modal = transcribe(samples, options, modal_runner, batch_size=2)
-    modal_s = time.perf_counter() - t0
     assert fanned and fanned[0][0] == "transcriber.transcribe" and fanned[0][1] >= 2, fanned
 
     settings = Settings()
@@ -395,5 +394,5 @@ def test_the_pipeline_through_modal_functions_matches_the_in_process_runner(monk
         in_process = transcribe(samples, options, local_runner, batch_size=2)
 
     assert len(via_modal.segments) > 2, via_modal
-    assert via_modal.model_dump() == in_process.model_dump(), f"modal path took {modal_s:.1f}s"
+    assert_same_transcript(via_modal, in_process)  # other model instances, maybe other thread layouts
     assert len(via_modal.speakers) == 2
