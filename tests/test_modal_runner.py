@@ -8,7 +8,6 @@ Modal methods behind it through `.local()` and compare with the in-process runne
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
