@@ -15,6 +15,7 @@ import numpy as np
 
 from shared.domain import (
     SAMPLE_RATE,
+    Chunk,
     ChunkAudio,
     ChunkTranscript,
     TranscribedSegment,
@@ -28,6 +29,9 @@ LANGUAGE_PROBE_S = 30.0
 MAX_PASSES = 3  # decodes of one chunk: the first, and up to two more for speech left unheard
 MIN_UNHEARD_S = 1.0  # seconds of VAD speech after the last word that make a chunk worth decoding again
 RETRY_PAD_S = 0.2
+MIN_PIECE_S = 0.1  # a piece with less audio than this (none, at a clip's end) is not decoded
+NO_SPEECH_PROB = 0.6  # a segment Whisper itself thinks is silence (no-speech probability above this ...
+NO_SPEECH_LOGPROB = -1.0  # ... and average token log-probability below this) is dropped
 
 
 def resolve_whisper_model(name: str) -> str:
@@ -102,8 +106,10 @@ class WhisperTranscriber:
         """Transcribe chunks in one batched pass, then re-decode any speech a chunk left unheard.
 
         Without timestamp tokens Whisper sometimes ends a chunk after its first sentence, with many
-        seconds of speech still to come. The chunk's VAD regions show that, and the unheard rest is
-        decoded again (batched too), up to MAX_PASSES times.
+        seconds of speech still to come, or skips a quieter voice between louder ones (another room,
+        farther from the microphone). The chunk's VAD regions show that: every stretch of a second or
+        more of speech with no word in it (before the first word, between two, after the last) is
+        decoded again on its own (batched too), up to MAX_PASSES times.
         """
         words: list[list[Word]] = [[] for _ in batch]
         language = options.language or (None if self.multilingual else "en")
@@ -114,10 +120,8 @@ class WhisperTranscriber:
             decoded, language = self._decode([piece for _, piece in todo], options, language)
             retry = []
             for (i, piece), piece_words in zip(todo, decoded):
-                words[i] = join_words(words[i], piece_words)
-                rest = _unheard_rest(piece, piece_words)
-                if rest is not None:
-                    retry.append((i, rest))
+                words[i] = merge_words(words[i], piece_words)
+                retry += [(i, gap) for gap in _unheard_spans(piece, piece_words)]
             todo = retry
         return [
             ChunkTranscript(
@@ -135,6 +139,15 @@ class WhisperTranscriber:
         from faster_whisper import BatchedInferencePipeline
 
         audios = [item.samples for item in pieces]
+        out: list[list[Word]] = [[] for _ in pieces]
+        heard = [i for i, a in enumerate(audios) if len(a) >= MIN_PIECE_S * SAMPLE_RATE]  # else no frames
+        if not heard:
+            return out, language or "en"
+        if len(heard) < len(pieces):
+            decoded, language = self._decode([pieces[i] for i in heard], options, language)
+            for i, words in zip(heard, decoded):
+                out[i] = words
+            return out, language
         layout = BatchLayout([len(a) for a in audios])
         # A fresh pipeline per call: it keeps per-call state (last_speech_timestamp), the model is shared.
         segments, info = BatchedInferencePipeline(self.model).transcribe(
@@ -149,8 +162,9 @@ class WhisperTranscriber:
             clip_timestamps=layout.clip_timestamps(),
             batch_size=len(pieces),
         )
-        out: list[list[Word]] = [[] for _ in pieces]
         for seg in segments:
+            if seg.no_speech_prob > NO_SPEECH_PROB and seg.avg_logprob < NO_SPEECH_LOGPROB:
+                continue  # Whisper's own rule (as plain transcribe applies it): silence, not speech
             i = layout.piece_of(seg.seek)
             out[i] += _owned_words(seg.words or [], pieces[i], layout.offset_s(i))
         return out, info.language
@@ -203,19 +217,40 @@ def join_words(before: list[Word], after: list[Word]) -> list[Word]:
     return before + after
 
 
-def _unheard_rest(piece: ChunkAudio, words: list[Word]) -> ChunkAudio | None:
-    """The part of `piece` after its last decoded word, if VAD heard enough speech there."""
+def merge_words(heard: list[Word], more: list[Word]) -> list[Word]:
+    """`heard` plus the words of a re-decode of part of the same chunk, in time order; a new word
+    that mostly overlaps one already heard is the same word heard again and is dropped."""
+    def overlaps(w: Word) -> bool:
+        return any(min(w.end, h.end) - max(w.start, h.start) > 0.5 * max(min(w.end - w.start, h.end - h.start), 0.01)
+                   for h in heard)
+
+    return sorted(heard + [w for w in more if not overlaps(w)], key=lambda w: w.start)
+
+
+def _unheard_spans(piece: ChunkAudio, words: list[Word]) -> list[ChunkAudio]:
+    """The stretches of `piece` with at least MIN_UNHEARD_S of VAD speech and no decoded word in them
+    (before the first word, between two, after the last), each as a piece of its own."""
     if not words:
-        return None  # nothing recognisable at all: decoding it again will not change that
-    heard_until = words[-1].end
-    remaining = sum(max(0.0, end - max(start, heard_until)) for start, end in piece.chunk.speech)
-    if remaining < MIN_UNHEARD_S:
-        return None
-    next_speech = min((start for start, end in piece.chunk.speech if end > heard_until), default=heard_until)
-    start = max(heard_until, next_speech - RETRY_PAD_S)
-    if piece.chunk.end - start < MIN_UNHEARD_S:
-        return None
-    return ChunkAudio(piece.chunk.starting_at(start), piece.audio)
+        return []  # nothing recognisable at all: decoding it again will not change that
+    chunk = piece.chunk
+    edges = [chunk.start, *[t for w in sorted(words, key=lambda w: w.start) for t in (w.start, w.end)], chunk.end]
+    out = []
+    for gap_start, gap_end in zip(edges[::2], edges[1::2]):
+        speech = [(max(a, gap_start), min(b, gap_end)) for a, b in chunk.speech if min(b, gap_end) > max(a, gap_start)]
+        if sum(b - a for a, b in speech) < MIN_UNHEARD_S:
+            continue
+        start = max(gap_start, speech[0][0] - RETRY_PAD_S)
+        end = min(gap_end, speech[-1][1] + RETRY_PAD_S)
+        if end - start >= MIN_UNHEARD_S:
+            out.append(ChunkAudio(_between(chunk, start, end), piece.audio))
+    return out
+
+
+def _between(chunk: Chunk, start: float, end: float) -> Chunk:
+    """The part of `chunk` between clip times `start` and `end`."""
+    pieces = [(max(a, start), min(b, end)) for a, b in chunk.spans() if b > start and a < end]
+    return chunk.model_copy(update={"start": round(max(chunk.start, start), 3),
+                                    "end": round(min(chunk.end, end), 3), "pieces": pieces})
 
 
 def _as_segment(words: list[Word]) -> TranscribedSegment:

@@ -44,6 +44,8 @@ class SileroVad:
         overlap_s: float = 0.2,
         threshold: float = 0.5,
         min_speech_ms: int = 250,
+        split_threshold: float = 0.15,
+        split_neg_threshold: float = 0.05,
     ):
         from faster_whisper.vad import get_vad_model
 
@@ -52,6 +54,8 @@ class SileroVad:
         self.overlap_s = overlap_s
         self.threshold = threshold
         self.min_speech_ms = min_speech_ms
+        self.split_threshold = split_threshold
+        self.split_neg_threshold = split_neg_threshold
         get_vad_model()  # load the ONNX session now (it is cached per process), not on the first request
 
     @classmethod
@@ -60,6 +64,8 @@ class SileroVad:
             min_silence_ms=settings.min_silence_ms,
             max_chunk_s=settings.max_chunk_s,
             overlap_s=settings.chunk_overlap_s,
+            split_threshold=settings.vad_split_threshold,
+            split_neg_threshold=settings.vad_split_neg_threshold,
         )
 
     def speech_probabilities(self, audio: AudioSource | np.ndarray) -> np.ndarray:
@@ -96,9 +102,12 @@ class SileroVad:
         *,
         min_silence_ms: int | None = None,
         probs: np.ndarray | None = None,
+        threshold: float | None = None,
+        neg_threshold: float | None = None,
     ) -> list[Region]:
         """Stretches of speech, merged across silences shorter than `min_silence_ms`. Pass `probs`
-        (from `speech_probabilities`) to look at the same clip at several silence settings."""
+        (from `speech_probabilities`) to look at the same clip at several settings. `threshold` (default
+        the instance's, 0.5) starts speech; it ends under `neg_threshold` (default threshold - 0.15)."""
         audio = as_audio(audio)
         if audio.num_samples < SAMPLE_RATE // 10:
             return []
@@ -108,7 +117,8 @@ class SileroVad:
         return hysteresis_regions(
             probs,
             audio.num_samples,
-            threshold=self.threshold,
+            threshold=self.threshold if threshold is None else threshold,
+            neg_threshold=neg_threshold,
             min_speech_samples=SAMPLE_RATE * self.min_speech_ms / 1000,
             min_silence_samples=SAMPLE_RATE * silence / 1000,
             pad_samples=SAMPLE_RATE * 30 / 1000,
@@ -119,8 +129,14 @@ class SileroVad:
         if audio.num_samples < SAMPLE_RATE // 10:
             return []
         probs = self.speech_probabilities(audio)
-        regions = self._split_long(audio, self.speech_regions(audio, probs=probs), probs)
+        regions = self._split_long(audio, self._chunk_regions(audio, probs=probs), probs)
         return plan_chunks(regions, audio.duration, max_chunk_s=self.max_chunk_s, overlap_s=self.overlap_s)
+
+    def _chunk_regions(self, audio: AudioSource, **kwargs) -> list[Region]:
+        """Speech as chunking sees it: at the lower split thresholds, so quiet, distant or reverberant
+        speech reaches Whisper (which drops what it judges silence: see shared/transcriber.py)."""
+        return self.speech_regions(audio, threshold=self.split_threshold, neg_threshold=self.split_neg_threshold,
+                                   **kwargs)
 
     def _split_long(self, audio: AudioSource, regions: list[Region], probs: np.ndarray) -> list[Region]:
         """Cut speech longer than a chunk can hold, in its widest short pause (Silero at a finer
@@ -128,7 +144,7 @@ class SileroVad:
         limit = self.max_chunk_s - 2 * SPEECH_PAD_S
         if all(r.end - r.start <= limit for r in regions):
             return regions
-        fine = self.speech_regions(audio, min_silence_ms=FINE_SILENCE_MS, probs=probs)
+        fine = self._chunk_regions(audio, min_silence_ms=FINE_SILENCE_MS, probs=probs)
         pauses = [(a.end, b.start) for a, b in zip(fine, fine[1:])]
         out: list[Region] = []
         for region in regions:
@@ -151,12 +167,14 @@ def hysteresis_regions(
     min_speech_samples: float,
     min_silence_samples: float,
     pad_samples: float,
+    neg_threshold: float | None = None,
 ) -> list[Region]:
     """Silero's rule for turning window probabilities into speech: speech starts at a window scoring
-    >= threshold and ends once the score stays under threshold - 0.15 for `min_silence_samples`;
-    stretches shorter than `min_speech_samples` are dropped, the rest padded by `pad_samples` (half
-    the gap each, where two are closer than twice that)."""
-    neg_threshold = max(threshold - 0.15, 0.01)
+    >= threshold and ends once the score stays under `neg_threshold` (Silero: threshold - 0.15) for
+    `min_silence_samples`; stretches shorter than `min_speech_samples` are dropped, the rest padded by
+    `pad_samples` (half the gap each, where two are closer than twice that)."""
+    if neg_threshold is None:
+        neg_threshold = max(threshold - 0.15, 0.01)
     speeches: list[list[float]] = []
     start: int | None = None
     silent_since = 0
