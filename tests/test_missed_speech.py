@@ -1,0 +1,144 @@
+"""No speech lost before Whisper hears it: quiet, distant and reverberant speech reaches the model, and a
+stretch with no speech in it still yields no words.
+
+Fixtures (tests/fixtures/README.md): `quiet_utterance` (a short JFK utterance at -30 dBFS between the
+reader's louder turns, then 3 s of pink noise alone) and `two_rooms` (the reader, JFK reverberant and
+10 dB quieter "in another room", the reader reverberant). Silero at its default threshold marked all of
+JFK in `two_rooms` as silence, and Whisper skipped a quiet voice between loud ones inside one chunk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from audio_fixtures import load_audio, load_reference
+from scoring import words_of
+
+from shared.domain import Chunk, ChunkAudio, TranscribeOptions, Word
+from shared.pipeline import transcribe
+from shared.transcriber import _unheard_spans, merge_words
+
+FIXTURES = Path(__file__).parent / "fixtures"
+QUIET = FIXTURES / "quiet_utterance.flac"
+TWO_ROOMS = FIXTURES / "two_rooms.flac"
+
+
+def _words_in(words, start: float, end: float, margin: float = 0.3) -> list[str]:
+    return words_of(" ".join(w.word for w in words if start - margin <= w.start <= end + margin))
+
+
+def _recall(ref_text: str, heard: list[str]) -> float:
+    """Share of the reference's words heard (as a bag of words)."""
+    pool = list(heard)
+    found = 0
+    for word in words_of(ref_text):
+        if word in pool:
+            pool.remove(word)
+            found += 1
+    return found / len(words_of(ref_text))
+
+
+@pytest.fixture(scope="module")
+def quiet_words(runner):
+    t = transcribe(load_audio(QUIET), TranscribeOptions(diarize=False, word_timestamps=True), runner)
+    return [w for s in t.segments for w in s.words]
+
+
+@pytest.fixture(scope="module")
+def two_rooms_words(runner):
+    t = transcribe(load_audio(TWO_ROOMS), TranscribeOptions(diarize=False, word_timestamps=True), runner)
+    return [w for s in t.segments for w in s.words]
+
+
+# --- chunking sees quiet speech (Silero only, no Whisper) -----------------------------------------------
+
+
+def test_chunks_cover_the_quiet_reverberant_voice(worker):
+    ref = load_reference(TWO_ROOMS)
+    jfk = next(t for t in ref["turns"] if t["speaker"] == "jfk")
+    speech = [r for c in worker.vad.split(load_audio(TWO_ROOMS)) for r in c.speech]
+    covered = sum(max(0.0, min(b, jfk["end"]) - max(a, jfk["start"])) for a, b in speech)
+    assert covered >= 0.8 * (jfk["end"] - jfk["start"]), speech
+
+
+def test_diarizer_regions_keep_silero_default(worker):
+    """speech_regions() without arguments keeps Silero's 0.5 threshold (the diarizer's view); only
+    chunking looks lower."""
+    audio = load_audio(TWO_ROOMS)
+    probs = worker.vad.speech_probabilities(audio)
+    default = worker.vad.speech_regions(audio, probs=probs)
+    explicit = worker.vad.speech_regions(audio, probs=probs, threshold=0.5, neg_threshold=0.35)
+    assert default == explicit
+
+
+# --- second look at speech a decode left unheard (no models) --------------------------------------------
+
+
+def _word(start: float, end: float, text: str) -> Word:
+    return Word(start=start, end=end, word=f" {text}", probability=0.9)
+
+
+def test_speech_between_heard_words_is_decoded_again():
+    chunk = Chunk(index=0, start=0.0, end=20.0, keep_start=0.0, keep_end=20.0,
+                  speech=[(0.2, 4.0), (5.0, 9.0), (10.0, 14.0)])
+    heard = [_word(0.3, 1.0, "a"), _word(1.0, 3.9, "b"), _word(10.1, 13.9, "c")]
+    spans = _unheard_spans(ChunkAudio(chunk, load_audio(QUIET)), heard)
+    (span,) = spans  # the unheard speech (5-9 s), between the words around it, and nothing else
+    assert 3.9 <= span.chunk.start <= 5.0 and 9.0 <= span.chunk.end <= 10.1
+    assert span.chunk.spans() == [(span.chunk.start, span.chunk.end)]
+
+
+def test_short_unheard_speech_and_wordless_chunks_are_not_decoded_again():
+    chunk = Chunk(index=0, start=0.0, end=10.0, keep_start=0.0, keep_end=10.0,
+                  speech=[(0.2, 4.0), (4.5, 5.2), (5.5, 9.0)])
+    heard = [_word(0.3, 3.9, "a"), _word(5.6, 8.9, "b")]
+    audio = load_audio(QUIET)
+    assert _unheard_spans(ChunkAudio(chunk, audio), heard) == []  # 0.7 s unheard: under a second
+    assert _unheard_spans(ChunkAudio(chunk, audio), []) == []
+
+
+def test_words_of_a_second_look_are_merged_in_time_order_without_doubles():
+    heard = [_word(0.0, 1.0, "one"), _word(5.0, 6.0, "four")]
+    more = [_word(0.9, 1.0, "one"), _word(2.0, 3.0, "two"), _word(3.0, 4.0, "three"), _word(5.1, 5.9, "four")]
+    assert [w.word.strip() for w in merge_words(heard, more)] == ["one", "two", "three", "four"]
+
+
+# --- the whole pipeline with the real models -------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_quiet_short_utterance_between_louder_speech_is_transcribed(quiet_words):
+    ref = load_reference(QUIET)
+    quiet = next(t for t in ref["turns"] if t.get("placed", {}).get("dbfs"))
+    assert _recall(quiet["text"], _words_in(quiet_words, quiet["start"], quiet["end"])) >= 0.8, quiet_words
+    for turn in ref["turns"]:  # the louder turns around it are kept too
+        assert _recall(turn["text"], _words_in(quiet_words, turn["start"], turn["end"])) >= 0.7, turn
+
+
+@pytest.mark.slow
+def test_noise_alone_yields_no_words(quiet_words):
+    (noise,) = load_reference(QUIET)["noise_only"]
+    inside = [w for w in quiet_words if w.end > noise["start"] + 0.3 and w.start < noise["end"] - 0.3]
+    assert inside == []
+
+
+@pytest.mark.slow
+def test_voice_from_another_room_is_not_dropped(two_rooms_words):
+    ref = load_reference(TWO_ROOMS)
+    for turn in ref["turns"]:
+        heard = _words_in(two_rooms_words, turn["start"], turn["end"])
+        assert _recall(turn["text"], heard) >= 0.7, (turn["speaker"], heard)
+    jfk = next(t for t in ref["turns"] if t["speaker"] == "jfk")
+    assert {"americans", "country"} <= set(_words_in(two_rooms_words, jfk["start"], jfk["end"]))
+
+
+@pytest.mark.slow
+def test_digital_silence_and_faint_noise_yield_no_words(runner):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    audio = np.concatenate([np.zeros(16000 * 4, np.float32),
+                            (rng.standard_normal(16000 * 6) * 10 ** (-55 / 20)).astype(np.float32)])
+    t = transcribe(audio, TranscribeOptions(diarize=False, word_timestamps=True), runner)
+    assert [s.text for s in t.segments] == []
