@@ -89,6 +89,23 @@ def group_rss(pgid: int, proc: Path | str = "/proc") -> tuple[int, int]:
     return total, count
 
 
+def group_cpu_s(pgid: int, proc: Path | str = "/proc") -> float:
+    """CPU seconds (user + system) used so far by the processes of group `pgid`. Unlike wall time, it
+    hardly moves when other work shares the cores, so it compares sizes measured at different loads."""
+    proc, ticks = Path(proc), 0
+    for entry in os.listdir(proc):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = (proc / entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # state ppid pgrp session tty tpgid flags ... utime stime
+        if int(fields[2]) == pgid:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class RssSampler(threading.Thread):
     def __init__(self, pgid: int, period: float = SAMPLE_S):
         super().__init__(daemon=True)
@@ -264,7 +281,7 @@ def run_size(server: Server, mp3: Path, meta: dict, refs: dict[str, dict], timeo
                  "idle_rss_mb": server.idle_rss / MB}
     sampler = RssSampler(server.pgid)
     sampler.start()
-    start = time.monotonic()
+    start, cpu_start = time.monotonic(), group_cpu_s(server.pgid)
     updates, last_done, job = 0, None, None
     shown = Progress(label)
     try:
@@ -309,6 +326,7 @@ def run_size(server: Server, mp3: Path, meta: dict, refs: dict[str, dict], timeo
         job = None
     finally:
         row["wall_s"] = time.monotonic() - start
+        row["cpu_s"] = group_cpu_s(server.pgid) - cpu_start
         peak = sampler.stop()
         row["peak_rss_mb"] = peak / MB
         row["peak_over_idle_mb"] = (peak - server.idle_rss) / MB
@@ -316,6 +334,7 @@ def run_size(server: Server, mp3: Path, meta: dict, refs: dict[str, dict], timeo
         row["progress_updates"] = updates
         row["progress_ok"] = updates >= 5
     row["rtf"] = row["wall_s"] / row["audio_s"]
+    row["cpu_rtf"] = row["cpu_s"] / row["audio_s"]
     if job and job.get("error"):
         row["error"] = job["error"]
         row["status"] += f" ({_error_text(job)[:100]})"
@@ -351,16 +370,16 @@ def _f(value, fmt: str) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| size | status | audio (s) | wall (s) | RTF | peak RSS (MB) | peak - idle (MB) | words / ref | WER "
-             "| speakers found / placed | progress updates |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| size | status | audio (s) | wall (s) | RTF | CPU s / audio s | peak RSS (MB) | peak - idle (MB) "
+             "| words / ref | WER | speakers found / placed | progress updates |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         words = (f"{r['words']} / {r['ref_words']} ({r['word_share']:.1%})" if r.get("words") is not None
                  else f"- / {r.get('ref_words', '-')}")
         updates = f"{r.get('progress_updates', 0)} ({'ok' if r.get('progress_ok') else 'under 5'})"
         status = r["status"].replace("|", "/")
         lines.append(f"| {r['size']} | {status} | {_f(r.get('audio_s'), '.1f')} | {_f(r.get('wall_s'), '.1f')} "
-                     f"| {_f(r.get('rtf'), '.4f')} | {_f(r.get('peak_rss_mb'), '.0f')} "
+                     f"| {_f(r.get('rtf'), '.4f')} | {_f(r.get('cpu_rtf'), '.4f')} | {_f(r.get('peak_rss_mb'), '.0f')} "
                      f"| {_f(r.get('peak_over_idle_mb'), '.0f')} | {words} | {_f(r.get('wer'), '.3f')} "
                      f"| {r.get('speakers_found', '-')} / {r.get('speakers_placed', '-')} "
                      f"| {updates} |")
@@ -379,6 +398,9 @@ def summary(rows: list[dict]) -> dict:
         if top is not base:
             out["rtf_ratio"] = top["rtf"] / base["rtf"]
             out["rtf_ratio_label"] = f"RTF({top['size']})/RTF({base['size']})"
+            if top.get("cpu_rtf") and base.get("cpu_rtf"):
+                out["cpu_rtf_ratio"] = top["cpu_rtf"] / base["cpu_rtf"]
+                out["cpu_rtf_ratio_label"] = f"CPU-RTF({top['size']})/CPU-RTF({base['size']})"
     measured = [r for r in rows if r.get("peak_over_idle_mb") is not None]
     if measured:
         out["peak_over_idle_mb"] = max(r["peak_over_idle_mb"] for r in measured)
@@ -393,6 +415,9 @@ def summary_lines(s: dict) -> list[str]:
     else:
         met = "met" if s["rtf_ratio"] <= RTF_RATIO_TARGET else "NOT met"
         lines.append(f"{s['rtf_ratio_label']}: {s['rtf_ratio']:.3f} (target <= {RTF_RATIO_TARGET}) {met}")
+        if s.get("cpu_rtf_ratio") is not None:
+            met = "met" if s["cpu_rtf_ratio"] <= RTF_RATIO_TARGET else "NOT met"
+            lines.append(f"{s['cpu_rtf_ratio_label']}: {s['cpu_rtf_ratio']:.3f} (CPU seconds, steadier under load) {met}")
     if s["peak_over_idle_mb"] is not None:
         met = "met" if s["peak_over_idle_mb"] <= PEAK_OVER_IDLE_TARGET_MB else "NOT met"
         note = " (includes jobs that did not finish)" if s["peak_over_idle_includes_unfinished"] else ""

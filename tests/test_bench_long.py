@@ -155,3 +155,23 @@ def test_table_and_summary_carry_failed_rows():
     assert s["rtf_ratio_label"] == "RTF(4h)/RTF(15m)" and s["rtf_ratio"] == pytest.approx(1.1)
     assert s["peak_over_idle_mb"] == 1300.0 and s["peak_over_idle_includes_unfinished"]
     assert summary(rows[1:2])["rtf_ratio"] is None
+
+
+def test_group_cpu_seconds_sum_user_and_system_time_of_one_group(tmp_path):
+    import os
+
+    from local_dev.bench_long import group_cpu_s
+
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def proc(pid, comm, pgid, utime, stime):
+        d = tmp_path / str(pid)
+        d.mkdir()
+        # after "pid (comm) ": state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime
+        (d / "stat").write_text(f"{pid} ({comm}) S 1 {pgid} {pgid} 0 -1 4194560 0 0 0 0 {utime} {stime} 0 0\n")
+
+    proc(100, "python", 100, 3 * tick, tick)
+    proc(101, "odd) name (x", 100, 2 * tick, 0)
+    proc(102, "python", 200, 50 * tick, 0)  # another group
+    (tmp_path / "103").mkdir()  # gone between listdir and read
+    assert group_cpu_s(100, tmp_path) == 6.0
