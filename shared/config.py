@@ -41,8 +41,9 @@ class Settings(BaseSettings):
     )
     diarizer: Literal["auto", "pyannote", "embedded"] = "auto"
     diarizer_threshold: float = Field(
-        default=0.45, gt=0.0, lt=2.0,
-        description="embedded diarizer: cosine distance at which voices count as different speakers",
+        default=0.28, gt=0.0, lt=2.0,
+        description="embedded diarizer: cosine distance (average linkage over ~2 s segments) at which groups "
+        "of speech count as different speakers",
     )
     diarizer_threads: int = Field(
         default=1, ge=1, description="embedded diarizer on CPU: torch threads (it runs beside transcription)"

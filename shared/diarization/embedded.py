@@ -2,10 +2,12 @@
 
 1. Silero VAD finds speech (cut at short pauses, so turns can change there).
 2. resemblyzer embeds overlapping 1.6 s windows of speech (a d-vector per window).
-3. Agglomerative clustering (cosine, average linkage) groups the full-length windows into speakers: with
-   a known count when hinted, else up to a distance threshold; clusters covering under `min_speaker_s`
-   of speech are folded into the nearest one, and the count is clamped to [min_speakers, max_speakers].
-   Fragments shorter than a window join the speaker they sound most like.
+3. Speakers are counted and clustered on segments, the mean of up to `segment_windows` consecutive
+   windows of one speech region (shared/diarization/clustering.py): average linkage on cosine distance
+   up to `distance_threshold`, or cut at exactly `num_speakers`; clusters covering under
+   `min_speaker_s` of speech are merged into the most alike one, the count is clamped to
+   [min_speakers, max_speakers], and cosine k-means steps on the single windows refine the result.
+   Fragments shorter than a window (down to 0.3 s: a backchannel) join the speaker they sound most like.
 4. Every 10 ms frame of speech takes the speaker whose centroid best matches the windows covering it;
    a median filter removes flickers shorter than `min_turn_s`.
 
@@ -23,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import median_filter
 
-from shared.diarization import speaker_label
-from shared.domain import SAMPLE_RATE, SpeakerHints, Turn
+from shared.diarization import clustering, speaker_label
+from shared.domain import SpeakerHints, Turn
 from shared.pcm import AudioSource, as_audio, read_seconds
 from shared.vad import SileroVad
 
@@ -43,8 +45,9 @@ class EmbeddedDiarizer:
         window_s: float = 1.6,
         hop_s: float = 0.4,
         min_pause_ms: int = 250,
-        distance_threshold: float = 0.45,
-        min_speaker_s: float = 2.0,
+        distance_threshold: float = 0.28,
+        segment_windows: int = 3,
+        min_speaker_s: float = 3.0,
         min_turn_s: float = 0.5,
         max_speakers: int = 8,
         cpu_threads: int | None = 1,
@@ -65,6 +68,7 @@ class EmbeddedDiarizer:
         self.hop_s = hop_s
         self.min_pause_ms = min_pause_ms
         self.distance_threshold = distance_threshold
+        self.segment_windows = segment_windows
         self.min_speaker_s = min_speaker_s
         self.min_turn_s = min_turn_s
         self.max_speakers = max_speakers
@@ -145,66 +149,54 @@ class EmbeddedDiarizer:
         if full.sum() < 2:
             full[:] = True
         labels = np.full(len(embeddings), -1)
-        labels[full] = self._cluster_bounded(spans[full], embeddings[full], hints)
+        labels[full] = self._cluster_bounded(spans[full], embeddings[full], windows.region_of[full], hints)
         if (~full).any():
             ids = np.unique(labels[full])
             centroids = _normalise(np.stack([embeddings[labels == c].mean(0) for c in ids]))
             labels[~full] = ids[np.argmax(embeddings[~full] @ centroids.T, axis=1)]
         return labels
 
-    def _cluster_bounded(self, spans: np.ndarray, embeddings: np.ndarray, hints: SpeakerHints) -> np.ndarray:
+    def _cluster_bounded(
+        self, spans: np.ndarray, embeddings: np.ndarray, region_of: np.ndarray, hints: SpeakerHints
+    ) -> np.ndarray:
         """`_cluster` on at most `max_cluster_windows` windows. Average linkage needs n^2/2 distances:
         3000 windows are 36 MB, a 4-hour recording's 36 000 would be 5 GB. Past the cap, every
-        step-th window (evenly spread over the recording, single windows, so the distance threshold
-        means what it means below the cap) is clustered, and every window joins the nearest centroid."""
+        step-th window (evenly spread over the recording, single windows grouped into segments as below
+        the cap) is clustered, and every window joins the nearest centroid."""
         n = len(embeddings)
         if n <= self.max_cluster_windows:
-            return self._cluster(spans, embeddings, hints)
+            return self._cluster(spans, embeddings, region_of, hints)
         step = -(-n // self.max_cluster_windows)
         pick = np.arange(0, n, step)
         # once picked windows no longer overlap, together they cover less speech than all of them
         scale = min(1.0, self.window_s / (step * self.hop_s))
-        sampled = self._cluster(spans[pick], embeddings[pick], hints, min_speaker_s=self.min_speaker_s * scale)
+        sampled = self._cluster(
+            spans[pick], embeddings[pick], region_of[pick], hints, min_speaker_s=self.min_speaker_s * scale
+        )
         ids = np.unique(sampled)
         centroids = _normalise(np.stack([embeddings[pick[sampled == c]].mean(0) for c in ids]))
         return ids[np.argmax(embeddings @ centroids.T, axis=1)]
 
     def _cluster(
-        self, spans: np.ndarray, embeddings: np.ndarray, hints: SpeakerHints, *, min_speaker_s: float | None = None
+        self,
+        spans: np.ndarray,
+        embeddings: np.ndarray,
+        region_of: np.ndarray,
+        hints: SpeakerHints,
+        *,
+        min_speaker_s: float | None = None,
     ) -> np.ndarray:
-        from sklearn.cluster import AgglomerativeClustering
-
-        n = len(embeddings)
-        lo = hints.num_speakers or hints.min_speakers or 1
-        hi = hints.num_speakers or hints.max_speakers or self.max_speakers
-        if n < 2 or hi == 1:
-            return np.zeros(n, dtype=int)
-        if hints.num_speakers:
-            k = min(hints.num_speakers, n)
-            return AgglomerativeClustering(n_clusters=k, metric="cosine", linkage="average").fit_predict(embeddings)
-        labels = AgglomerativeClustering(
-            n_clusters=None, metric="cosine", linkage="average", distance_threshold=self.distance_threshold
-        ).fit_predict(embeddings)
-        labels = self._fold_small(spans, embeddings, labels, self.min_speaker_s if min_speaker_s is None else min_speaker_s)
-        k = len(np.unique(labels))
-        if k > hi or k < lo:
-            k = min(max(k, lo), hi, n)
-            labels = AgglomerativeClustering(n_clusters=k, metric="cosine", linkage="average").fit_predict(embeddings)
-        return labels
-
-    def _fold_small(self, spans: np.ndarray, embeddings: np.ndarray, labels: np.ndarray, min_s: float) -> np.ndarray:
-        """Give the windows of clusters covering under `min_s` seconds of speech to the nearest big one."""
-        labels = labels.copy()
-        ids = np.unique(labels)
-        covered = np.array([_covered_seconds(spans[labels == c]) for c in ids])
-        big = ids[covered >= min_s]
-        if len(big) == 0:
-            return np.zeros_like(labels)
-        centroids = _normalise(np.stack([embeddings[labels == c].mean(0) for c in big]))
-        for c in ids[covered < min_s]:
-            members = labels == c
-            labels[members] = big[np.argmax(embeddings[members] @ centroids.T, axis=1)]
-        return labels
+        return clustering.cluster(
+            spans,
+            embeddings,
+            region_of,
+            num_speakers=hints.num_speakers,
+            min_speakers=hints.min_speakers or 1,
+            max_speakers=hints.max_speakers or self.max_speakers,
+            threshold=self.distance_threshold,
+            min_speaker_s=self.min_speaker_s if min_speaker_s is None else min_speaker_s,
+            group=self.segment_windows,
+        )
 
     # --- 4. frame labels -> turns ---
     def _turns(self, regions, windows: "Windows", labels: np.ndarray) -> list[Turn]:
@@ -260,16 +252,6 @@ class Windows:
     spans: np.ndarray
     embeddings: np.ndarray
     region_of: np.ndarray
-
-
-def _covered_seconds(spans: np.ndarray) -> float:
-    """Length of the union of [start, end] spans."""
-    total, reach = 0.0, -np.inf
-    for start, end in sorted(map(tuple, spans)):
-        if end > reach:
-            total += end - max(start, reach)
-            reach = end
-    return total
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
