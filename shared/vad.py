@@ -4,6 +4,10 @@ Cuts fall in silences longer than `min_silence_ms`. A stretch of speech longer t
 silence is cut in its widest shorter pause, or at its quietest moment when it has none. Every chunk owns [keep_start, keep_end), the span between
 two cut points, and its audio reaches `overlap_s / 2` past each cut, so neighbours overlap by `overlap_s`
 and a word heard by both is kept once (see shared/transcriber.py).
+
+Chunking reads Silero's probabilities at lower thresholds than its usual 0.5 (`split_threshold`), and
+takes a second look at what is still "silence": stretches well above the clip's noise floor are handed
+to Whisper too, which rejects what it judges not to be speech. `speech_regions()` keeps Silero's 0.5.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ CONTEXT = 64  # samples of the previous window it sees with each one
 BLOCK_WINDOWS = 10_000  # windows per ONNX call, as faster-whisper batches them (320 s of audio)
 FINE_SILENCE_MS = 100  # pauses looked for when speech runs on longer than a chunk
 MAX_PAUSE_S = 0.4  # a longer pause inside a chunk is shortened to this (its middle is cut out)
+LOUD_DB = 15.0  # second look: a window this far above the clip's noise floor carries sound ...
+LOUD_MIN_DB = -60.0  # ... (and at least this loud, dBFS)
+LOUD_MIN_S = 0.5  # a stretch of such windows this long inside a VAD "silence" is handed to Whisper too
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,7 @@ class SileroVad:
         min_speech_ms: int = 250,
         split_threshold: float = 0.15,
         split_neg_threshold: float = 0.05,
+        second_look: bool = True,
     ):
         from faster_whisper.vad import get_vad_model
 
@@ -56,6 +64,7 @@ class SileroVad:
         self.min_speech_ms = min_speech_ms
         self.split_threshold = split_threshold
         self.split_neg_threshold = split_neg_threshold
+        self.second_look = second_look
         get_vad_model()  # load the ONNX session now (it is cached per process), not on the first request
 
     @classmethod
@@ -129,7 +138,10 @@ class SileroVad:
         if audio.num_samples < SAMPLE_RATE // 10:
             return []
         probs = self.speech_probabilities(audio)
-        regions = self._split_long(audio, self._chunk_regions(audio, probs=probs), probs)
+        regions = self._chunk_regions(audio, probs=probs)
+        if self.second_look:
+            regions = _union(regions, loud_regions(window_levels(audio), regions))
+        regions = self._split_long(audio, regions, probs)
         return plan_chunks(regions, audio.duration, max_chunk_s=self.max_chunk_s, overlap_s=self.overlap_s)
 
     def _chunk_regions(self, audio: AudioSource, **kwargs) -> list[Region]:
@@ -209,6 +221,59 @@ def hysteresis_regions(
         else:
             speech[1] = int(min(num_samples, speech[1] + pad_samples))
     return [Region(a / SAMPLE_RATE, b / SAMPLE_RATE) for a, b in speeches]
+
+
+def window_levels(audio: AudioSource | np.ndarray) -> np.ndarray:
+    """RMS level (dBFS) of every 32 ms window Silero scores, read block by block."""
+    audio = as_audio(audio)
+    n_windows = audio.num_samples // WINDOW + 1
+    out = []
+    for first in range(0, n_windows, BLOCK_WINDOWS):
+        count = min(BLOCK_WINDOWS, n_windows - first)
+        block = np.zeros(count * WINDOW, np.float32)
+        samples = audio.read(first * WINDOW, (first + count) * WINDOW)
+        block[: len(samples)] = samples
+        power = np.square(block.reshape(count, WINDOW), dtype=np.float64).mean(axis=1)
+        out.append((10 * np.log10(power + 1e-12)).astype(np.float32))
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def loud_regions(levels: np.ndarray, speech: list[Region]) -> list[Region]:
+    """A second look at Silero's silences: stretches of at least LOUD_MIN_S outside `speech` whose level
+    stays LOUD_DB above the clip's noise floor (its 10th-percentile window). Distant or reverberant
+    speech can score low with Silero and still be plainly there; Whisper decides what it is."""
+    if len(levels) == 0:
+        return []
+    floor = float(np.percentile(np.maximum(levels, -100.0), 10))
+    loud = levels >= max(floor + LOUD_DB, LOUD_MIN_DB)
+    step = WINDOW / SAMPLE_RATE
+    for r in speech:
+        loud[int(r.start / step) : int(np.ceil(r.end / step))] = False
+    out, start = [], None
+    bridge = int(0.3 / step)  # quiet dips shorter than this do not end a stretch
+    quiet_run = 0
+    for i, is_loud in enumerate(np.append(loud, False).tolist()):
+        if is_loud:
+            start = i if start is None else start
+            quiet_run = 0
+        elif start is not None:
+            quiet_run += 1
+            if quiet_run > bridge or i == len(loud):
+                end = i - quiet_run + 1
+                if (end - start) * step >= LOUD_MIN_S:
+                    out.append(Region(max(0.0, (start - 1) * step), min(len(levels) * step, (end + 1) * step)))
+                start, quiet_run = None, 0
+    return out
+
+
+def _union(a: list[Region], b: list[Region]) -> list[Region]:
+    out: list[Region] = []
+    for r in sorted([*a, *b], key=lambda r: r.start):
+        if out and r.start <= out[-1].end:
+            out[-1] = Region(out[-1].start, max(out[-1].end, r.end))
+        else:
+            out.append(r)
+    return out
 
 
 def quietest_point(audio: AudioSource | np.ndarray, lo: float, hi: float, frame_s: float = 0.05) -> float:

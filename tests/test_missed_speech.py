@@ -5,12 +5,15 @@ Fixtures (tests/fixtures/README.md): `quiet_utterance` (a short JFK utterance at
 reader's louder turns, then 3 s of pink noise alone) and `two_rooms` (the reader, JFK reverberant and
 10 dB quieter "in another room", the reader reverberant). Silero at its default threshold marked all of
 JFK in `two_rooms` as silence, and Whisper skipped a quiet voice between loud ones inside one chunk.
+The noise-only stretch is loud enough for the VAD's second look to hand it to Whisper: Whisper's own
+no-speech judgement must reject it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from audio_fixtures import load_audio, load_reference
 from scoring import words_of
@@ -70,6 +73,18 @@ def test_diarizer_regions_keep_silero_default(worker):
     default = worker.vad.speech_regions(audio, probs=probs)
     explicit = worker.vad.speech_regions(audio, probs=probs, threshold=0.5, neg_threshold=0.35)
     assert default == explicit
+
+
+def test_second_look_finds_sound_in_a_vad_silence_and_not_the_noise_floor():
+    from shared.vad import Region, loud_regions
+
+    levels = np.full(400, -70.0, np.float32)  # 32 ms windows: 12.8 s at the noise floor
+    levels[100:140] = -40.0  # 1.3 s of sound that Silero scored as silence
+    levels[200:205] = -40.0  # 0.16 s: a click, too short
+    levels[300:350] = -40.0  # inside speech Silero found: already heard
+    found = loud_regions(levels, [Region(9.5, 11.5)])
+    assert len(found) == 1 and 3.1 <= found[0].start <= 3.2 and 4.48 <= found[0].end <= 4.6
+    assert loud_regions(np.full(400, -70.0, np.float32), []) == []
 
 
 # --- second look at speech a decode left unheard (no models) --------------------------------------------
@@ -135,8 +150,6 @@ def test_voice_from_another_room_is_not_dropped(two_rooms_words):
 
 @pytest.mark.slow
 def test_digital_silence_and_faint_noise_yield_no_words(runner):
-    import numpy as np
-
     rng = np.random.default_rng(0)
     audio = np.concatenate([np.zeros(16000 * 4, np.float32),
                             (rng.standard_normal(16000 * 6) * 10 ** (-55 / 20)).astype(np.float32)])
