@@ -72,15 +72,44 @@ class StageWorker:
                 self._diarizer = build_diarizer(self.settings)
             return self._diarizer
 
-    def load(self, stages: tuple[Stage, ...] = tuple(Stage)) -> "StageWorker":
-        """Load every model the given stages need now, so the first request does not pay for it."""
+    def load(self, stages: tuple[Stage, ...] = tuple(Stage), *, warm: bool = True) -> "StageWorker":
+        """Load every model the given stages need now, and run each once on noise (`warm`), so the first
+        request pays neither the load nor the models' first-use allocations (a worker's idle memory is
+        then what it holds between requests)."""
+        from shared import memory
+
         if Stage.VAD_SPLIT in stages:
             self.vad  # noqa: B018 - property loads the model
         if Stage.TRANSCRIBE in stages or Stage.DETECT_LANGUAGE in stages:
             self.transcriber  # noqa: B018
         if Stage.DIARIZE in stages:
             self.diarizer  # noqa: B018
+        if warm:
+            self._warm_up(stages)
+        memory.trim()
         return self
+
+    def _warm_up(self, stages: tuple[Stage, ...]) -> None:
+        import numpy as np
+
+        from shared.domain import SAMPLE_RATE, Chunk, ChunkAudio, TranscribeOptions
+        from shared.pcm import ArrayAudio
+
+        noise = ArrayAudio((np.random.default_rng(0).standard_normal(30 * SAMPLE_RATE) * 0.01).astype(np.float32))
+        if Stage.VAD_SPLIT in stages:
+            self.vad.speech_probabilities(noise)
+        if Stage.TRANSCRIBE in stages:  # one full batch of 30 s chunks: the largest a request makes
+            chunk = Chunk(index=0, start=0.0, end=30.0, keep_start=0.0, keep_end=30.0)
+            options = TranscribeOptions(language="en", diarize=False)
+            self.transcriber.transcribe_batch([ChunkAudio(chunk, noise)] * self.settings.batch_size, options)
+        encoder = getattr(self.diarizer, "encoder", None) if Stage.DIARIZE in stages else None
+        if encoder is not None:  # the embedded diarizer: its mel front end and speaker encoder
+            import torch
+            from resemblyzer.audio import wav_to_mel_spectrogram
+
+            mel = wav_to_mel_spectrogram(noise.read(0, 10 * SAMPLE_RATE))[:160]
+            with torch.inference_mode():
+                encoder(torch.from_numpy(np.stack([mel] * 64)).float().to(encoder.device))
 
     def run(self, stage: Stage | str, *args: Any, **kwargs: Any) -> Any:
         from shared import memory
