@@ -72,6 +72,8 @@ class PipelineRun:
                     pending = join_words(pending, [w for seg in chunk_transcript.segments for w in seg.words])
                 self._progress(batch_result[-1].chunk.keep_end if batch_result else 0.0)
                 if diarization is not None and turns is None:
+                    if not diarization.done():
+                        continue  # keep transcribing (and reporting progress); speakers come later
                     turns = TurnIndex(diarization.result())
                 # every segment but the last is final: a later word has already closed it
                 segments = build_segments(pending, turns)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 import time
 
+import numpy as np
 import pytest
 from audio_fixtures import ONE_SPEAKER, TWO_SPEAKERS, load_audio, load_reference
 from scoring import speaker_accuracy, wer
 
 from shared.domain import SpeakerHints, TranscribeOptions
 from shared.pipeline import PipelineRun, transcribe
-from shared.runner import InProcessRunner
+from shared.runner import InProcessRunner, Runner
 from shared.stages import Stage
 
 pytestmark = pytest.mark.slow
@@ -121,3 +123,45 @@ def test_segments_stream_in_time_order_with_progress(runner, two_speakers):
     assert [s.start for s in segments] == sorted(s.start for s in segments)
     assert progress[0][0] == 0 and progress[-1][0] == pytest.approx(run.duration)
     assert all(a[0] <= b[0] for a, b in zip(progress, progress[1:]))
+
+
+class HeldDiarization(Runner):
+    """The real stages, with the diarization result held back until `release` is set: a diarizer that
+    takes longer than transcription, as on a long recording."""
+
+    def __init__(self, inner: Runner):
+        self.inner = inner
+        self.release = threading.Event()
+
+    def submit(self, stage, *args, **kwargs) -> Future:
+        future = self.inner.submit(stage, *args, **kwargs)
+        if Stage(stage) is not Stage.DIARIZE:
+            return future
+        held: Future = Future()
+
+        def hand_over():
+            self.release.wait(120)
+            try:
+                held.set_result(future.result())
+            except BaseException as exc:  # noqa: BLE001
+                held.set_exception(exc)
+
+        threading.Thread(target=hand_over, daemon=True).start()
+        return held
+
+
+def test_progress_moves_while_the_diarizer_is_still_working(runner, two_speakers):
+    samples, _ = two_speakers
+    audio = np.concatenate([samples] * 3)  # ~84 s: several batches of one chunk
+    held = HeldDiarization(runner)
+    seen: list[float] = []
+
+    def on_progress(done: float, total: float) -> None:
+        seen.append(done)
+        if done >= 0.8 * total:
+            held.release.set()
+
+    transcript = PipelineRun(audio, TranscribeOptions(), held, batch_size=1, on_progress=on_progress).transcript()
+    before = [d for d in seen if d > 0]
+    assert held.release.is_set() and len(set(before)) >= 3  # it advanced batch by batch, not held up
+    assert len(transcript.speakers) == 2 and all(s.speaker for s in transcript.segments)
