@@ -35,7 +35,7 @@ def _words(text: str) -> set[str]:
 
 
 def _batch(samples: np.ndarray, chunks) -> list[ChunkAudio]:
-    return [ChunkAudio(c, c.cut(samples)) for c in chunks]
+    return [ChunkAudio(c, samples) for c in chunks]  # the clip's audio: each chunk reads its spans
 
 
 def test_vad_split_is_the_shared_silero_vad(two):
