@@ -41,8 +41,8 @@ class Settings(BaseSettings):
     )
     diarizer: Literal["auto", "pyannote", "embedded"] = "auto"
     diarizer_threshold: float = Field(
-        default=0.28, gt=0.0, lt=2.0,
-        description="embedded diarizer: cosine distance (average linkage over ~2 s segments) at which groups "
+        default=0.27, gt=0.0, lt=2.0,
+        description="embedded diarizer: cosine distance (average linkage over ~3 s segments) at which groups "
         "of speech count as different speakers",
     )
     diarizer_threads: int = Field(

@@ -70,6 +70,14 @@ def test_one_voice_stays_one_speaker(diarizer, snr_db):
     assert sum(t.end - t.start for t in turns) > 15.0  # and its speech is still there
 
 
+def test_one_voice_louder_and_quieter_stays_one_speaker(diarizer):
+    samples, ref = load_audio(ONE_SPEAKER).copy(), load_reference(ONE_SPEAKER)
+    for turn, gain_db in zip(ref["turns"], (0.0, -14.0, 6.0, -14.0)):
+        a, b = int(turn["start"] * SAMPLE_RATE), int(turn["end"] * SAMPLE_RATE)
+        samples[a:b] = np.clip(samples[a:b] * 10 ** (gain_db / 20), -1.0, 1.0)
+    assert speakers(diarizer.diarize(samples)) == {"SPEAKER_00"}
+
+
 def test_speaker_hints_are_honoured_exactly(diarizer):
     two, one = load_audio(TWO_SPEAKERS), load_audio(ONE_SPEAKER)
     assert speakers(diarizer.diarize(two, SpeakerHints(num_speakers=2))) == {"SPEAKER_00", "SPEAKER_01"}

@@ -4,13 +4,13 @@ Single 1.6 s resemblyzer windows are too noisy to count speakers by: on the eval
 centroids of two halves of ONE voice are as alike (cosine 0.71-0.93, median 0.89) as two different
 voices' (0.52-0.90), so neither a fixed window-level threshold (count right on 15 of 51 conversations)
 nor the normalised maximum eigengap (NME-SC, on windows or on segments: 11-18 of 51) holds. Averaging a
-few consecutive windows of one speech region into a *segment* (up to `group` windows, 2.4 s at 3) removes
+few consecutive windows of one speech region into a *segment* (up to `group` windows, 2.8 s at 4) removes
 most of that noise, and speakers are then counted on segments:
 
 1. segments are clustered by average linkage on cosine distance up to `threshold`; with
    `num_speakers` the tree is cut at exactly that many clusters instead (on segments, average linkage
-   splits voices rather than isolating outliers: tune-half DER 4.9-5.2 % with the true count, against
-   12.4 % for spectral clustering with k);
+   splits voices rather than isolating outliers: tune-half DER 5.2 % with the true count, against
+   12.4 % for spectral clustering with k, before the embedder's level normalisation);
 2. without a known count, while a cluster covers under `min_speaker_s` of speech, the smallest is
    merged into the most alike other one; a single voice stays one because none of its segment groups
    lies `threshold` apart (the one-speaker decision: a separate test on the affinity distribution did
@@ -83,9 +83,9 @@ def cluster(
     num_speakers: int | None = None,
     min_speakers: int = 1,
     max_speakers: int = 8,
-    threshold: float = 0.28,
+    threshold: float = 0.27,
     min_speaker_s: float = 3.0,
-    group: int = 3,
+    group: int = 4,
 ) -> np.ndarray:
     """Speaker labels 0..k-1 for windows in time order ([start, end] spans, embeddings, region index)."""
     n = len(embeddings)

@@ -1,7 +1,8 @@
 """The embedded diarizer: offline and token-free.
 
 1. Silero VAD finds speech (cut at short pauses, so turns can change there).
-2. resemblyzer embeds overlapping 1.6 s windows of speech (a d-vector per window).
+2. resemblyzer embeds overlapping 1.6 s windows of speech (a d-vector per window), each speech region
+   brought to -30 dBFS first (resemblyzer's own level; its embeddings move with the level).
 3. Speakers are counted and clustered on segments, the mean of up to `segment_windows` consecutive
    windows of one speech region (shared/diarization/clustering.py): average linkage on cosine distance
    up to `distance_threshold`, or cut at exactly `num_speakers`; clusters covering under
@@ -45,13 +46,14 @@ class EmbeddedDiarizer:
         window_s: float = 1.6,
         hop_s: float = 0.4,
         min_pause_ms: int = 250,
-        distance_threshold: float = 0.28,
-        segment_windows: int = 3,
+        distance_threshold: float = 0.27,
+        segment_windows: int = 4,
         min_speaker_s: float = 3.0,
         min_turn_s: float = 0.5,
         max_speakers: int = 8,
         cpu_threads: int | None = 1,
         max_cluster_windows: int = 3000,
+        level_dbfs: float | None = -30.0,
     ):
         import torch
         from resemblyzer import VoiceEncoder
@@ -73,6 +75,7 @@ class EmbeddedDiarizer:
         self.min_turn_s = min_turn_s
         self.max_speakers = max_speakers
         self.max_cluster_windows = max_cluster_windows
+        self.level_dbfs = level_dbfs
         self._lock = threading.Lock()
 
     @classmethod
@@ -114,7 +117,7 @@ class EmbeddedDiarizer:
 
         with self._lock, torch.inference_mode():
             for r, region in enumerate(regions):
-                mel = wav_to_mel_spectrogram(read_seconds(audio, region.start, region.end))
+                mel = wav_to_mel_spectrogram(self._levelled(read_seconds(audio, region.start, region.end)))
                 if len(mel) < win:
                     if len(mel) >= 30:  # under 0.3 s there is too little voice to tell anyone apart
                         spans.append((region.start, region.start + len(mel) * FRAME_S))
@@ -139,6 +142,14 @@ class EmbeddedDiarizer:
                     rows[i] = e
         embeddings = np.stack(rows).astype(np.float32) if rows else np.zeros((0, 256), np.float32)
         return Windows(np.array(spans, dtype=np.float64).reshape(-1, 2), embeddings, np.array(region_of, dtype=int))
+
+    def _levelled(self, wav: np.ndarray) -> np.ndarray:
+        """The region at `level_dbfs` RMS: resemblyzer's mel is not logarithmic, so its embeddings move
+        with the level, and one voice recorded louder and quieter must not become two speakers."""
+        if self.level_dbfs is None:
+            return wav
+        rms = float(np.sqrt(np.mean(np.square(wav, dtype=np.float64)))) if len(wav) else 0.0
+        return wav if rms < 1e-5 else (wav * (10 ** (self.level_dbfs / 20) / rms)).astype(np.float32)
 
     # --- 3. clustering ---
     def _cluster_windows(self, windows: "Windows", hints: SpeakerHints) -> np.ndarray:
