@@ -37,7 +37,7 @@ def test_jobs_survive_sigkill(tmp_path):
         with live_server(storage, ENV) as first:
             job = submit_and_kill_while_running(first, receiver.url)
         clip_files = sorted(p.name for p in (storage / "clips").glob(f"{job['clip_id']}.*"))
-        assert clip_files == [f"{job['clip_id']}.audio", f"{job['clip_id']}.json"]
+        assert clip_files == [f"{job['clip_id']}.{ext}" for ext in ("audio", "json", "pcm")]  # upload, meta, decode
 
         with live_server(storage, ENV) as second:
             with second.client() as c:
