@@ -91,14 +91,8 @@ class SileroVad:
         h = np.zeros((1, 1, 128), np.float32)
         c = np.zeros((1, 1, 128), np.float32)
         context = np.zeros(CONTEXT, np.float32)
-        n_windows = audio.num_samples // WINDOW + 1  # faster-whisper always pads to a whole extra window
         out = []
-        for first in range(0, n_windows, BLOCK_WINDOWS):
-            count = min(BLOCK_WINDOWS, n_windows - first)
-            block = np.zeros(count * WINDOW, np.float32)
-            samples = audio.read(first * WINDOW, (first + count) * WINDOW)
-            block[: len(samples)] = samples
-            windows = block.reshape(count, WINDOW)
+        for windows in _window_blocks(audio):
             contexts = np.concatenate([context[None], windows[:-1, -CONTEXT:]])
             context = windows[-1, -CONTEXT:].copy()
             probs, h, c = session.run(None, {"input": np.concatenate([contexts, windows], 1), "h": h, "c": c})
@@ -223,17 +217,23 @@ def hysteresis_regions(
     return [Region(a / SAMPLE_RATE, b / SAMPLE_RATE) for a, b in speeches]
 
 
-def window_levels(audio: AudioSource | np.ndarray) -> np.ndarray:
-    """RMS level (dBFS) of every 32 ms window Silero scores, read block by block."""
-    audio = as_audio(audio)
+def _window_blocks(audio: AudioSource):
+    """The clip as (windows, 512) arrays of up to BLOCK_WINDOWS windows, zero-padded at the end to one
+    whole extra window, as faster-whisper pads it."""
     n_windows = audio.num_samples // WINDOW + 1
-    out = []
     for first in range(0, n_windows, BLOCK_WINDOWS):
         count = min(BLOCK_WINDOWS, n_windows - first)
         block = np.zeros(count * WINDOW, np.float32)
         samples = audio.read(first * WINDOW, (first + count) * WINDOW)
         block[: len(samples)] = samples
-        power = np.square(block.reshape(count, WINDOW), dtype=np.float64).mean(axis=1)
+        yield block.reshape(count, WINDOW)
+
+
+def window_levels(audio: AudioSource | np.ndarray) -> np.ndarray:
+    """RMS level (dBFS) of every 32 ms window Silero scores, read block by block."""
+    out = []
+    for windows in _window_blocks(as_audio(audio)):
+        power = np.square(windows, dtype=np.float64).mean(axis=1)
         out.append((10 * np.log10(power + 1e-12)).astype(np.float32))
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 

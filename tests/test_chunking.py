@@ -111,3 +111,20 @@ def test_no_word_lost_or_doubled_at_forced_cuts(worker, max_chunk_s):
     assert any(b.start < a.end for a, b in zip(chunks, chunks[1:])), "expected forced (overlapping) cuts"
     assert len(words_of(cut)) == pytest.approx(len(words_of(whole)), abs=1)
     assert wer(ref, cut) <= wer(ref, whole) + 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("min_silence_ms", [600, 250, 100])
+def test_streamed_vad_finds_the_regions_of_faster_whispers_whole_clip_call(min_silence_ms):
+    """Scored 320 s at a time with the LSTM state carried across, the VAD must find exactly what
+    faster-whisper's one call over the whole clip finds (11.5 minutes: two block edges)."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    two, one = load_audio(TWO_SPEAKERS), load_audio(ONE_SPEAKER)
+    clip = np.concatenate([two, np.zeros(3 * 16000, np.float32), one * 0.3] * 13)
+    assert len(clip) > 2 * 320 * 16000
+    options = VadOptions(threshold=0.5, min_speech_duration_ms=250, min_silence_duration_ms=min_silence_ms,
+                         speech_pad_ms=30)
+    whole = [(r["start"] / 16000, r["end"] / 16000) for r in get_speech_timestamps(clip, options)]
+    streamed = [(r.start, r.end) for r in SileroVad().speech_regions(clip, min_silence_ms=min_silence_ms)]
+    assert streamed == whole
