@@ -47,9 +47,10 @@ bench-long: install
 
 # pyannote.audio 4.0.7 in its own environment (6.5 GB: torch 2.11 with its CUDA 13 wheels; ~2 min here).
 # torch, pyannote.audio and this project are resolved in ONE pip command with torch pinned: unpinned,
-# pip takes the newest torch (2.15.0) beside torchaudio 2.11.0, which was built for torch 2.11 only.
+# pip takes the newest torch (2.15.0) beside torchaudio 2.11.0, which was built for torch 2.11 only; and torchaudio
+# itself is pinned, as the diarizer image pins it: 2.11.1 (Dec 2026) does not load beside torch 2.11.0.
 PYANNOTE_VENV := .venv-pyannote
-PYANNOTE_PINS ?= torch==2.11.0 pyannote.audio==4.0.7
+PYANNOTE_PINS ?= torch==2.11.0 torchaudio==2.11.0 pyannote.audio==4.0.7
 
 $(PYANNOTE_VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(PYANNOTE_VENV)
