@@ -25,15 +25,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 
-from shared.domain import SAMPLE_RATE
 from shared.runner import Runner
 from shared.stages import Stage
 
 log = logging.getLogger(__name__)
 
-LANGUAGE_PROBE_S = 30.0  # DETECT_LANGUAGE only looks at the start: send that, not the whole clip
 
 
 def _infrastructure_errors() -> tuple[type[BaseException], ...]:
@@ -196,7 +193,6 @@ class ModalRunner(Runner):
 
     def submit(self, stage: Stage, *args: Any, **kwargs: Any) -> Future:
         stage = Stage(stage)
-        args = _trim_for(stage, args)
         return self._pool.submit(self._call, TARGETS[stage], stage, Call(args, kwargs))
 
     def map(self, stage: Stage, items: Iterable[Any], **kwargs: Any) -> Iterator[Any]:
@@ -204,8 +200,6 @@ class ModalRunner(Runner):
         items = list(items)
         if not items:
             return iter(())
-        if stage is Stage.DETECT_LANGUAGE:
-            items = [_trim_for(stage, (item,))[0] for item in items]
         if stage is Stage.TRANSCRIBE and self._use_dynamic_batching(items):
             return self._map_chunks(items, kwargs)
         return self._ordered(TARGETS[stage], stage, items, kwargs)
@@ -279,13 +273,6 @@ class ModalRunner(Runner):
                 exc = again
         _note(exc, stage, index, attempt)
         raise exc
-
-
-def _trim_for(stage: Stage, args: tuple) -> tuple:
-    """DETECT_LANGUAGE reads only the first 30 s: send only those (an hour is 230 MB of float32)."""
-    if stage is Stage.DETECT_LANGUAGE and args and isinstance(args[0], np.ndarray):
-        return (args[0][: int(LANGUAGE_PROBE_S * SAMPLE_RATE)], *args[1:])
-    return args
 
 
 def _note(exc: BaseException, stage: Stage, index: int | None, retried: int) -> None:

@@ -136,14 +136,19 @@ def test_submit_returns_a_future_per_call_run_concurrently():
     runner.close()
 
 
-def test_detect_language_is_sent_only_the_first_30_seconds():
-    sizes = []
-    calls = FakeCalls({"transcriber.detect_language": lambda s, **kw: sizes.append(s.size) or "en"})
+def test_detect_language_is_sent_one_chunk_not_the_clip():
+    """The pipeline asks for the language of its first chunk: over the wire that is the chunk's own
+    samples (a ChunkAudio of in-memory audio pickles only its spans), not the whole recording."""
+    import pickle
+
+    sent = []
+    calls = FakeCalls({"transcriber.detect_language": lambda c, **kw: sent.append(pickle.dumps(c)) or "en"})
     runner = ModalRunner(calls)
     hour = np.zeros(SAMPLE_RATE * 120, dtype=np.float32)  # two minutes stand in for an hour
-    assert runner.submit(Stage.DETECT_LANGUAGE, hour).result() == "en"
-    assert list(runner.map(Stage.DETECT_LANGUAGE, [hour])) == ["en"]
-    assert sizes == [30 * SAMPLE_RATE, 30 * SAMPLE_RATE]
+    first = ChunkAudio(Chunk(index=0, start=0.0, end=25.0, keep_start=0.0, keep_end=25.0), hour)
+    assert runner.submit(Stage.DETECT_LANGUAGE, first).result() == "en"
+    assert list(runner.map(Stage.DETECT_LANGUAGE, [first])) == ["en"]
+    assert len(sent) == 2 and all(len(b) < 26 * SAMPLE_RATE * 4 for b in sent)
 
 
 # --- dynamic batching: where it pays -----------------------------------------------------------------
