@@ -19,6 +19,8 @@ import os
 import subprocess
 import sys
 
+from shared.stages import Role
+
 
 def _settings(args: argparse.Namespace):
     from shared.config import Settings
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     worker = sub.add_parser("worker", help="run one worker that connects to a pool")
     worker.add_argument("--connect", required=True, metavar="HOST:PORT")
     worker.add_argument("--id", type=int, required=True)
-    worker.add_argument("--role", choices=["all", "transcribe", "diarize"], default="all")
+    worker.add_argument("--role", choices=[r.value for r in Role], default=Role.ALL.value)
     worker.add_argument("--gpu-index", type=int, help="the host's index of this GPU (a label for metrics)")
     worker.add_argument("--connect-timeout", type=float, default=120.0)
     worker.set_defaults(func=cmd_worker)

@@ -20,8 +20,8 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from local_dev.gpus import ALL_STAGES, TRANSCRIBE_STAGES, WorkerSpec
-from shared.stages import Stage
+from local_dev.gpus import WorkerSpec
+from shared.stages import Role, role_of
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -33,14 +33,6 @@ CONTAINER_WHISPER = "/models/whisper"
 CONTAINER_PYANNOTE = "/models/pyannote"
 COMPOSE_WORKER_PORT = 7100
 NAME_PREFIX = "whospoke-worker"
-
-
-def role_of(stages: tuple[Stage, ...]) -> str:
-    if set(stages) == set(ALL_STAGES):
-        return "all"
-    if set(stages) == set(TRANSCRIBE_STAGES):
-        return "transcribe"
-    return "diarize"
 
 
 def build_command(settings: "Settings", *, dockerfile: str = DOCKERFILE, context: str = ".") -> list[str]:
@@ -86,7 +78,7 @@ def run_command(spec: WorkerSpec, address: tuple[str, int], settings: "Settings"
     cmd += _model_mounts(settings)[0]
     cmd += [settings.docker_image, "python", "-m", "local_dev", "worker",
             "--connect", f"{address[0]}:{address[1]}", "--id", str(spec.worker_id),
-            "--role", role_of(spec.stages)]
+            "--role", role_of(spec.stages).value]
     if spec.device.kind == "cuda":
         cmd += ["--gpu-index", str(spec.device.index)]
     return cmd
@@ -177,11 +169,11 @@ def compose_config(gpus: int, settings: "Settings | None" = None) -> dict[str, A
         }
     }
     for i in range(gpus):
-        role = "all" if gpus == 1 else ("diarize" if i == gpus - 1 else "transcribe")
+        role = Role.ALL if gpus == 1 else (Role.DIARIZE if i == gpus - 1 else Role.TRANSCRIBE)
         services[f"worker-gpu{i}"] = {
             "image": image,
             "command": ["python", "-m", "local_dev", "worker", "--connect", f"api:{COMPOSE_WORKER_PORT}",
-                        "--id", str(i), "--role", role, "--gpu-index", str(i)],
+                        "--id", str(i), "--role", role.value, "--gpu-index", str(i)],
             "environment": {"WORKER_AUTHKEY": authkey, "HF_HOME": CONTAINER_HF_HOME},
             # stages read clips by path (the API's /data): the same volume, read-only
             "volumes": [f"hf-cache:{CONTAINER_HF_HOME}", "audio-data:/data:ro"],

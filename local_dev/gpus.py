@@ -11,14 +11,10 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from shared.stages import Stage
+from shared.stages import ROLE_STAGES, Role, Stage
 
 if TYPE_CHECKING:
     from shared.config import Settings
-
-TRANSCRIBE_STAGES = (Stage.VAD_SPLIT, Stage.DETECT_LANGUAGE, Stage.TRANSCRIBE)
-ALL_STAGES = tuple(Stage)
-
 
 @dataclass(frozen=True)
 class Device:
@@ -153,7 +149,7 @@ def plan_workers(
         threads = max(1, (os.cpu_count() or 1) // n)
         env = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         for i in range(n):
-            specs.append(WorkerSpec(i, Device("cpu", i), ALL_STAGES, dict(env), cpu_threads=threads))
+            specs.append(WorkerSpec(i, Device("cpu", i), ROLE_STAGES[Role.ALL], dict(env), cpu_threads=threads))
         return specs
 
     per_gpu = workers or settings.workers_per_gpu
@@ -165,11 +161,10 @@ def plan_workers(
         diarize_index = wanted
     for gpu in gpus:
         if diarize_index is None:
-            stages: tuple[Stage, ...] = ALL_STAGES
-        elif gpu.index == diarize_index:
-            stages = (Stage.DIARIZE, Stage.VAD_SPLIT)
+            role = Role.ALL
         else:
-            stages = TRANSCRIBE_STAGES
+            role = Role.DIARIZE if gpu.index == diarize_index else Role.TRANSCRIBE
+        stages: tuple[Stage, ...] = ROLE_STAGES[role]
         env = {"CUDA_VISIBLE_DEVICES": gpu.uuid or str(gpu.index), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
         for _ in range(per_gpu):
             specs.append(WorkerSpec(len(specs), gpu, stages, dict(env)))

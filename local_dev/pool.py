@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from local_dev.gpus import Device, WorkerSpec, gpu_usage, plan_workers
 from shared.runner import Runner
-from shared.stages import Stage
+from shared.stages import ROLE_STAGES, Role, Stage
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -767,9 +767,8 @@ def _fail(call: _Call, exc: BaseException) -> None:
 
 
 def _external_spec(worker_id: int, info: dict) -> WorkerSpec:
-    from local_dev.worker import ROLE_STAGES
-
-    stages = tuple(Stage(s) for s in ROLE_STAGES.get(info.get("role", "all"), ROLE_STAGES["all"]))
+    role = info.get("role", Role.ALL.value)
+    stages = ROLE_STAGES[Role(role)] if role in {r.value for r in Role} else ROLE_STAGES[Role.ALL]
     cuda = info.get("device") == "cuda"
     device = Device("cuda" if cuda else "cpu", int(info.get("gpu_index", worker_id)), info.get("gpu_name", "gpu"))
     return WorkerSpec(worker_id, device, stages)

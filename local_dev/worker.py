@@ -26,11 +26,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 DEFAULT_FACTORY = "shared.stages:StageWorker"
-ROLE_STAGES = {
-    "all": ("vad_split", "detect_language", "transcribe", "diarize"),
-    "transcribe": ("vad_split", "detect_language", "transcribe"),
-    "diarize": ("diarize", "vad_split"),
-}
 
 
 def spawn_main(address: tuple[str, int], authkey: bytes, worker_id: int, env: dict[str, str]) -> None:

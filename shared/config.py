@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.stages import default_batch_size
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
@@ -110,10 +112,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _resolve_batch_size(self) -> "Settings":
-        # On CPU a batch of 8 costs ~600 MB of encoder attention at its peak and decodes no faster than
-        # two of 4 (measured with two decodes per worker, as the local pool runs them).
         if self.batch_size == 0:
-            self.batch_size = 8 if self.resolved_device == "cuda" else 4
+            self.batch_size = default_batch_size(self.resolved_device)
         return self
 
     @property

@@ -32,6 +32,49 @@ class Stage(str, Enum):
     DIARIZE = "diarize"
 
 
+class Role(str, Enum):
+    """What a worker serves: every stage, or one side of a split layout (with two or more GPUs one
+    diarizes and the others transcribe). `--role` of `python -m local_dev worker` takes these names."""
+
+    ALL = "all"
+    TRANSCRIBE = "transcribe"
+    DIARIZE = "diarize"
+
+
+# The split roles that serve each stage (Role.ALL serves every stage). A new Stage needs one line here;
+# tests/test_stages.py fails for a stage that has none.
+SERVED_BY: dict[Stage, tuple[Role, ...]] = {
+    Stage.VAD_SPLIT: (Role.TRANSCRIBE, Role.DIARIZE),
+    Stage.DETECT_LANGUAGE: (Role.TRANSCRIBE,),
+    Stage.TRANSCRIBE: (Role.TRANSCRIBE,),
+    Stage.DIARIZE: (Role.DIARIZE,),
+}
+
+ROLE_STAGES: dict[Role, tuple[Stage, ...]] = {
+    Role.ALL: tuple(Stage),
+    **{role: tuple(s for s in Stage if role in SERVED_BY.get(s, ())) for role in (Role.TRANSCRIBE, Role.DIARIZE)},
+}
+
+
+def role_of(stages: tuple[Stage, ...]) -> Role:
+    """The role whose stages are exactly `stages`."""
+    for role, served in ROLE_STAGES.items():
+        if set(served) == set(stages):
+            return role
+    raise ValueError(f"no worker role serves exactly {sorted(s.value for s in stages)}")
+
+
+# DETECT_LANGUAGE listens to this much of a chunk's start (Whisper's own window is 30 s).
+LANGUAGE_PROBE_S = 30.0
+
+
+def default_batch_size(device: str) -> int:
+    """Chunks per transcription batch when BATCH_SIZE is 0 (auto). On CPU a batch of 8 costs ~600 MB of
+    encoder attention at its peak and decodes no faster than two of 4 (measured with two decodes per
+    worker, as the local pool runs them); a GPU fills better with 8."""
+    return 8 if device == "cuda" else 4
+
+
 class StageWorker:
     """Loads models on first use (or all at once with `load()`), then runs stages by name."""
 

@@ -22,10 +22,10 @@ from shared.domain import (
     TranscribeOptions,
     Word,
 )
+from shared.stages import LANGUAGE_PROBE_S
 
 log = logging.getLogger(__name__)
 
-LANGUAGE_PROBE_S = 30.0
 MAX_PASSES = 3  # decodes of one chunk: the first, and up to two more for speech left unheard
 MIN_UNHEARD_S = 1.0  # seconds of VAD speech after the last word that make a chunk worth decoding again
 RETRY_PAD_S = 0.2

@@ -27,10 +27,10 @@ from local_dev.docker_runner import (
     render_compose,
     run_command,
 )
-from local_dev.gpus import ALL_STAGES, TRANSCRIBE_STAGES, Device, WorkerSpec, plan_workers
+from local_dev.gpus import Device, WorkerSpec, plan_workers
 from local_dev.pool import LocalPool
 from shared.config import Settings
-from shared.stages import Stage
+from shared.stages import ROLE_STAGES, Role, Stage
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -102,7 +102,7 @@ def test_local_model_folders_are_mounted_and_the_worker_told_where(tmp_path):
     ckpt.parent.mkdir()
     ckpt.write_text("pipeline: {}\n")
     settings = S(whisper_model=str(model), pyannote_model=str(ckpt))
-    spec = WorkerSpec(0, gpu(0), ALL_STAGES)
+    spec = WorkerSpec(0, gpu(0), ROLE_STAGES[Role.ALL])
     cmd = run_command(spec, ("127.0.0.1", 1), settings)
     assert f"{model}:/models/whisper:ro" in cmd and f"{ckpt.parent}:/models/pyannote:ro" in cmd
     inside = DockerLauncher(settings, build=False).worker_settings(settings)
@@ -185,7 +185,7 @@ def calls(log: Path) -> list[list[str]]:
 def test_docker_runner_serves_restarts_and_rebuilds_nothing(fake_docker):
     script, log = fake_docker
     settings = S(device="cpu", docker_image="ws:test", batch_wait_ms=0)
-    specs = [WorkerSpec(i, Device("cpu", i), ALL_STAGES if i == 0 else TRANSCRIBE_STAGES) for i in range(2)]
+    specs = [WorkerSpec(i, Device("cpu", i), ROLE_STAGES[Role.ALL] if i == 0 else ROLE_STAGES[Role.TRANSCRIBE]) for i in range(2)]
     launcher = DockerLauncher(settings, docker=str(script))
     with LocalPool(settings, specs, launcher=launcher, worker_factory="test_local_dev_pool:FakeWorker") as pool:
         pool.start(timeout=60)
@@ -244,7 +244,7 @@ def test_external_workers_as_compose_runs_them(monkeypatch):
         pool.start(timeout=60)
         rows = pool.stats()["workers"]
         assert pool.stats()["launcher"] == "external"
-        assert [r["stages"] for r in rows] == [["vad_split", "detect_language", "transcribe"], ["diarize", "vad_split"]]
+        assert [r["stages"] for r in rows] == [["vad_split", "detect_language", "transcribe"], ["vad_split", "diarize"]]
         diarized_by = pool.submit(Stage.DIARIZE, np.array([0.0]), None).result(timeout=10)
         assert diarized_by == procs[1].pid
         call = pool.submit(Stage.TRANSCRIBE, batch(*range(20)), options=TranscribeOptions())  # 1 s

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from local_dev.gpus import ALL_STAGES, TRANSCRIBE_STAGES, Device, filter_visible, plan_workers, scan_gpus
+from local_dev.gpus import Device, filter_visible, plan_workers, scan_gpus
 from shared.config import Settings
-from shared.stages import Stage
+from shared.stages import ROLE_STAGES, Role, Stage
 
 
 def S(**values) -> Settings:
@@ -23,7 +23,7 @@ def gpu(index: int, name: str = "NVIDIA GeForce RTX 3060") -> Device:
 def test_no_gpu_falls_back_to_cpu_workers():
     specs = plan_workers(S(cpu_workers=3), [])
     assert [s.worker_id for s in specs] == [0, 1, 2]
-    assert all(s.device.kind == "cpu" and s.stages == ALL_STAGES for s in specs)
+    assert all(s.device.kind == "cpu" and s.stages == ROLE_STAGES[Role.ALL] for s in specs)
     # hidden from CUDA, and the cores shared out instead of every worker using all of them
     threads = max(1, (os.cpu_count() or 1) // 3)
     assert all(s.env["CUDA_VISIBLE_DEVICES"] == "" and s.env["OMP_NUM_THREADS"] == str(threads) for s in specs)
@@ -56,7 +56,7 @@ def test_device_cuda_without_a_gpu_is_an_error():
 
 def test_one_gpu_runs_every_stage_pinned_by_uuid():
     (spec,) = plan_workers(S(), [gpu(0)])
-    assert spec.stages == ALL_STAGES
+    assert spec.stages == ROLE_STAGES[Role.ALL]
     assert spec.env == {"CUDA_VISIBLE_DEVICES": "GPU-00000000-aaaa", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
     worker_settings = spec.settings_for(S(device="auto"))
     assert worker_settings.device == "cuda" and spec.device.label == "cuda:0 (NVIDIA GeForce RTX 3060)"
@@ -64,7 +64,7 @@ def test_one_gpu_runs_every_stage_pinned_by_uuid():
 
 def test_two_gpus_diarizer_on_the_second_transcription_on_the_first():
     first, second = plan_workers(S(), [gpu(0), gpu(1, "NVIDIA GeForce RTX 2060")])
-    assert first.device.index == 0 and first.stages == TRANSCRIBE_STAGES
+    assert first.device.index == 0 and first.stages == ROLE_STAGES[Role.TRANSCRIBE]
     assert second.device.index == 1 and Stage.DIARIZE in second.stages and Stage.TRANSCRIBE not in second.stages
     assert first.env["CUDA_VISIBLE_DEVICES"] != second.env["CUDA_VISIBLE_DEVICES"]
 
@@ -84,7 +84,7 @@ def test_model_pool_per_gpu():
 
 def test_three_gpus_two_transcribe_one_diarizes():
     specs = plan_workers(S(), [gpu(0), gpu(1), gpu(2)])
-    assert [s.stages == TRANSCRIBE_STAGES for s in specs] == [True, True, False]
+    assert [s.stages == ROLE_STAGES[Role.TRANSCRIBE] for s in specs] == [True, True, False]
 
 
 def test_cuda_visible_devices_of_the_server_limits_the_scan():

@@ -16,11 +16,17 @@ from multiprocessing.connection import AuthenticationError, Client
 import numpy as np
 import pytest
 
-from local_dev.gpus import ALL_STAGES, Device, WorkerSpec
+from local_dev.gpus import Device, WorkerSpec
 from local_dev.pool import LocalPool, PoolClosed, WorkerCrashed
 from shared.config import Settings
-from shared.domain import Chunk, ChunkAudio, ChunkTranscript, TranscribedSegment, TranscribeOptions
-from shared.stages import Stage
+from shared.domain import (
+    Chunk,
+    ChunkAudio,
+    ChunkTranscript,
+    TranscribedSegment,
+    TranscribeOptions,
+)
+from shared.stages import ROLE_STAGES, Role, Stage
 
 FACTORY = f"{__name__}:FakeWorker"
 KILL_ME = -99.0  # VAD_SPLIT input that makes the worker process exit on the spot
@@ -197,7 +203,7 @@ def test_stats_show_device_depth_busy_time_and_restarts(pool):
 def test_workers_are_pinned_through_their_environment():
     """The pin is in the child's environment from its first instruction (spawn, not fork)."""
     settings = S(device="cpu", batch_wait_ms=0)
-    spec = WorkerSpec(0, Device("cpu", 0), ALL_STAGES, {"CUDA_VISIBLE_DEVICES": "GPU-fake-uuid"}, cpu_threads=1)
+    spec = WorkerSpec(0, Device("cpu", 0), ROLE_STAGES[Role.ALL], {"CUDA_VISIBLE_DEVICES": "GPU-fake-uuid"}, cpu_threads=1)
     before = os.environ.get("CUDA_VISIBLE_DEVICES")
     with LocalPool(settings, [spec], worker_factory=FACTORY).start(timeout=60) as p:
         seen = p.submit(Stage.DETECT_LANGUAGE, np.zeros(4)).result(timeout=10)
@@ -341,7 +347,7 @@ def test_merging_is_for_gpu_workers_unless_asked(solo):
     tune(solo, batch_merge="off")
     assert sizes() == {1}
     settings = S(device="cpu", batch_wait_ms=300, batch_merge="auto")
-    gpu = WorkerSpec(0, Device("cuda", 0, "fake"), ALL_STAGES, {"CUDA_VISIBLE_DEVICES": ""})
+    gpu = WorkerSpec(0, Device("cuda", 0, "fake"), ROLE_STAGES[Role.ALL], {"CUDA_VISIBLE_DEVICES": ""})
     with LocalPool(settings, [gpu], worker_factory=FACTORY).start(timeout=60) as p:
         parts = [p.submit(Stage.TRANSCRIBE, batch(i), options=TranscribeOptions()) for i in range(3)]
         assert {size_of_call(f.result(timeout=10)[0]) for f in parts} == {3}
