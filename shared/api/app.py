@@ -14,6 +14,7 @@ from shared.api.openapi import install_openapi
 from shared.api.ops import install_metrics, meter_audio
 from shared.api.ratelimit import install_rate_limit
 from shared.api.uploads import BodySizeLimit
+from shared.api.web import install_web
 from shared.config import Settings, get_settings
 from shared.jobs.service import Dispatch, JobService
 from shared.jobs.store import JobStore
@@ -74,6 +75,7 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(stream.router)
     app.include_router(openai_compat.router)
+    install_web(app)  # the browser page at /
     install_rate_limit(app, settings)  # inside auth: a refused key spends no one's budget
     install_auth(app, settings)
     install_metrics(app)  # outermost: refused requests (401, 429) are counted too

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Annotated
 
@@ -153,15 +154,78 @@ def cancel_job(job_id: str, jobs: JobService = Depends(get_jobs)) -> Response:
 def get_job_result(
     job_id: str,
     format: OutputFormat | None = Query(None, description="default: the job's own format"),  # noqa: A002
+    speaker_names: str | None = Query(
+        None,
+        max_length=4096,
+        description='a JSON object renaming speakers in the result, e.g. {"SPEAKER_00": "Alice"}',
+    ),
     jobs: JobService = Depends(get_jobs),
 ) -> Response:
-    """The transcript of a succeeded job, rendered as json, srt, vtt, txt or rttm."""
+    """The transcript of a succeeded job, rendered as json, srt, vtt, txt or rttm; `speaker_names`
+    relabels its speakers first (segments, words and the speaker list)."""
     job = jobs.get(check_job_id(job_id))
     if job.status is JobStatus.failed:
         raise JobConflict(f"job {job_id} failed: {job.error.message if job.error else 'no reason'}", code="job_failed")
     if job.status is not JobStatus.succeeded or job.result is None:
         raise JobConflict(f"job {job_id} is {job.status.value}: no result", code="job_not_finished")
-    return transcript_response(job.result, format or job.format, job.options)
+    fmt = format or job.format
+    transcript = job.result
+    if speaker_names:
+        transcript = relabel(transcript, parse_speaker_names(speaker_names, transcript, fmt))
+    return transcript_response(transcript, fmt, job.options)
+
+
+class InvalidSpeakerNames(InvalidParameter):
+    code = "invalid_speaker_names"
+
+
+SPEAKER_NAME_MAX = 64
+_NAME_FORBIDDEN = set("<>&[]")  # would break the VTT voice tag (<v name>) or SRT's [name] prefix
+
+
+def parse_speaker_names(raw: str, transcript: Transcript, fmt: OutputFormat) -> dict[str, str]:
+    """{label: new name} from the query's JSON, each label one of the transcript's speakers and each name
+    something every format can carry (RTTM's speaker field has no spaces)."""
+    example = '{"SPEAKER_00": "Alice"}'
+    try:
+        names = json.loads(raw)
+    except ValueError:
+        raise InvalidSpeakerNames(f"speaker_names is not JSON: expected an object such as {example}") from None
+    if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values()):
+        raise InvalidSpeakerNames(f"speaker_names must be a JSON object of strings, such as {example}")
+    known = set(transcript.speakers) | {s.speaker for s in transcript.segments if s.speaker}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        have = ", ".join(sorted(known)) or "none: the transcript was not diarized"
+        raise InvalidSpeakerNames(f"speaker_names: no speaker {unknown[0]!r} in this transcript (its speakers: {have})")
+    cleaned = {}
+    for label, name in names.items():
+        name = name.strip()
+        if not name or len(name) > SPEAKER_NAME_MAX or not name.isprintable() or _NAME_FORBIDDEN & set(name):
+            raise InvalidSpeakerNames(
+                f"speaker_names: the name for {label} must be 1-{SPEAKER_NAME_MAX} printable characters "
+                f"without {' '.join(sorted(_NAME_FORBIDDEN))}"
+            )
+        if fmt is OutputFormat.rttm and any(c.isspace() for c in name):
+            raise InvalidSpeakerNames(f"speaker_names: RTTM speaker names cannot contain spaces ({label}: {name!r})")
+        cleaned[label] = name
+    return cleaned
+
+
+def relabel(transcript: Transcript, names: dict[str, str]) -> Transcript:
+    def rename(label: str | None) -> str | None:
+        return names.get(label, label) if label else label
+
+    segments = [
+        seg.model_copy(update={
+            "speaker": rename(seg.speaker),
+            "words": [w.model_copy(update={"speaker": rename(w.speaker)}) for w in seg.words]
+            if seg.words is not None else None,
+        })
+        for seg in transcript.segments
+    ]  # fmt: skip
+    speakers = list(dict.fromkeys(rename(s) for s in transcript.speakers))
+    return transcript.model_copy(update={"segments": segments, "speakers": speakers})
 
 
 @router.get("/jobs/{job_id}/deliveries", response_model=Deliveries)

@@ -1,0 +1,155 @@
+// The transcript view: one line per segment, speakers coloured and renamable, times clickable, and
+// an audio player kept in step (clicking a line seeks, the line being played is highlighted).
+// It is fed segments, from a finished job (show) or piece by piece (append), whatever produced them.
+
+const PALETTE_SIZE = 8;
+
+export function clock(seconds) {
+  const total = Math.max(0, Math.floor(seconds));
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = String(total % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
+}
+
+export class TranscriptView {
+  constructor({ list, speakerList, speakersPanel, player }) {
+    this.list = list;
+    this.speakerList = speakerList;
+    this.speakersPanel = speakersPanel;
+    this.player = player;
+    this.clear();
+    player.addEventListener("timeupdate", () => this.follow());
+    player.addEventListener("seeked", () => this.follow());
+  }
+
+  clear() {
+    this.segments = [];
+    this.lines = [];
+    this.speakers = []; // labels in order of appearance
+    this.names = new Map(); // label -> name the user gave
+    this.current = -1;
+    this.list.replaceChildren();
+    this.speakerList.replaceChildren();
+    this.speakersPanel.hidden = true;
+  }
+
+  show(transcript) {
+    this.clear();
+    for (const label of transcript.speakers || []) this.addSpeaker(label);
+    this.append(transcript.segments);
+  }
+
+  append(segments) {
+    for (const segment of segments) {
+      if (segment.speaker) this.addSpeaker(segment.speaker);
+      const index = this.segments.push(segment) - 1;
+      const line = this.renderLine(segment, index);
+      this.lines.push(line);
+      this.list.append(line);
+    }
+  }
+
+  // {label: name} for the speakers the user renamed (what the downloads are asked to apply)
+  renamed() {
+    const out = {};
+    for (const [label, name] of this.names) if (name && name !== label) out[label] = name;
+    return out;
+  }
+
+  nameOf(label) {
+    return this.names.get(label) || label;
+  }
+
+  colourOf(label) {
+    return this.speakers.indexOf(label) % PALETTE_SIZE;
+  }
+
+  addSpeaker(label) {
+    if (this.speakers.includes(label)) return;
+    this.speakers.push(label);
+    const n = this.speakers.length;
+    const item = document.createElement("li");
+    item.className = `speaker-item sp-${this.colourOf(label)}`;
+    const id = `speaker-name-${n}`;
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.setAttribute("aria-hidden", "true");
+    const caption = document.createElement("label");
+    caption.htmlFor = id;
+    caption.textContent = `Name for ${label}`;
+    const input = document.createElement("input");
+    input.id = id;
+    input.type = "text";
+    input.maxLength = 64;
+    input.value = label;
+    input.autocomplete = "off";
+    input.dataset.speaker = label;
+    input.addEventListener("input", () => this.rename(label, input.value.trim()));
+    item.append(swatch, caption, input);
+    this.speakerList.append(item);
+    this.speakersPanel.hidden = false;
+  }
+
+  rename(label, name) {
+    if (name) this.names.set(label, name);
+    else this.names.delete(label);
+    for (const tag of this.list.querySelectorAll(".speaker")) {
+      if (tag.dataset.speaker === label) tag.textContent = this.nameOf(label);
+    }
+  }
+
+  renderLine(segment, index) {
+    const line = document.createElement("li");
+    line.className = "line";
+    line.dataset.index = String(index);
+    line.dataset.start = String(segment.start);
+    const time = document.createElement("button");
+    time.type = "button";
+    time.className = "time";
+    time.textContent = clock(segment.start);
+    time.setAttribute("aria-label", `Play from ${clock(segment.start)}`);
+    line.append(time);
+    if (segment.speaker) {
+      const tag = document.createElement("span");
+      tag.className = `speaker sp-${this.colourOf(segment.speaker)}`;
+      tag.dataset.speaker = segment.speaker;
+      tag.textContent = this.nameOf(segment.speaker);
+      line.append(tag);
+    }
+    const text = document.createElement("span");
+    text.className = "text";
+    text.textContent = segment.text.trim();
+    line.append(text);
+    // the button is the keyboard's way in; a pointer may click anywhere on the line
+    line.addEventListener("click", () => this.seek(index));
+    return line;
+  }
+
+  seek(index) {
+    if (!this.player.src) return;
+    this.player.currentTime = this.segments[index].start;
+    this.highlight(index);
+    this.player.play().catch(() => {}); // playback refused (no audio device, policy): the seek stands
+  }
+
+  // the segment being heard: the last one started at the player's time (a pause keeps the one before)
+  follow() {
+    const t = this.player.currentTime;
+    let found = -1;
+    for (let i = 0; i < this.segments.length && this.segments[i].start <= t + 0.05; i++) found = i;
+    this.highlight(found);
+  }
+
+  highlight(index) {
+    if (index === this.current) return;
+    this.lines[this.current]?.classList.remove("current");
+    this.lines[this.current]?.removeAttribute("aria-current");
+    this.current = index;
+    const line = this.lines[index];
+    if (!line) return;
+    line.classList.add("current");
+    line.setAttribute("aria-current", "true");
+    if (!this.player.paused) line.scrollIntoView({ block: "nearest" });
+  }
+}
