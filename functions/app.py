@@ -23,7 +23,7 @@ Deploy (see README): `modal secret create whospoke API_KEYS=<key> HUGGINGFACE_TO
 """
 
 # No `from __future__ import annotations`: modal.parameter reads the class annotations as types.
-import logging
+import functools
 import os
 import threading
 from pathlib import Path
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import modal
 import numpy as np
 
-from functions.modal_runner import CHUNK_TARGET, LocalCalls, ModalCalls, ModalRunner, modal_targets
+from functions.modal_runner import CHUNK_TARGET, LocalCalls, ModalCalls, ModalRunner, modal_targets, transcribe_packed
 from functions.settings import DATA_PATH, MODELS_PATH, get_modal_settings
 from images import modal_images
 from shared.domain import Chunk, ChunkAudio, ChunkTranscript, SpeakerHints, TranscribeOptions, Turn
@@ -40,8 +40,6 @@ from shared.domain import Chunk, ChunkAudio, ChunkTranscript, SpeakerHints, Tran
 if TYPE_CHECKING:
     from functions.modal_jobs import JobWorker
     from shared.pcm import AudioSource
-
-log = logging.getLogger(__name__)
 
 settings = get_modal_settings()
 app = modal.App(settings.app_name)
@@ -182,25 +180,6 @@ class ChunkTranscriber(_WhisperShell):
         return transcribe_packed(self.whisper, chunks, options, settings.transcribe_batch_size)
 
 
-def transcribe_packed(whisper, chunks: list[ChunkAudio], options: list[TranscribeOptions], batch_size: int):
-    """Chunks of different requests in one call: each group of equal options is one batched pass.
-    A chunk without a language gets its own detection (one batch shares one language)."""
-    options = [
-        o if o.language is not None else o.model_copy(update={"language": whisper.detect_language(c)})
-        for c, o in zip(chunks, options)
-    ]
-    groups: dict[str, list[int]] = {}
-    for i, o in enumerate(options):
-        groups.setdefault(o.model_dump_json(), []).append(i)
-    results: list[ChunkTranscript | None] = [None] * len(chunks)
-    for indices in groups.values():
-        for start in range(0, len(indices), batch_size):
-            part = indices[start : start + batch_size]
-            for i, result in zip(part, whisper.transcribe_batch([chunks[i] for i in part], options[part[0]])):
-                results[i] = result
-    return results
-
-
 # --- diarization (GPU) -----------------------------------------------------------------------------
 
 
@@ -283,48 +262,39 @@ def build_runner(calls=None) -> ModalRunner:
 
 _jobs: "JobWorker | None" = None
 _jobs_lock = threading.Lock()
-_local_dict = None  # the MemoryDict that stands in for `jobs_dict` when CALLS_ENV=local
 
 
-def jobs_worker():
-    """One per container (and per process when CALLS_ENV=local: web, run_job and deliver_webhook then
-    share an in-memory stand-in of the Dict and spawn each other with .local() on threads)."""
-    global _jobs, _local_dict
-    from functions.dict_job_store import DictJobStore, MemoryDict
-    from functions.modal_jobs import JobWorker, LocalSpawn, ModalSpawn
+def build_jobs_worker(store_dict, spawn) -> "JobWorker":
+    """The job worker over `store_dict` (the jobs Dict), starting run_job and deliver_webhook through
+    `spawn(fn)` (ModalSpawn: `fn.spawn(...)`)."""
+    from functions.dict_job_store import DictJobStore
+    from functions.modal_jobs import JobWorker
     from functions.volume_clips import VolumeClipStore
 
     s = service_settings()
+    return JobWorker(
+        s,
+        DictJobStore(store_dict, lease_s=settings.job_lease_s),
+        VolumeClipStore(s.audio_storage_path, None if modal.is_local() else data_volume),
+        runner_factory=build_runner,
+        spawn_run=spawn(run_job),
+        spawn_deliver=spawn(deliver_webhook),
+        heartbeat_s=settings.job_heartbeat_s,
+        deliver_budget_s=max(30.0, settings.webhooks.timeout_s - 60.0),
+        redispatch_after_s=settings.job_redispatch_after_s,
+        overdue_after_s=min(120.0, settings.sweep_period_s),
+    )
+
+
+def jobs_worker() -> "JobWorker":
+    """One per container, built on first use (web, run_job, deliver_webhook and sweep_jobs share it)."""
+    global _jobs
+    from functions.modal_jobs import ModalSpawn
+
     with _jobs_lock:
-        if _jobs is None or _jobs.settings != s:  # in a container: built once; tests change the environment
-            local = os.environ.get(CALLS_ENV, "remote") == "local"
-            if local and _local_dict is None:
-                _local_dict = MemoryDict()
-            spawn = LocalSpawn if local else ModalSpawn
-            store = DictJobStore(_local_dict if local else jobs_dict, lease_s=settings.job_lease_s)
-            clips = VolumeClipStore(s.audio_storage_path, None if modal.is_local() else data_volume)
-            _jobs = JobWorker(
-                s,
-                store,
-                clips,
-                runner_factory=build_runner,
-                spawn_run=spawn(run_job),
-                spawn_deliver=spawn(deliver_webhook),
-                heartbeat_s=settings.job_heartbeat_s,
-                deliver_budget_s=max(30.0, settings.webhooks.timeout_s - 60.0),
-                redispatch_after_s=settings.job_redispatch_after_s,
-                overdue_after_s=min(120.0, settings.sweep_period_s),
-            )
+        if _jobs is None:
+            _jobs = build_jobs_worker(jobs_dict, ModalSpawn)
         return _jobs
-
-
-def reset_jobs_worker(*, keep_dict: bool = False) -> None:
-    """Forget this process's job worker (tests: after changing the environment it reads)."""
-    global _jobs, _local_dict
-    with _jobs_lock:
-        _jobs = None
-        if not keep_dict:
-            _local_dict = None
 
 
 @app.function(
@@ -399,17 +369,10 @@ def web():
 
 # --- batch: many files, every output format --------------------------------------------------------
 
-_batch_runner: ModalRunner | None = None
-_batch_runner_lock = threading.Lock()
-
-
-def _runner() -> ModalRunner:
+@functools.cache
+def _batch_runner() -> ModalRunner:
     """One runner per container, shared by the inputs it runs at once (@modal.concurrent)."""
-    global _batch_runner
-    with _batch_runner_lock:
-        if _batch_runner is None:
-            _batch_runner = build_runner()
-        return _batch_runner
+    return build_runner()
 
 
 @app.function(image=light_image, env=CPU_ENV, **settings.batch.decorator_kwargs())
@@ -417,73 +380,9 @@ def _runner() -> ModalRunner:
 def transcribe_file(source: bytes | str, name: str, options_json: str, formats: list[str]) -> dict:
     """One input of a batch: audio bytes or an http(s) URL -> {"name", "outputs": {format: text}} or
     {"name", "error"} (an error is returned, not raised, so one bad file does not stop the batch)."""
-    from functions.batch import fetch, transcribe_audio
+    from functions.batch import transcribe_input
 
-    try:
-        s = service_settings()
-        data = source if isinstance(source, bytes) else fetch(source, max_bytes=s.max_upload_bytes)
-        options = TranscribeOptions.model_validate_json(options_json)
-        rendered = transcribe_audio(data, options, _runner(), s, formats, file_id=name)
-        return {"name": name, "outputs": rendered}
-    except Exception as exc:  # noqa: BLE001 - reported per file
-        log.exception("batch input %s failed", name)
-        return {"name": name, "error": f"{type(exc).__name__}: {exc}"}
-
-
-def batch_inputs(src: str) -> list[tuple[str, str]]:
-    """(entry, output name) per input: a local path or an http(s) URL."""
-    from functions.batch import discover, output_stem
-
-    root = src if Path(src).is_dir() else None
-    return [(entry, output_stem(entry, root)) for entry in discover(src)]
-
-
-def _payloads(entries: list[str]):
-    """Local files are read one at a time as the fan-out consumes them; URLs are fetched remotely."""
-    from functions.batch import is_url
-
-    for entry in entries:
-        yield entry if is_url(entry) else Path(entry).read_bytes()
-
-
-def run_batch(
-    src: str,
-    out: str,
-    options: TranscribeOptions,
-    formats: list[str],
-    *,
-    transcribe=None,
-    skip_existing: bool = True,
-) -> dict[str, int]:
-    """Fan the inputs out over `transcribe_file.map` and write each result as it arrives (progress bar)."""
-    from tqdm import tqdm
-
-    from functions.batch import outputs_exist, write_outputs
-
-    transcribe = transcribe or transcribe_file
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    items = batch_inputs(src)
-    todo = [(e, n) for e, n in items if not (skip_existing and outputs_exist(out_dir, n, formats))]
-    counts = {"inputs": len(items), "skipped": len(items) - len(todo), "done": 0, "failed": 0}
-    if not todo:
-        return counts
-    results = transcribe.map(
-        _payloads([e for e, _ in todo]),
-        [n for _, n in todo],
-        kwargs={"options_json": options.model_dump_json(), "formats": formats},
-        order_outputs=False,
-    )
-    with tqdm(total=len(todo), unit="file", desc="transcribing") as bar:
-        for result in results:
-            if "error" in result:
-                counts["failed"] += 1
-                tqdm.write(f"FAILED {result['name']}: {result['error']}")
-            else:
-                write_outputs(out_dir, result["name"], result["outputs"])
-                counts["done"] += 1
-            bar.update()
-    return counts
+    return transcribe_input(source, name, options_json, formats, _batch_runner(), service_settings())
 
 
 @app.local_entrypoint()
@@ -496,8 +395,8 @@ def batch(
     num_speakers: int = 0,
     word_timestamps: bool = False,
 ):
-    """`modal run functions/app.py::batch --src ./calls` (a folder, a .txt list, or path,URL,...)."""
-    from functions.batch import parse_formats
+    """`modal run -m functions.app::batch --src ./calls` (a folder, a .txt list, or path,URL,...)."""
+    from functions.batch import parse_formats, run_batch
 
     options = TranscribeOptions(
         diarize=diarize,
@@ -505,7 +404,7 @@ def batch(
         word_timestamps=word_timestamps,
         speakers=SpeakerHints(num_speakers=num_speakers or None),
     )
-    counts = run_batch(src, out, options, parse_formats(formats))
+    counts = run_batch(src, out, options, parse_formats(formats), transcribe_file)
     print(f"{counts['done']} transcribed, {counts['skipped']} already there, {counts['failed']} failed -> {out}")
     if counts["failed"]:
         raise SystemExit(1)
@@ -514,61 +413,14 @@ def batch(
 # --- bench: measured speed -> cost per audio hour --------------------------------------------------
 
 
-def measure(calls, samples: np.ndarray, *, batch_size: int, options: TranscribeOptions) -> dict[str, float]:
-    """Real-time factor of each function on `samples`: warm calls, one after another, so each time is
-    one container's busy time (what Modal bills), not the fan-out's wall time."""
-    import time
-
-    from shared.domain import SAMPLE_RATE
-
-    duration = len(samples) / SAMPLE_RATE
-    probe = samples[: 10 * SAMPLE_RATE]
-    calls.call("vad.split", probe)  # warm: the enter hooks run on the first call
-    t = time.perf_counter()
-    chunks = calls.call("vad.split", samples)
-    vad_s = time.perf_counter() - t
-    audio = [ChunkAudio(c, samples) for c in chunks]  # each takes only its own spans across the wire
-    batches = [audio[i : i + batch_size] for i in range(0, len(audio), batch_size)]
-    calls.call("transcriber.transcribe", batches[0][:1], options)
-    t = time.perf_counter()
-    for batch in batches:
-        calls.call("transcriber.transcribe", batch, options)
-    transcribe_s = time.perf_counter() - t
-    calls.call("diarizer.diarize", probe, options.speakers)
-    t = time.perf_counter()
-    calls.call("diarizer.diarize", samples, options.speakers)
-    diarize_s = time.perf_counter() - t
-    return {
-        "audio_s": duration,
-        "chunks": len(chunks),
-        "batches": len(batches),
-        "vad": vad_s / duration,
-        "transcriber": transcribe_s / duration,
-        "diarizer": diarize_s / duration,
-    }
-
-
 @app.local_entrypoint()
 def bench(src: str, language: str = "en"):
     """`modal run -m functions.app::bench --src bench-out/bench_conversation.wav`: RTFs and $ per audio h."""
-    import math
-
     from functions import costs
     from shared.audio import decode
 
     samples = decode(Path(src).read_bytes()).samples
-    rtf = measure(build_runner().calls, samples, batch_size=settings.transcribe_batch_size,
-                  options=TranscribeOptions(language=language or None))
-    batches_per_hour = math.ceil(rtf["batches"] * 3600 / rtf["audio_s"])
-    rows = [
-        costs.per_audio_hour("Vad (CPU)", settings.vad, rtf["vad"]),
-        costs.per_audio_hour(
-            f"Transcriber ({settings.transcriber.gpu})",
-            settings.transcriber,
-            rtf["transcriber"],
-            containers=min(batches_per_hour, settings.transcriber.max_containers),
-        ),
-        costs.per_audio_hour(f"Diarizer ({settings.diarizer.gpu})", settings.diarizer, rtf["diarizer"]),
-    ]
+    rtf = costs.measure(build_runner().calls, samples, batch_size=settings.transcribe_batch_size,
+                        options=TranscribeOptions(language=language or None))
     print(f"{rtf['audio_s']:.0f} s of audio, {rtf['chunks']} chunks, {rtf['batches']} batches")
-    print(costs.table(rows))
+    print(costs.table(costs.deployment_rows(rtf, settings)))

@@ -1,13 +1,14 @@
 """Batch transcription around the shared pipeline: find inputs, shard them, transcribe one, write outputs.
 
-Used by the Modal batch entry point (functions/app.py: `modal run functions/app.py::batch`) and by the
-Kubernetes Indexed Job (functions/k8s.py `shard`). The transcription itself is `shared.pipeline`,
+Used by the Modal batch entry point (functions/app.py: `modal run functions/app.py::batch`, which fans
+the inputs out with `run_batch`) and by the Kubernetes Indexed Job (functions/k8s.py `shard`). The transcription itself is `shared.pipeline`,
 the same code the API and the CLI run; only the Runner differs (Modal functions, or models in-process).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
@@ -27,6 +28,8 @@ AUDIO_SUFFIXES = frozenset(
 )
 ALL_FORMATS: tuple[str, ...] = tuple(f.value for f in OutputFormat)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+log = logging.getLogger(__name__)
 
 
 def is_url(entry: str) -> bool:
@@ -139,3 +142,61 @@ def write_outputs(out_dir: Path, stem: str, rendered: dict[str, str]) -> list[Pa
         atomic_write(path, text.encode("utf-8"))
         paths.append(path)
     return paths
+
+
+def transcribe_input(
+    source: bytes | str, name: str, options_json: str, formats: list[str], runner: Runner, settings: Settings
+) -> dict:
+    """One input of a batch: audio bytes or an http(s) URL -> {"name", "outputs": {format: text}} or
+    {"name", "error"} (an error is returned, not raised, so one bad file does not stop the batch)."""
+    try:
+        data = source if isinstance(source, bytes) else fetch(source, max_bytes=settings.max_upload_bytes)
+        options = TranscribeOptions.model_validate_json(options_json)
+        return {"name": name, "outputs": transcribe_audio(data, options, runner, settings, formats, file_id=name)}
+    except Exception as exc:  # noqa: BLE001 - reported per file
+        log.exception("batch input %s failed", name)
+        return {"name": name, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def batch_inputs(src: str) -> list[tuple[str, str]]:
+    """(entry, output name) per input: a local path or an http(s) URL."""
+    root = src if Path(src).is_dir() else None
+    return [(entry, output_stem(entry, root)) for entry in discover(src)]
+
+
+def _payloads(entries: list[str]):
+    """Local files are read one at a time as the fan-out consumes them; URLs are fetched remotely."""
+    for entry in entries:
+        yield entry if is_url(entry) else Path(entry).read_bytes()
+
+
+def run_batch(
+    src: str, out: str, options: TranscribeOptions, formats: list[str], transcribe, *, skip_existing: bool = True
+) -> dict[str, int]:
+    """Fan the inputs out over `transcribe.map` (the transcribe_file function) and write each result as
+    it arrives, with a progress bar."""
+    from tqdm import tqdm
+
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    items = batch_inputs(src)
+    todo = [(e, n) for e, n in items if not (skip_existing and outputs_exist(out_dir, n, formats))]
+    counts = {"inputs": len(items), "skipped": len(items) - len(todo), "done": 0, "failed": 0}
+    if not todo:
+        return counts
+    results = transcribe.map(
+        _payloads([e for e, _ in todo]),
+        [n for _, n in todo],
+        kwargs={"options_json": options.model_dump_json(), "formats": formats},
+        order_outputs=False,
+    )
+    with tqdm(total=len(todo), unit="file", desc="transcribing") as bar:
+        for result in results:
+            if "error" in result:
+                counts["failed"] += 1
+                tqdm.write(f"FAILED {result['name']}: {result['error']}")
+            else:
+                write_outputs(out_dir, result["name"], result["outputs"])
+                counts["done"] += 1
+            bar.update()
+    return counts

@@ -6,14 +6,19 @@
 
 Prices: Modal's list prices per second at the time of writing (modal.com/pricing): check them before
 relying on the numbers. `modal run -m functions.app::bench --src FILE` measures the RTFs on the
-deployed functions and prints this table.
+deployed functions (`measure`) and prints this table (`deployment_rows`).
 """
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 
-from functions.settings import FunctionSpec
+import numpy as np
+
+from functions.settings import FunctionSpec, ModalSettings
+from shared.domain import SAMPLE_RATE, ChunkAudio, TranscribeOptions
 
 GPU_PER_S = {
     "T4": 0.000164,
@@ -65,3 +70,49 @@ def table(costs: list[Cost]) -> str:
     total_cold = sum(c.cold_usd for c in costs)
     lines.append(f"| **total** | | | **{total_warm:.3f}** | **{total_cold:.3f}** |")
     return "\n".join(lines)
+
+
+def measure(calls, samples: np.ndarray, *, batch_size: int, options: TranscribeOptions) -> dict[str, float]:
+    """Real-time factor of each function on `samples`: warm calls, one after another, so each time is
+    one container's busy time (what Modal bills), not the fan-out's wall time."""
+    duration = len(samples) / SAMPLE_RATE
+    probe = samples[: 10 * SAMPLE_RATE]
+    calls.call("vad.split", probe)  # warm: the enter hooks run on the first call
+    t = time.perf_counter()
+    chunks = calls.call("vad.split", samples)
+    vad_s = time.perf_counter() - t
+    audio = [ChunkAudio(c, samples) for c in chunks]  # each takes only its own spans across the wire
+    batches = [audio[i : i + batch_size] for i in range(0, len(audio), batch_size)]
+    calls.call("transcriber.transcribe", batches[0][:1], options)
+    t = time.perf_counter()
+    for batch in batches:
+        calls.call("transcriber.transcribe", batch, options)
+    transcribe_s = time.perf_counter() - t
+    calls.call("diarizer.diarize", probe, options.speakers)
+    t = time.perf_counter()
+    calls.call("diarizer.diarize", samples, options.speakers)
+    diarize_s = time.perf_counter() - t
+    return {
+        "audio_s": duration,
+        "chunks": len(chunks),
+        "batches": len(batches),
+        "vad": vad_s / duration,
+        "transcriber": transcribe_s / duration,
+        "diarizer": diarize_s / duration,
+    }
+
+
+def deployment_rows(rtf: dict[str, float], settings: ModalSettings) -> list[Cost]:
+    """The cost of each stage function from measured RTFs; the transcriber's batches of an audio hour
+    spread over up to max_containers containers."""
+    batches_per_hour = math.ceil(rtf["batches"] * 3600 / rtf["audio_s"])
+    return [
+        per_audio_hour("Vad (CPU)", settings.vad, rtf["vad"]),
+        per_audio_hour(
+            f"Transcriber ({settings.transcriber.gpu})",
+            settings.transcriber,
+            rtf["transcriber"],
+            containers=min(batches_per_hour, settings.transcriber.max_containers),
+        ),
+        per_audio_hour(f"Diarizer ({settings.diarizer.gpu})", settings.diarizer, rtf["diarizer"]),
+    ]

@@ -7,8 +7,8 @@ holds only their decorated shells).
                  the result; then deliver_webhook.spawn(job_id) if the job has a webhook
     deliver_webhook   shared/webhooks.py's WebhookSender.deliver, attempt after attempt with its backoff,
                  while the next attempt falls within this call's time budget
-    sweep_jobs   on a schedule: jobs whose worker went silent (lease lapsed) go back to the queue (or fail
-                 after JOB_MAX_ATTEMPTS) and are spawned again; jobs queued for long (a lost spawn) are
+    sweep_jobs   on a schedule: jobs whose worker went silent (lease lapsed: it died or stalled) go back to
+                 the queue (or fail after JOB_MAX_ATTEMPTS) and are spawned again; jobs queued for long (a lost spawn) are
                  spawned again; overdue webhooks get a deliverer; expired jobs and their uploads go.
 
 A job is never lost: it is in the Dict before the 202 answers, and anything that drops a spawn (a
@@ -16,8 +16,15 @@ failed `.spawn()`, a dead container, a timeout) leaves it queued or running unde
 the sweep picks up. A job never runs twice at once unless a worker stalls past its lease (see
 functions/dict_job_store.py), and it ends once whatever happens.
 
-The spawn itself is a seam (`ModalSpawn` / `LocalSpawn`), like the runner's ModalCalls / LocalCalls:
-tests and `functions.local_serve` run the same function bodies with `.local()` on a thread.
+Retries: one mechanism, the job's own. run_job has no Modal retries: a run that dies (a crashed
+container, a timeout) leaves the job running under a lease that lapses, and the sweep queues it again
+(attempts counted against JOB_MAX_ATTEMPTS) and spawns it. Modal's retry of the input would be a second
+count of the same attempts, and could not run sooner anyway: it cannot tell a dead run from a stalled
+one, so it too would have to wait for the lease. A Modal FunctionCall id cannot replace the lease
+either: it says when a call ended, not that a stalled one will never write again.
+
+The spawn itself is a seam (`ModalSpawn` here; tests/modal_doubles.py's `LocalSpawn` runs the same
+function bodies with `.local()` on a thread).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from typing import Any
 from functions.dict_job_store import DICT_ENTRY_TTL_S, DictJobStore
 from functions.volume_clips import VolumeClipStore
 from shared.config import Settings
-from shared.jobs.model import DeliveryAttempt, Job, JobNotFound, JobStatus, WebhookState, check_job_id
+from shared.jobs.model import DeliveryAttempt, Job, JobNotFound, WebhookState, check_job_id
 from shared.jobs.runner import JobRunner
 from shared.runner import Runner
 from shared.service import TranscriptionService
@@ -49,35 +56,6 @@ class ModalSpawn:
 
     def __call__(self, *args: Any) -> None:
         self.fn.spawn(*args)
-
-
-class LocalSpawn:
-    """Test double for `.spawn()`: the same function body, called with `.local()` on a thread of this
-    process (what tests and `functions.local_serve` use; no Modal account needed)."""
-
-    def __init__(self, fn: Any):
-        self.fn = fn
-        self.calls: list[tuple] = []
-        self.threads: list[threading.Thread] = []
-        self.errors: list[BaseException] = []
-
-    def __call__(self, *args: Any) -> None:
-        self.calls.append(args)
-        thread = threading.Thread(target=self._run, args=args, daemon=True, name="local-spawn")
-        self.threads.append(thread)
-        thread.start()
-
-    def _run(self, *args: Any) -> None:
-        try:
-            self.fn.local(*args)
-        except BaseException as exc:  # noqa: BLE001 - a spawned call's failure is only logged, as on Modal
-            self.errors.append(exc)
-            log.exception("spawned call %s%r failed", getattr(self.fn, "__name__", self.fn), args)
-
-    def join(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        for thread in list(self.threads):
-            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 class JobWorker:
@@ -171,31 +149,13 @@ class JobWorker:
 
     def _claim(self, job_id: str) -> Job | None:
         """The job, claimed by this call; None when there is nothing for it to do: the job ended, is gone,
-        or runs elsewhere under a live lease. A running job whose lease lapses while this call waits
-        (Modal re-running the input of a crashed container) is taken over."""
-        waited_until = time.monotonic() + 2 * self.store.lease_s + self.heartbeat_s
-        while True:
-            try:
-                job = self.store.get(job_id)
-            except JobNotFound:
-                log.warning("job %s: no such job (expired?)", job_id)
-                return None
-            if job.finished:
-                return None
-            if job.status is JobStatus.queued:
-                claimed = self.store.claim(job_id)
-                if claimed is not None:
-                    return claimed
-                continue  # another worker claimed it in between: look again
-            if self.store.lease_lapsed(job_id):
-                recovered = self.store.recover_job(job_id, self.settings.job_max_attempts)
-                if recovered is not None and recovered.finished:
-                    self.ended(recovered)  # out of attempts: failed, and called back
-                continue
-            if time.monotonic() >= waited_until:
-                log.info("job %s: running in another container; leaving it there", job_id)
-                return None
-            time.sleep(min(self.heartbeat_s, max(0.05, self.store.lease_s / 4)))
+        or runs elsewhere (a duplicate spawn). A run that died is not this call's to take over: its
+        lease lapses and the sweep queues the job again and spawns it."""
+        try:
+            return self.store.claim(job_id)
+        except JobNotFound:
+            log.warning("job %s: no such job (expired?)", job_id)
+            return None
 
     def _heartbeat(self, job_id: str, stop: threading.Event) -> None:
         while not stop.wait(self.heartbeat_s):

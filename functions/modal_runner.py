@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
+from shared.domain import ChunkAudio, ChunkTranscript, TranscribeOptions
 from shared.runner import Runner
 from shared.stages import Stage
 
@@ -294,3 +295,23 @@ def modal_targets(vad: Any, transcriber: Any, chunk_transcriber: Any, diarizer: 
         CHUNK_TARGET: chunk_transcriber.transcribe,
         "diarizer.diarize": diarizer.diarize,
     }
+
+
+def transcribe_packed(whisper, chunks: list[ChunkAudio], options: list[TranscribeOptions], batch_size: int):
+    """The body of CHUNK_TARGET (functions/app.py's ChunkTranscriber): chunks that Modal's @modal.batched
+    packed from different requests. Each group of equal options is one batched pass.
+    A chunk without a language gets its own detection (one batch shares one language)."""
+    options = [
+        o if o.language is not None else o.model_copy(update={"language": whisper.detect_language(c)})
+        for c, o in zip(chunks, options)
+    ]
+    groups: dict[str, list[int]] = {}
+    for i, o in enumerate(options):
+        groups.setdefault(o.model_dump_json(), []).append(i)
+    results: list[ChunkTranscript | None] = [None] * len(chunks)
+    for indices in groups.values():
+        for start in range(0, len(indices), batch_size):
+            part = indices[start : start + batch_size]
+            for i, result in zip(part, whisper.transcribe_batch([chunks[i] for i in part], options[part[0]])):
+                results[i] = result
+    return results

@@ -102,7 +102,7 @@ class JobSpec(FunctionSpec):
     memory_mib: int | None = 8192  # a few decoded hours at once (230 MB of float32 per hour)
     timeout_s: int = 3600  # longer than the longest stage call (the diarizer's 1800 s)
     max_containers: int = 20
-    retries: int = 2  # a crashed container's input runs again; it takes the job over once the lease lapses
+    retries: int = 0  # a dead run's job is requeued by the sweep once its lease lapses (functions/modal_jobs.py)
     max_inputs: int | None = 8
 
 

@@ -1,9 +1,14 @@
-"""The SQLite job store: atomic state transitions, crash recovery, expiry, deliveries."""
+"""The SQLite job store: atomic state transitions, leases and recovery, expiry, deliveries.
+
+These are the contract tests of the JobStore port: tests/test_modal_jobs_store.py runs every one of them
+over the modal.Dict store too. Both run with real leases (LEASE_S on a clock the tests move, and one test
+on the wall clock), so a lease that has not lapsed is never taken."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -12,6 +17,9 @@ from shared.domain import Segment, TranscribeOptions, Transcript
 from shared.jobs.model import DeliveryAttempt, Job, JobConflict, JobError, JobNotFound, JobStatus, Progress, Webhook
 from shared.jobs.model import new_job_id, new_webhook_id
 from shared.jobs.sqlite_store import SqliteJobStore
+
+
+LEASE_S = 30.0
 
 
 class Clock:
@@ -29,7 +37,7 @@ def clock():
 
 @pytest.fixture
 def store(tmp_path, clock):
-    s = SqliteJobStore(tmp_path / "jobs.sqlite3", clock=clock)
+    s = SqliteJobStore(tmp_path / "jobs.sqlite3", clock=clock, lease_s=LEASE_S)
     yield s
     s.close()
 
@@ -41,7 +49,7 @@ def reopen(store, clock):
     opened = []
 
     def again():
-        opened.append(SqliteJobStore(store.path, clock=clock))
+        opened.append(SqliteJobStore(store.path, clock=clock, lease_s=LEASE_S))
         return opened[-1]
 
     yield again
@@ -65,9 +73,27 @@ def new_job(created: float = 1_000_000.0, webhook: bool = False, owns_clip: bool
 TRANSCRIPT = Transcript(segments=[Segment(start=0.0, end=1.0, text="hello")], language="en", duration=28.0)
 
 
-def test_wal_journal(store):
+def test_sqlite_wal_journal(store):
     db = sqlite3.connect(store.path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_sqlite_file_from_before_leases_opens_and_its_running_job_recovers(tmp_path, clock):
+    """jobs.sqlite3 written by the schema without the run and lease columns (an existing deployment)."""
+    path = tmp_path / "old.sqlite3"
+    store = SqliteJobStore(path, clock=clock)
+    job = store.create(new_job())
+    store.claim_next()
+    store.close()
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE jobs DROP COLUMN lease_until")
+    db.execute("ALTER TABLE jobs DROP COLUMN run")
+    db.commit()
+    db.close()
+    store = SqliteJobStore(path, clock=clock)
+    (back,) = store.recover(max_attempts=3, any_lease=True)
+    assert back.job_id == job.job_id and store.claim_next().attempts == 2
+    store.close()
 
 
 def test_lifecycle(store, clock):
@@ -133,13 +159,16 @@ def test_unknown_job(store):
         store.deliveries("f" * 32)
 
 
-def test_recover_requeues_then_fails_with_a_reason(store, reopen, clock):
+def test_recover_waits_for_the_lease_then_requeues_then_fails_with_a_reason(store, reopen, clock):
     job = store.create(new_job(webhook=True))
     waiting = store.create(new_job(created=1_000_001.0))
     store.claim_next()
-    store.close()  # the process dies with the job running
+    store.close()  # the worker dies with the job running
 
     store = reopen()
+    clock.t += LEASE_S - 1
+    assert store.recover(max_attempts=2) == []  # leased still: its worker may be alive
+    clock.t += 1
     recovered = store.recover(max_attempts=2)
     assert [(j.job_id, j.status) for j in recovered] == [(job.job_id, JobStatus.queued)]
     assert store.get(waiting.job_id).status is JobStatus.queued
@@ -148,12 +177,68 @@ def test_recover_requeues_then_fails_with_a_reason(store, reopen, clock):
     store.close()
 
     store = reopen()
+    clock.t += LEASE_S
     (failed,) = store.recover(max_attempts=2)
     assert failed.status is JobStatus.failed and failed.error.code == "interrupted"
     assert "2 time(s)" in failed.error.message and "JOB_MAX_ATTEMPTS" in failed.error.message
     assert failed.webhook.state == "pending"  # the failure is called back too
     assert store.due_webhooks(clock.t, 10)[0].job_id == job.job_id
+
+
+def test_recover_at_start_up_takes_every_running_job_whatever_its_lease(store, reopen):
+    job = store.create(new_job())
+    store.claim_next()
     store.close()
+    (back,) = reopen().recover(max_attempts=2, any_lease=True)  # the only server on this storage restarts
+    assert back.job_id == job.job_id and back.status is JobStatus.queued and back.progress.done == 0.0
+
+
+def test_progress_and_heartbeats_renew_the_lease(store, reopen, clock):
+    job = store.create(new_job())
+    store.claim_next()
+    sweeper = reopen()
+    for renew in (lambda: store.update_progress(job.job_id, 7.0, 28.0), lambda: store.heartbeat(job.job_id)):
+        clock.t += LEASE_S * 0.8
+        assert renew() and sweeper.recover(max_attempts=3) == []
+    clock.t += LEASE_S * 0.8
+    assert sweeper.recover(max_attempts=3) == []  # renewed 0.8 of a lease ago
+    clock.t += LEASE_S * 0.2
+    assert [j.status for j in sweeper.recover(max_attempts=3)] == [JobStatus.queued]
+
+
+def test_a_run_that_lost_its_lease_is_refused_everything(store, reopen, clock):
+    job = store.create(new_job())
+    store.claim_next()
+    clock.t += LEASE_S  # the worker stalled past its lease...
+    other = reopen()
+    (back,) = other.recover(max_attempts=3)
+    assert back.status is JobStatus.queued
+    assert not store.update_progress(job.job_id, 5.0, 28.0)  # lost even before anyone claims it again
+    taken = other.claim_next()
+    assert taken.job_id == job.job_id and taken.attempts == 2
+    # ...and came back: whatever it does now is refused, so it stops and cannot end the job
+    assert not store.update_progress(job.job_id, 5.0, 28.0)
+    assert not store.heartbeat(job.job_id)
+    assert not store.release(job.job_id)
+    assert not store.finish(job.job_id, TRANSCRIPT)
+    assert not store.fail(job.job_id, JobError(code="x", message="y"))
+    assert other.get(job.job_id).progress.done == 0.0
+    assert other.update_progress(job.job_id, 9.0, 28.0) and other.finish(job.job_id, TRANSCRIPT)
+    done = store.get(job.job_id)
+    assert done.status is JobStatus.succeeded and done.attempts == 2 and done.result == TRANSCRIPT
+
+
+def test_a_lease_lapses_on_the_wall_clock(store, reopen):
+    job = store.create(new_job())
+    wall = reopen()
+    wall.clock, wall.lease_s = time.time, 0.2
+    assert wall.claim_next().job_id == job.job_id
+    sweeper = reopen()
+    sweeper.clock = time.time
+    assert sweeper.recover(max_attempts=3) == []
+    time.sleep(0.25)
+    assert [j.job_id for j in sweeper.recover(max_attempts=3)] == [job.job_id]
+    assert not wall.update_progress(job.job_id, 1.0, 28.0)
 
 
 def test_release_does_not_count_the_attempt(store):

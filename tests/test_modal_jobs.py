@@ -5,7 +5,7 @@ at the boundary: no cloud here.
 - Function bodies run with `.local()`: run_job on real audio through the ModalRunner (stages with
   .local() too), deliver_webhook against a real receiver on loopback, sweep_jobs.
 - The web endpoint's app (`web.local()`) hands jobs to `.spawn()`; here the spawn is `LocalSpawn`, the
-  test double that calls the same function with `.local()` on a thread (CALLS_ENV=local).
+  test double that calls the same function with `.local()` on a thread (tests/modal_doubles.py).
 - The job Dict is `MemoryDict`, the in-memory stand-in for modal.Dict (tests/test_modal_jobs_store.py).
 """
 
@@ -19,14 +19,15 @@ import pytest
 from audio_fixtures import ONE_SPEAKER, TWO_SPEAKERS
 from fastapi.testclient import TestClient
 from jobs_support import WEBHOOK_SECRET, WebhookReceiver, wait_for_job
+from modal_doubles import LocalDeployment, MemoryDict
 from standardwebhooks import Webhook as ReferenceWebhook
 from test_jobs_api import NoModels
 from test_jobs_store import TRANSCRIPT, new_job
 from test_modal_app import deploy_definition
 
 from functions import app as modal_app
-from functions.dict_job_store import DictJobStore, MemoryDict
-from functions.modal_jobs import JobWorker, LocalSpawn, ModalSpawn
+from functions.dict_job_store import DictJobStore
+from functions.modal_jobs import JobWorker, ModalSpawn
 from functions.settings import DATA_PATH, get_modal_settings
 from functions.volume_clips import VolumeClipStore
 from shared.api.app import create_app
@@ -47,20 +48,23 @@ JOB_FUNCTIONS = {
 
 
 @pytest.fixture
-def local_jobs(tmp_path, monkeypatch):
+def deployment(tmp_path, monkeypatch):
     """This process as the whole deployment: CALLS_ENV=local, a fresh stand-in Dict, storage in tmp."""
     monkeypatch.setenv("AUDIO_STORAGE_PATH", str(tmp_path / "data"))
     monkeypatch.setenv(modal_app.CALLS_ENV, "local")
     monkeypatch.setenv("WEBHOOK_SECRET", WEBHOOK_SECRET)
     monkeypatch.setenv("WEBHOOK_ALLOW_PRIVATE", "true")
     monkeypatch.setenv("WEBHOOK_BACKOFF_S", "0.2")
-    modal_app.reset_jobs_worker()
-    worker = modal_app.jobs_worker()
-    yield worker
-    for spawn in (worker.spawn_run, worker.spawn_deliver):
-        if isinstance(spawn, LocalSpawn):
-            spawn.join(120)
-    modal_app.reset_jobs_worker()
+    local = LocalDeployment()
+    local.build()
+    yield local
+    local.close()
+
+
+@pytest.fixture
+def local_jobs(deployment):
+    assert modal_app.jobs_worker() is deployment.worker
+    return deployment.worker
 
 
 # --- the functions' settings --------------------------------------------------------------------------
@@ -83,7 +87,7 @@ def test_job_functions_take_their_resources_from_the_settings_module(name):
 def test_run_job():
     info = modal_app.run_job.info()
     assert info.cpu == 2.0 and info.timeout == 3600 > S.diarizer.timeout_s  # outlives its longest stage call
-    assert info.max_retries == 2  # a crashed container's input runs again and takes the job over
+    assert info.max_retries is None  # a dead run's job goes back to the queue through the sweep, not retries
     assert info.concurrency_info.max_inputs == S.jobs.max_inputs == 8  # a job mostly waits on GPU functions
     assert set(info.volumes) == {DATA_PATH} and info.volumes[DATA_PATH].name == S.data_volume  # the clips
     assert info.volumes[DATA_PATH].read_only is False
@@ -123,15 +127,13 @@ def test_deployed_containers_use_the_named_dict_and_spawn(monkeypatch, tmp_path)
     """Without CALLS_ENV=local: the Dict from settings.jobs_dict and `.spawn()` (built offline)."""
     monkeypatch.setenv("AUDIO_STORAGE_PATH", str(tmp_path))
     monkeypatch.delenv(modal_app.CALLS_ENV, raising=False)
-    modal_app.reset_jobs_worker()
-    try:
-        worker = modal_app.jobs_worker()
-        assert worker.store.d is modal_app.jobs_dict and worker.store.lease_s == S.job_lease_s
-        assert isinstance(worker.spawn_run, ModalSpawn) and worker.spawn_run.fn is modal_app.run_job
-        assert isinstance(worker.spawn_deliver, ModalSpawn) and worker.spawn_deliver.fn is modal_app.deliver_webhook
-        assert isinstance(worker.clips, VolumeClipStore) and worker.clips.volume is None  # not in a container
-    finally:
-        modal_app.reset_jobs_worker()
+    monkeypatch.setattr(modal_app, "_jobs", None)
+    worker = modal_app.jobs_worker()
+    assert modal_app.jobs_worker() is worker  # one per container
+    assert worker.store.d is modal_app.jobs_dict and worker.store.lease_s == S.job_lease_s
+    assert isinstance(worker.spawn_run, ModalSpawn) and worker.spawn_run.fn is modal_app.run_job
+    assert isinstance(worker.spawn_deliver, ModalSpawn) and worker.spawn_deliver.fn is modal_app.deliver_webhook
+    assert isinstance(worker.clips, VolumeClipStore) and worker.clips.volume is None  # not in a container
 
 
 # --- the seam in JobService: dispatch instead of job threads ------------------------------------------
@@ -160,7 +162,7 @@ def test_a_job_the_dispatcher_refused_is_still_accepted_and_the_sweep_spawns_it(
     assert worker.sweep(now=time.time() + 601)["redispatched"] == 1 and spawned == [job["job_id"]]
 
 
-# --- run_job: claiming, leases, takeover (a stand-in service, no models) -----------------------------
+# --- run_job: claiming, heartbeats, the sweep's recovery (a stand-in service, no models) -----------------------------
 
 
 class StubService:
@@ -223,48 +225,44 @@ def test_a_heartbeat_keeps_a_long_job_from_being_taken_over(tmp_path):
     assert sweeper.get(job.job_id).status is JobStatus.succeeded
 
 
-def test_a_rerun_of_a_crashed_input_waits_for_the_lease_then_takes_the_job_over(tmp_path):
-    d = MemoryDict()
-    crashed = DictJobStore(d, lease_s=0.6)
-    job = crashed.create(new_job())
-    crashed.claim(job.job_id)  # ...and the container died: no heartbeat, no end
-    worker = stub_worker(tmp_path, d, lease_s=0.6)
-    started = time.monotonic()
-    assert worker.run(job.job_id) == "succeeded"  # Modal's retry of the input
-    assert time.monotonic() - started >= 0.5  # it waited for the lease to lapse
-    assert worker.store.get(job.job_id).attempts == 2
-
-
-def test_a_rerun_that_finds_the_job_alive_elsewhere_leaves_it(tmp_path):
+def test_a_duplicate_spawn_leaves_a_running_job_to_its_run(tmp_path):
     d = MemoryDict()
     alive = DictJobStore(d, lease_s=0.6)
     job = alive.create(new_job())
     alive.claim(job.job_id)
-    stop = threading.Event()
-    beats = threading.Thread(target=lambda: [alive.heartbeat(job.job_id) for _ in iter(lambda: stop.wait(0.1), True)])
-    beats.start()
-    try:
-        worker = stub_worker(tmp_path, d, lease_s=0.6)
-        assert worker.run(job.job_id) == "running" and worker.service.runs == 0
-    finally:
-        stop.set()
-        beats.join()
+    worker = stub_worker(tmp_path, d, lease_s=0.6)
+    started = time.monotonic()
+    assert worker.run(job.job_id) == "running" and worker.service.runs == 0
+    assert time.monotonic() - started < 0.3  # it does not wait for the lease: the sweep owns that
+
+
+def test_a_run_that_died_is_requeued_by_the_sweep_and_spawned_again(tmp_path):
+    d = MemoryDict()
+    crashed = DictJobStore(d, lease_s=0.3)
+    job = crashed.create(new_job())
+    crashed.claim(job.job_id)  # ...and the container died: no heartbeat, no end
+    worker = stub_worker(tmp_path, d, lease_s=0.3)
+    assert worker.sweep()["recovered"] == 0  # leased still
+    time.sleep(0.35)
+    assert worker.sweep()["recovered"] == 1 and worker.spawned == [job.job_id]
+    assert worker.run(job.job_id) == "succeeded"  # the spawn the sweep made
+    assert worker.store.get(job.job_id).attempts == 2
 
 
 def test_a_job_out_of_attempts_fails_with_a_reason_and_is_called_back(tmp_path):
     d = MemoryDict()
     crashed = DictJobStore(d, lease_s=0.3)
     job = crashed.create(new_job(webhook=True))
-    for _ in range(2):  # two containers died running it (JOB_MAX_ATTEMPTS=2)
+    worker = stub_worker(tmp_path, d, lease_s=0.3)  # JOB_MAX_ATTEMPTS=2
+    for _ in range(2):  # two containers died running it
         crashed.claim(job.job_id)
         time.sleep(0.35)
-        crashed.recover_job(job.job_id, max_attempts=3)
-    crashed.claim(job.job_id)
-    worker = stub_worker(tmp_path, d, lease_s=0.3)
-    assert worker.run(job.job_id) == "failed" and worker.service.runs == 0
+        worker.sweep()
+    assert worker.sweep() == {"recovered": 0, "failed": 0, "redispatched": 0, "webhooks": 0, "expired": 0}
     failed = worker.store.get(job.job_id)
-    assert failed.error.code == "interrupted" and failed.webhook.state == "pending"
-    assert worker.spawned == [("deliver", job.job_id)]
+    assert failed.status is JobStatus.failed and failed.error.code == "interrupted"
+    assert failed.webhook.state == "pending" and worker.service.runs == 0
+    assert worker.spawned == [job.job_id, ("deliver", job.job_id)]  # requeued once, then called back
 
 
 # --- deliver_webhook and sweep_jobs with .local() -------------------------------------------------------
@@ -308,9 +306,9 @@ def test_a_deliverer_leaves_a_late_retry_to_the_sweep(local_jobs):
         assert modal_app.sweep_jobs.local()["webhooks"] == 1 and spawned == [job.job_id]
 
 
-def test_sweep_jobs_recovers_respawns_and_expires(local_jobs, monkeypatch):
+def test_sweep_jobs_recovers_respawns_and_expires(deployment, monkeypatch):
     monkeypatch.setenv("JOB_RESULT_TTL_S", "500")
-    local_jobs = modal_app.jobs_worker()  # rebuilt for the changed environment, over the same Dict
+    local_jobs = deployment.build()  # rebuilt for the changed environment, over the same Dict
     assert local_jobs.settings.job_result_ttl_s == 500
     spawned = []
     local_jobs.spawn_run = spawned.append
@@ -384,9 +382,9 @@ def test_the_web_endpoint_spawns_the_job_and_its_webhook(local_jobs):
     assert [(a.attempt, a.outcome) for a in deliveries] == [(1, "retry"), (2, "delivered")]
 
 
-def test_without_a_webhook_secret_the_deliverer_records_why_and_stops(local_jobs, monkeypatch):
+def test_without_a_webhook_secret_the_deliverer_records_why_and_stops(deployment, monkeypatch):
     monkeypatch.delenv("WEBHOOK_SECRET")
-    worker = modal_app.jobs_worker()  # rebuilt without the secret, over the same Dict
+    worker = deployment.build()  # rebuilt without the secret, over the same Dict
     job = ended_job(worker.store, "https://example.com/hook")
     assert modal_app.deliver_webhook.local(job.job_id) == "failed"
     (attempt,) = worker.store.deliveries(job.job_id)

@@ -2,7 +2,7 @@
 keeps its promises when concurrent writers race on one job.
 
 modal.Dict is a Modal service that cannot run here (no account, no network): the store runs over
-`MemoryDict`, an in-memory stand-in with exactly the methods the store uses (get, put with
+`MemoryDict` (tests/modal_doubles.py), an in-memory stand-in with exactly the methods the store uses (get, put with
 skip_if_exists, pop, keys) and the semantics modal 1.6.4 gives them. What is tested is therefore the
 store's protocol on top of those primitives, not Modal's implementation of them.
 """
@@ -16,26 +16,15 @@ import pytest
 import test_jobs_store
 
 # The SQLite store's contract tests, run over the Dict store: the `store` and `reopen` fixtures below
-# override the ones they were written with. (test_wal_journal is about SQLite itself.)
-from test_jobs_store import (  # noqa: F401
-    TRANSCRIPT,
-    Clock,
-    new_job,
-    test_cancel_running_job_stops_its_progress_and_result,
-    test_claims_oldest_first,
-    test_deliveries_and_webhook_state,
-    test_delete_expired_keeps_jobs_with_pending_webhooks,
-    test_lifecycle,
-    test_never_claims_twice,
-    test_recover_requeues_then_fails_with_a_reason,
-    test_release_does_not_count_the_attempt,
-    test_unknown_job,
-)
+# override the ones they were written with. (test_sqlite_* are about SQLite itself.)
+from modal_doubles import MemoryDict
+from test_jobs_store import LEASE_S, TRANSCRIPT, Clock, new_job
 
-from functions.dict_job_store import DictJobStore, MemoryDict
+from functions.dict_job_store import DictJobStore
 from shared.jobs.model import DeliveryAttempt, JobConflict, JobError, JobNotFound, JobStatus
 
-CONTRACT = [name for name in dir(test_jobs_store) if name.startswith("test_") and name != "test_wal_journal"]
+CONTRACT = [n for n in dir(test_jobs_store) if n.startswith("test_") and not n.startswith("test_sqlite_")]
+globals().update({name: getattr(test_jobs_store, name) for name in CONTRACT})
 
 
 @pytest.fixture
@@ -50,16 +39,17 @@ def backing():
 
 @pytest.fixture
 def store(backing, clock):
-    return DictJobStore(backing, clock=clock)  # lease_s=0: a running job is recoverable at once
+    return DictJobStore(backing, clock=clock, lease_s=LEASE_S)
 
 
 @pytest.fixture
 def reopen(backing, clock):
-    return lambda: DictJobStore(backing, clock=clock)
+    return lambda: DictJobStore(backing, clock=clock, lease_s=LEASE_S)
 
 
 def test_every_contract_test_of_the_sqlite_store_runs_here_too():
-    assert CONTRACT and all(name in globals() for name in CONTRACT)
+    assert "test_a_run_that_lost_its_lease_is_refused_everything" in CONTRACT
+    assert CONTRACT and all(globals()[name] is getattr(test_jobs_store, name) for name in CONTRACT)
 
 
 # --- the stand-in ------------------------------------------------------------------------------------
@@ -198,35 +188,7 @@ def test_concurrent_deliverers_keep_every_attempt():
     assert [a.attempt for a in store.deliveries(job.job_id)] == [1, 2, 3]  # both sent, both recorded
 
 
-# --- leases: when a running job counts as abandoned ---------------------------------------------------
-
-
-def test_a_running_job_is_recovered_only_after_its_lease_lapses():
-    d, clock = MemoryDict(), Clock()
-    worker = DictJobStore(d, clock=clock, lease_s=120)
-    sweeper = DictJobStore(d, clock=clock, lease_s=120)
-    job = worker.create(new_job())
-    worker.claim(job.job_id)
-    clock.t += 100
-    assert sweeper.recover(max_attempts=3) == [] and not sweeper.lease_lapsed(job.job_id)
-    assert worker.heartbeat(job.job_id)  # alive: the lease moves on
-    clock.t += 100
-    assert sweeper.recover(max_attempts=3) == []
-    clock.t += 121  # silent for longer than the lease
-    assert sweeper.lease_lapsed(job.job_id)
-    (back,) = sweeper.recover(max_attempts=3)
-    assert back.status is JobStatus.queued and back.attempts == 1
-
-    taker = DictJobStore(d, clock=clock, lease_s=120)
-    assert taker.claim(job.job_id).attempts == 2
-    # the first worker was only stalled: everything it tries now is refused, so it stops
-    assert not worker.update_progress(job.job_id, 5.0, 28.0)
-    assert not worker.heartbeat(job.job_id)
-    assert not worker.finish(job.job_id, TRANSCRIPT)
-    assert not worker.fail(job.job_id, JobError(code="x", message="y"))
-    assert taker.update_progress(job.job_id, 5.0, 28.0) and taker.finish(job.job_id, TRANSCRIPT)
-    done = sweeper.get(job.job_id)
-    assert done.status is JobStatus.succeeded and done.attempts == 2 and done.result == TRANSCRIPT
+# --- the scans and their index repairs ---------------------------------------------------------------
 
 
 def test_jobs_queued_for_long_are_listed_for_a_new_dispatch():

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 from audio_fixtures import ONE_SPEAKER
 from fastapi.testclient import TestClient
+from modal_doubles import MemoryDict
 from test_jobs_api import NoModels
 
-from functions.dict_job_store import DictJobStore, MemoryDict
+from functions.dict_job_store import DictJobStore
 from functions.volume_clips import StorageBusy, VolumeClipStore
 from shared.api.app import create_app
 from shared.audio import decode

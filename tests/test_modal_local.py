@@ -11,7 +11,8 @@ import pytest
 from audio_fixtures import ONE_SPEAKER, TWO_SPEAKERS, reference_text, reference_turns
 
 from functions import app as modal_app
-from functions.batch import ALL_FORMATS
+from functions.batch import ALL_FORMATS, run_batch
+from functions.modal_runner import transcribe_packed
 from shared.audio import decode
 from shared.config import Settings
 from shared.domain import SAMPLE_RATE, ChunkAudio, SpeakerHints, TranscribeOptions
@@ -99,7 +100,7 @@ def test_transcribe_packed_groups_by_options():
     spans = [Chunk(index=i, start=i, end=i + 1, keep_start=i, keep_end=i + 1) for i in range(4)]
     chunks = _batch(np.zeros(SAMPLE_RATE * 5, np.float32), spans)
     opts = [TranscribeOptions(language="en"), TranscribeOptions(), TranscribeOptions(language="en"), TranscribeOptions()]
-    out = modal_app.transcribe_packed(FakeWhisper(), chunks, opts, batch_size=1)
+    out = transcribe_packed(FakeWhisper(), chunks, opts, batch_size=1)
     assert [r.language for r in out] == ["en", "de", "en", "de"]
     assert sorted(calls) == sorted([([chunks[0].chunk.index], "en"), ([chunks[2].chunk.index], "en"),
                                     ([chunks[1].chunk.index], "de"), ([chunks[3].chunk.index], "de")])
@@ -128,7 +129,7 @@ def test_diarizer_finds_the_two_speakers(two):
 
 def test_transcribe_file_runs_the_shared_pipeline_and_renders_every_format(monkeypatch):
     monkeypatch.setenv(modal_app.CALLS_ENV, "local")  # stages through .local(), not .remote()
-    monkeypatch.setattr(modal_app, "_batch_runner", None)
+    modal_app._batch_runner.cache_clear()
     options = TranscribeOptions(speakers=SpeakerHints(num_speakers=2))
     out = modal_app.transcribe_file.local(TWO_SPEAKERS.read_bytes(), "call", options.model_dump_json(), list(ALL_FORMATS))
     assert out["name"] == "call" and set(out["outputs"]) == set(ALL_FORMATS)
@@ -174,7 +175,7 @@ def test_the_batch_entry_point_writes_every_format_and_skips_what_is_done(tmp_pa
     out = tmp_path / "out"
     fake = LocalMap(modal_app.transcribe_file)
 
-    counts = modal_app.run_batch(str(src), str(out), TranscribeOptions(), list(ALL_FORMATS), transcribe=fake)
+    counts = run_batch(str(src), str(out), TranscribeOptions(), list(ALL_FORMATS), transcribe=fake)
     assert counts == {"inputs": 3, "skipped": 0, "done": 2, "failed": 1}
     assert fake.calls == [(["broken", "reading", "team__standup"], False)]  # unordered: write as they come
     assert sorted(p.name for p in out.iterdir()) == sorted(
@@ -183,7 +184,7 @@ def test_the_batch_entry_point_writes_every_format_and_skips_what_is_done(tmp_pa
     captured = capsys.readouterr()
     assert "FAILED broken" in captured.out + captured.err
 
-    again = modal_app.run_batch(str(src), str(out), TranscribeOptions(), list(ALL_FORMATS), transcribe=fake)
+    again = run_batch(str(src), str(out), TranscribeOptions(), list(ALL_FORMATS), transcribe=fake)
     assert again == {"inputs": 3, "skipped": 2, "done": 0, "failed": 1}
     assert fake.calls[-1][0] == ["broken"]
 
@@ -193,7 +194,7 @@ def test_bench_measures_each_function_through_the_same_seam(monkeypatch):
 
     monkeypatch.setenv(modal_app.CALLS_ENV, "local")
     samples = decode(TWO_SPEAKERS).samples
-    rtf = modal_app.measure(modal_app.build_runner().calls, samples, batch_size=2, options=TranscribeOptions(language="en"))
+    rtf = costs.measure(modal_app.build_runner().calls, samples, batch_size=2, options=TranscribeOptions(language="en"))
     assert rtf["chunks"] >= 3 and rtf["batches"] == (rtf["chunks"] + 1) // 2
     assert all(0 < rtf[f] < 1 for f in ("vad", "transcriber", "diarizer"))  # faster than real time on CPU
     row = costs.per_audio_hour("Transcriber", modal_app.settings.transcriber, rtf["transcriber"], containers=2)

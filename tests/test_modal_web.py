@@ -3,17 +3,20 @@
 The app under test is the one the `web` asgi function returns (`web.local()`), with the Modal runner;
 its stage calls go through the test double `LocalCalls`, which calls the deployed classes' methods
 with `.local()` instead of `.remote()`/`.map()`. It is served by uvicorn on loopback
-(`python -m functions.local_serve`), and tests/test_api.py's tests run against it unchanged: they are
+(tests/modal_local_serve.py), and tests/test_api.py's tests run against it unchanged: they are
 imported here, and the `server` fixture they use is this module's.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import test_api
 from audio_fixtures import ONE_SPEAKER, TWO_SPEAKERS
 from fastapi.testclient import TestClient
 from live_server import live_server
+from modal_doubles import LocalDeployment
 
 from functions import app as modal_app
 from functions.modal_runner import CHUNK_TARGET, LocalCalls, ModalRunner
@@ -24,7 +27,8 @@ from test_api import assert_error, upload
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*executing locally.*:UserWarning")]
 
-MODAL_SERVER = {"module": "functions.local_serve", "env": {modal_app.CALLS_ENV: "local"}}
+TESTS = Path(__file__).resolve().parent
+MODAL_SERVER = {"module": "modal_local_serve", "env": {modal_app.CALLS_ENV: "local", "PYTHONPATH": str(TESTS)}}
 
 
 def modal_live_server(storage, env=None, **kwargs):
@@ -56,9 +60,12 @@ def test_the_server_under_test_is_the_modal_endpoint(client):
 def modal_app_client(tmp_path, monkeypatch):
     monkeypatch.setenv("AUDIO_STORAGE_PATH", str(tmp_path))
     monkeypatch.setenv(modal_app.CALLS_ENV, "local")
+    local = LocalDeployment()
+    local.build()
     app = modal_app.web.local()
     with TestClient(app) as c:
         yield c
+    local.close()
 
 
 def test_web_local_returns_the_shared_fastapi_app_with_the_modal_runner(modal_app_client):

@@ -55,7 +55,9 @@ class JobRunner:
         self._threads.append(threading.Thread(target=self._janitor, name="job-janitor", daemon=True))
 
     def start(self) -> "JobRunner":
-        for job in self.store.recover(self.max_attempts):
+        # one server per storage path: at its start no run of an earlier process is alive, whatever
+        # its lease says, so every running job is recovered now (not once its lease lapses)
+        for job in self.store.recover(self.max_attempts, any_lease=True):
             log.warning("job %s was running when the server stopped: now %s", job.job_id, job.status.value)
             if job.finished and self.on_finished:
                 self.on_finished(job)

@@ -1,8 +1,9 @@
 """JobStore on SQLite (stdlib): one file under the storage path, WAL journal, synchronous=FULL, so a job
 that was accepted survives a crash of the process or the machine.
 
-One connection behind a lock: every call is a short transaction, and `BEGIN IMMEDIATE` keeps each state
-transition atomic even if another process opens the same file.
+One connection behind a lock: every call is a short transaction. A state change is load, transition
+(shared/jobs/transitions.py), save, inside one `BEGIN IMMEDIATE` transaction: the write lock is taken
+before the read, so the change is atomic even if another process opens the same file.
 """
 
 from __future__ import annotations
@@ -16,18 +17,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from shared.domain import OutputFormat, TranscribeOptions, Transcript
-from shared.jobs.model import (
-    DeliveryAttempt,
-    Job,
-    JobConflict,
-    JobError,
-    JobNotFound,
-    JobStatus,
-    Progress,
-    Webhook,
-    WebhookState,
-)
-from shared.jobs.store import JobStore
+from shared.jobs import transitions as T
+from shared.jobs.model import DeliveryAttempt, Job, JobError, JobNotFound, JobStatus, Progress, Webhook
+from shared.jobs.store import JobStore, Step
+from shared.jobs.transitions import Refusal, Stored
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -49,7 +42,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     webhook_url     TEXT,
     webhook_id      TEXT,
     webhook_state   TEXT,
-    webhook_next_at REAL
+    webhook_next_at REAL,
+    run             INTEGER NOT NULL DEFAULT 0,
+    lease_until     REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_webhook ON jobs (webhook_state, webhook_next_at);
@@ -67,6 +62,13 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_by_job ON deliveries (job_id, id);
 """
 
+# columns added since the first schema: (name, definition), added to older files at open
+_ADDED = (("run", "INTEGER NOT NULL DEFAULT 0"), ("lease_until", "REAL"))
+_COLUMNS = (
+    "job_id", "status", "clip_id", "owns_clip", "options", "format", "created_at", "started_at", "finished_at",
+    "attempts", "progress_done", "progress_total", "result", "error_code", "error_message", "webhook_url",
+    "webhook_id", "webhook_state", "webhook_next_at", "run", "lease_until",
+)  # fmt: skip
 _ENDED = (JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value)
 
 
@@ -79,10 +81,10 @@ def _ts(d: datetime | None) -> float | None:
 
 
 class SqliteJobStore(JobStore):
-    def __init__(self, path: Path, *, clock=time.time):
+    def __init__(self, path: Path, *, clock=time.time, lease_s: float = 120.0):
+        super().__init__(clock=clock, lease_s=lease_s)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.clock = clock
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         self._db.row_factory = sqlite3.Row
@@ -91,6 +93,10 @@ class SqliteJobStore(JobStore):
         self._db.execute("PRAGMA foreign_keys=ON")
         with self._lock:
             self._db.executescript(SCHEMA)
+            have = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}
+            for name, definition in _ADDED:
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -109,121 +115,43 @@ class SqliteJobStore(JobStore):
             raise JobNotFound(f"no job with id {job_id}")
         return row
 
-    # --- jobs ---
-    def create(self, job: Job) -> Job:
-        hook = job.webhook
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO jobs (job_id, status, clip_id, owns_clip, options, format, created_at, attempts,"
-                " progress_done, progress_total, webhook_url, webhook_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    job.job_id, job.status.value, job.clip_id, int(job.owns_clip), job.options.model_dump_json(),
-                    job.format.value, _ts(job.created_at), job.attempts, job.progress.done, job.progress.total,
-                    hook.url if hook else None, hook.id if hook else None,
-                ),
-            )  # fmt: skip
-            return _job(self._row(db, job.job_id))
+    # --- load, change, save ---
 
-    def get(self, job_id: str) -> Job:
+    def _insert(self, stored: Stored) -> None:
+        with self._tx() as db:
+            marks = ",".join("?" * len(_COLUMNS))
+            db.execute(f"INSERT INTO jobs ({','.join(_COLUMNS)}) VALUES ({marks})", _values(stored))
+
+    def _load(self, job_id: str) -> Stored:
         with self._lock:
-            return _job(self._row(self._db, job_id))
+            return _stored(self._row(self._db, job_id))
 
-    def claim_next(self) -> Job | None:
+    def _step(self, db: sqlite3.Connection, job_id: str, step: Step) -> tuple[Stored, Refusal | None]:
+        current = _stored(self._row(db, job_id))
+        new = step(current)
+        if isinstance(new, Refusal):
+            return current, new
+        sets = ", ".join(f"{c} = ?" for c in _COLUMNS[1:])
+        db.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", (*_values(new)[1:], job_id))
+        return new, None
+
+    def _change(self, job_id: str, step: Step) -> tuple[Stored, Refusal | None]:
         with self._tx() as db:
-            row = db.execute(
-                "SELECT job_id FROM jobs WHERE status = 'queued' ORDER BY created_at, rowid LIMIT 1"
-            ).fetchone()
-            if row is None:
-                return None
-            db.execute(
-                "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ? WHERE job_id = ?",
-                (self.clock(), row["job_id"]),
-            )
-            return _job(self._row(db, row["job_id"]))
+            return self._step(db, job_id, step)
 
-    def update_progress(self, job_id: str, done: float, total: float) -> bool:
-        with self._tx() as db:
-            cur = db.execute(
-                "UPDATE jobs SET progress_done = ?, progress_total = ? WHERE job_id = ? AND status = 'running'",
-                (done, total, job_id),
-            )
-            return cur.rowcount == 1
+    def _queued_ids(self) -> list[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT job_id FROM jobs WHERE status = 'queued' ORDER BY created_at, rowid")
+            return [r["job_id"] for r in rows]
 
-    def finish(self, job_id: str, result: Transcript) -> bool:
-        with self._tx() as db:
-            cur = db.execute(
-                "UPDATE jobs SET status = 'succeeded', finished_at = ?, result = ?, progress_done = progress_total"
-                " WHERE job_id = ? AND status = 'running'",
-                (self.clock(), result.model_dump_json(), job_id),
-            )
-            self._webhook_due(db, job_id)
-            return cur.rowcount == 1
-
-    def fail(self, job_id: str, error: JobError) -> bool:
-        with self._tx() as db:
-            cur = db.execute(
-                "UPDATE jobs SET status = 'failed', finished_at = ?, error_code = ?, error_message = ?"
-                " WHERE job_id = ? AND status IN ('queued', 'running')",
-                (self.clock(), error.code, error.message, job_id),
-            )
-            self._webhook_due(db, job_id)
-            return cur.rowcount == 1
-
-    def _webhook_due(self, db: sqlite3.Connection, job_id: str) -> None:
-        # same transaction as the state change: a crash cannot end a job and lose its callback
-        db.execute(
-            "UPDATE jobs SET webhook_state = 'pending', webhook_next_at = finished_at"
-            " WHERE job_id = ? AND webhook_url IS NOT NULL AND webhook_state IS NULL AND status IN (?, ?)",
-            (job_id, JobStatus.succeeded.value, JobStatus.failed.value),
-        )
+    def _running_ids(self) -> list[str]:
+        with self._lock:
+            return [r["job_id"] for r in self._db.execute("SELECT job_id FROM jobs WHERE status = 'running'")]
 
     def count_by_status(self) -> dict[str, int]:
         with self._lock:  # a read: no write transaction
             rows = self._db.execute("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetchall()
         return {r["status"]: r["n"] for r in rows}
-
-    def cancel(self, job_id: str) -> Job:
-        with self._tx() as db:
-            job = _job(self._row(db, job_id))
-            if job.finished:
-                raise JobConflict(f"job {job_id} already {job.status.value}", code="job_finished")
-            db.execute(
-                "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE job_id = ?", (self.clock(), job_id)
-            )
-            return _job(self._row(db, job_id))
-
-    def release(self, job_id: str) -> bool:
-        with self._tx() as db:
-            cur = db.execute(
-                "UPDATE jobs SET status = 'queued', attempts = MAX(attempts - 1, 0), started_at = NULL,"
-                " progress_done = 0 WHERE job_id = ? AND status = 'running'",
-                (job_id,),
-            )
-            return cur.rowcount == 1
-
-    def recover(self, max_attempts: int) -> list[Job]:
-        with self._tx() as db:
-            ids = [r["job_id"] for r in db.execute("SELECT job_id FROM jobs WHERE status = 'running'")]
-            for job_id in ids:
-                attempts = self._row(db, job_id)["attempts"]
-                if attempts >= max_attempts:
-                    db.execute(
-                        "UPDATE jobs SET status = 'failed', finished_at = ?, error_code = 'interrupted',"
-                        " error_message = ? WHERE job_id = ?",
-                        (
-                            self.clock(),
-                            f"the server stopped while the job ran, {attempts} time(s); "
-                            f"not retried after {max_attempts} attempt(s) (JOB_MAX_ATTEMPTS)",
-                            job_id,
-                        ),
-                    )
-                    self._webhook_due(db, job_id)
-                else:
-                    db.execute(
-                        "UPDATE jobs SET status = 'queued', started_at = NULL, progress_done = 0 WHERE job_id = ?",
-                        (job_id,),
-                    )
-            return [_job(self._row(db, job_id)) for job_id in ids]
 
     def delete_expired(self, finished_before: float) -> list[Job]:
         with self._tx() as db:
@@ -233,7 +161,7 @@ class SqliteJobStore(JobStore):
                 (*_ENDED, finished_before),
             ).fetchall()
             db.executemany("DELETE FROM jobs WHERE job_id = ?", [(r["job_id"],) for r in rows])
-            return [_job(r) for r in rows]
+            return [_stored(r).job for r in rows]
 
     # --- webhooks ---
     def due_webhooks(self, now: float, limit: int) -> list[Job]:
@@ -243,16 +171,10 @@ class SqliteJobStore(JobStore):
                 " ORDER BY webhook_next_at LIMIT ?",
                 (now, limit),
             ).fetchall()
-            return [_job(r) for r in rows]
+            return [_stored(r).job for r in rows]
 
     def add_delivery(self, job_id: str, attempt: DeliveryAttempt, retry_at: float | None) -> None:
-        if attempt.outcome == "delivered":
-            state = WebhookState.delivered
-        elif retry_at is not None:
-            state = WebhookState.pending
-        else:
-            state = WebhookState.failed
-        with self._tx() as db:
+        with self._tx() as db:  # the attempt and the webhook's new state together
             db.execute(
                 "INSERT INTO deliveries (job_id, attempt, at, url, status_code, error, duration_ms, outcome)"
                 " VALUES (?,?,?,?,?,?,?,?)",
@@ -261,10 +183,7 @@ class SqliteJobStore(JobStore):
                     attempt.duration_ms, attempt.outcome,
                 ),
             )  # fmt: skip
-            db.execute(
-                "UPDATE jobs SET webhook_state = ?, webhook_next_at = ? WHERE job_id = ?",
-                (state.value, retry_at if state is WebhookState.pending else None, job_id),
-            )
+            self._step(db, job_id, lambda s: T.delivered(s, outcome=attempt.outcome, retry_at=retry_at))
 
     def deliveries(self, job_id: str) -> list[DeliveryAttempt]:
         with self._lock:
@@ -281,6 +200,23 @@ class SqliteJobStore(JobStore):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _values(s: Stored) -> tuple:
+    job, hook = s.job, s.job.webhook
+    return (
+        job.job_id, job.status.value, job.clip_id, int(job.owns_clip), job.options.model_dump_json(),
+        job.format.value, _ts(job.created_at), _ts(job.started_at), _ts(job.finished_at), job.attempts,
+        job.progress.done, job.progress.total, job.result.model_dump_json() if job.result else None,
+        job.error.code if job.error else None, job.error.message if job.error else None,
+        hook.url if hook else None, hook.id if hook else None,
+        hook.state.value if hook and hook.state else None, _ts(hook.next_attempt_at) if hook else None,
+        s.run, s.lease_until,
+    )  # fmt: skip
+
+
+def _stored(r: sqlite3.Row) -> Stored:
+    return Stored(_job(r), run=r["run"], lease_until=r["lease_until"])
 
 
 def _job(r: sqlite3.Row) -> Job:
