@@ -6,6 +6,10 @@ a stored PCM file's path and length); each stage reads the spans it needs:
 - DETECT_LANGUAGE(chunk: ChunkAudio) -> str
 - TRANSCRIBE(batch: list[ChunkAudio], options: TranscribeOptions) -> list[ChunkTranscript]
 - DIARIZE(audio, hints: SpeakerHints) -> list[Turn]
+Live sessions (shared/live/) send an utterance's samples, at most 30 s, by value:
+- LIVE_PARTIAL(audios: list[ndarray], options) -> list[list[Word]]   the fast model, one greedy pass
+- LIVE_FINAL(batch: list[ChunkAudio], options) -> list[ChunkTranscript]   the accurate model, as TRANSCRIBE
+- EMBED_VOICE(audios: list[ndarray]) -> list[ndarray]   the diarizer's speaker encoder, one vector each
 
 `StageWorker` holds one instance of each model a process needs (loaded once, thread-safe) and runs
 stages by name. The in-process runner owns one; each local_dev worker process owns one; on Modal each
@@ -16,11 +20,13 @@ from __future__ import annotations
 
 import threading
 from enum import Enum
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from shared.config import Settings
     from shared.diarization import Diarizer
+    from shared.diarization.embedded import EmbeddedDiarizer
     from shared.transcriber import WhisperTranscriber
     from shared.vad import SileroVad
 
@@ -30,6 +36,9 @@ class Stage(str, Enum):
     DETECT_LANGUAGE = "detect_language"
     TRANSCRIBE = "transcribe"
     DIARIZE = "diarize"
+    LIVE_PARTIAL = "live_partial"
+    LIVE_FINAL = "live_final"
+    EMBED_VOICE = "embed_voice"
 
 
 class Role(str, Enum):
@@ -48,6 +57,9 @@ SERVED_BY: dict[Stage, tuple[Role, ...]] = {
     Stage.DETECT_LANGUAGE: (Role.TRANSCRIBE,),
     Stage.TRANSCRIBE: (Role.TRANSCRIBE,),
     Stage.DIARIZE: (Role.DIARIZE,),
+    Stage.LIVE_PARTIAL: (Role.TRANSCRIBE,),
+    Stage.LIVE_FINAL: (Role.TRANSCRIBE,),
+    Stage.EMBED_VOICE: (Role.DIARIZE,),
 }
 
 ROLE_STAGES: dict[Role, tuple[Stage, ...]] = {
@@ -84,36 +96,58 @@ class StageWorker:
         memory.limit_arenas()
         self.settings = settings
         self._lock = threading.Lock()
-        self._vad: SileroVad | None = None
-        self._transcriber: WhisperTranscriber | None = None
-        self._diarizer: Diarizer | None = None
+        self._models: dict[str, Any] = {}
+
+    def _model(self, name: str, build: Callable[[], Any]) -> Any:
+        with self._lock:
+            if name not in self._models:
+                self._models[name] = build()
+            return self._models[name]
 
     @property
     def vad(self) -> "SileroVad":
-        with self._lock:
-            if self._vad is None:
-                from shared.vad import SileroVad
+        from shared.vad import SileroVad
 
-                self._vad = SileroVad.from_settings(self.settings)
-            return self._vad
+        return self._model("vad", lambda: SileroVad.from_settings(self.settings))
 
     @property
     def transcriber(self) -> "WhisperTranscriber":
-        with self._lock:
-            if self._transcriber is None:
-                from shared.transcriber import WhisperTranscriber
+        from shared.transcriber import WhisperTranscriber
 
-                self._transcriber = WhisperTranscriber.from_settings(self.settings)
-            return self._transcriber
+        return self._model("transcriber", lambda: WhisperTranscriber.from_settings(self.settings))
 
     @property
     def diarizer(self) -> "Diarizer":
-        with self._lock:
-            if self._diarizer is None:
-                from shared.diarization import build_diarizer
+        from shared.diarization import build_diarizer
 
-                self._diarizer = build_diarizer(self.settings)
-            return self._diarizer
+        return self._model("diarizer", lambda: build_diarizer(self.settings))
+
+    @property
+    def partial_transcriber(self) -> "WhisperTranscriber":
+        """Live partials' fast model (STREAM_PARTIAL_MODEL): the file model itself when they are the same."""
+        return self._live_model(self.settings.stream_partial_model, "partial_transcriber")
+
+    @property
+    def final_transcriber(self) -> "WhisperTranscriber":
+        """Live finals' model (STREAM_FINAL_MODEL; empty: WHISPER_MODEL)."""
+        return self._live_model(self.settings.stream_final_model or self.settings.whisper_model, "final_transcriber")
+
+    def _live_model(self, name: str, key: str) -> "WhisperTranscriber":
+        if name == self.settings.whisper_model:
+            return self.transcriber
+        from shared.transcriber import WhisperTranscriber
+
+        settings = self.settings.model_copy(update={"whisper_model": name})
+        return self._model(key, lambda: WhisperTranscriber.from_settings(settings))
+
+    @property
+    def voice_encoder(self) -> "EmbeddedDiarizer":
+        """Live speakers' encoder: the embedded diarizer's (one is loaded beside pyannote for this)."""
+        from shared.diarization.embedded import EmbeddedDiarizer
+
+        if self.settings.resolved_diarizer == "embedded":
+            return self.diarizer  # type: ignore[return-value]
+        return self._model("voice_encoder", lambda: EmbeddedDiarizer.from_settings(self.settings))
 
     def load(self, stages: tuple[Stage, ...] = tuple(Stage), *, warm: bool = True) -> "StageWorker":
         """Load every model the given stages need now, and run each once on noise (`warm`), so the first
@@ -127,6 +161,12 @@ class StageWorker:
             self.transcriber  # noqa: B018
         if Stage.DIARIZE in stages:
             self.diarizer  # noqa: B018
+        if Stage.LIVE_PARTIAL in stages:
+            self.partial_transcriber  # noqa: B018
+        if Stage.LIVE_FINAL in stages:
+            self.final_transcriber  # noqa: B018
+        if Stage.EMBED_VOICE in stages:
+            self.voice_encoder  # noqa: B018
         if warm:
             self._warm_up(stages)
         memory.trim()
@@ -171,4 +211,12 @@ class StageWorker:
             return self.transcriber.transcribe_batch(*args, **kwargs)
         if stage is Stage.DIARIZE:
             return self.diarizer.diarize(*args, **kwargs)
+        if stage is Stage.LIVE_PARTIAL:
+            from shared.live.partials import decode_partials
+
+            return decode_partials(self.partial_transcriber, *args, **kwargs)
+        if stage is Stage.LIVE_FINAL:
+            return self.final_transcriber.transcribe_batch(*args, **kwargs)
+        if stage is Stage.EMBED_VOICE:
+            return [self.voice_encoder.embed_voice(a) for a in args[0]]
         raise ValueError(f"unknown stage {stage!r}")

@@ -30,6 +30,33 @@ LOUD_MIN_DB = -60.0  # ... (and at least this loud, dBFS)
 LOUD_MIN_S = 0.5  # a stretch of such windows this long inside a VAD "silence" is handed to Whisper too
 
 
+class SileroState:
+    """Silero's recurrent state across calls: score windows now, more of the same audio later.
+
+    `score` takes consecutive (n, 512) windows and carries the LSTM state and the 64-sample context into
+    the next call, so scoring a clip in blocks (or a live stream as it arrives) gives the same numbers
+    as one call over the whole clip.
+    """
+
+    def __init__(self):
+        from faster_whisper.vad import get_vad_model
+
+        self._session = get_vad_model().session
+        self._h = np.zeros((1, 1, 128), np.float32)
+        self._c = np.zeros((1, 1, 128), np.float32)
+        self._context = np.zeros(CONTEXT, np.float32)
+
+    def score(self, windows: np.ndarray) -> np.ndarray:
+        if len(windows) == 0:
+            return np.zeros(0, np.float32)
+        contexts = np.concatenate([self._context[None], windows[:-1, -CONTEXT:]])
+        self._context = windows[-1, -CONTEXT:].copy()
+        probs, self._h, self._c = self._session.run(
+            None, {"input": np.concatenate([contexts, windows], 1), "h": self._h, "c": self._c}
+        )
+        return np.asarray(probs, np.float32).reshape(-1)
+
+
 @dataclass(frozen=True)
 class Region:
     start: float
@@ -84,19 +111,8 @@ class SileroVad:
         LSTM state carried from one batch of 10 000 windows to the next), but only one block of audio
         is in memory at a time: a 4-hour clip needs 20 MB here instead of two copies of itself.
         """
-        from faster_whisper.vad import get_vad_model
-
-        audio = as_audio(audio)
-        session = get_vad_model().session
-        h = np.zeros((1, 1, 128), np.float32)
-        c = np.zeros((1, 1, 128), np.float32)
-        context = np.zeros(CONTEXT, np.float32)
-        out = []
-        for windows in _window_blocks(audio):
-            contexts = np.concatenate([context[None], windows[:-1, -CONTEXT:]])
-            context = windows[-1, -CONTEXT:].copy()
-            probs, h, c = session.run(None, {"input": np.concatenate([contexts, windows], 1), "h": h, "c": c})
-            out.append(np.asarray(probs, np.float32).reshape(-1))
+        state = SileroState()
+        out = [state.score(windows) for windows in _window_blocks(as_audio(audio))]
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
     def speech_regions(

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 
-from shared.api import audio, jobs, openai_compat, stream
+from shared.api import audio, jobs, live_ws, openai_compat, stream
 from shared.api.auth import install_auth
 from shared.api.errors import install_error_handlers
 from shared.api.openapi import install_openapi
@@ -18,6 +18,7 @@ from shared.api.web import install_web
 from shared.config import Settings, get_settings
 from shared.jobs.service import Dispatch, JobService
 from shared.jobs.store import JobStore
+from shared.live.registry import LiveHub
 from shared.runner import InProcessRunner, Runner
 from shared.service import TranscriptionService
 from shared.storage import ClipStore
@@ -55,9 +56,11 @@ def create_app(
             log.info("removed %d half-received uploads", swept)
         app.state.service = TranscriptionService(settings, active, clips)
         app.state.jobs = JobService.open(settings, app.state.service, job_store, dispatch=dispatch)  # default: SQLite
+        app.state.live = LiveHub(active, settings)
         try:
             yield
         finally:
+            app.state.live.close()
             app.state.jobs.close()
             if own_runner:
                 active.close()
@@ -74,6 +77,7 @@ def create_app(
     app.include_router(audio.router)
     app.include_router(jobs.router)
     app.include_router(stream.router)
+    app.include_router(live_ws.router)
     app.include_router(openai_compat.router)
     install_web(app)  # the browser page at /
     install_rate_limit(app, settings)  # inside auth: a refused key spends no one's budget

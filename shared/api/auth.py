@@ -1,5 +1,6 @@
-"""API keys: when API_KEYS is set, every /api and /v1 request, and /metrics, needs one of them, sent as
-`Authorization: Bearer <key>` or `X-API-Key: <key>`. /healthz and the docs stay open.
+"""API keys: when API_KEYS is set, every /api and /v1 request, /ws/stream and /metrics need one of them,
+sent as `Authorization: Bearer <key>` or `X-API-Key: <key>`; a WebSocket may send it as the `api_key`
+query parameter instead (browsers cannot set headers on one). /healthz, the page and the docs stay open.
 
 Fails closed: with REQUIRE_API_KEYS=true (always on the public Modal endpoint) the app refuses to start
 when API_KEYS is empty; keys that cannot be sent in a header (spaces, control or non-ASCII characters)
@@ -30,7 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.config import Settings
 
-PROTECTED = ("/api", "/v1", "/metrics")
+PROTECTED = ("/api", "/v1", "/ws", "/metrics")
 IDENTITY = "whospoke.identity"  # scope key: "key:<digest>" or "addr:<address>"
 _KEY = re.compile(r"[!-~]+")  # printable ASCII without spaces: what a header can carry unchanged
 
@@ -122,13 +123,15 @@ class ApiKeyAuth:
         return any([hmac.compare_digest(given, k) for k in self.keys])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_protected(scope, self.prefixes):
+        if scope["type"] not in ("http", "websocket") or not is_protected(scope, self.prefixes):
             return await self.app(scope, receive, send)
         address = client_address(scope)
         if not self.keys:
             scope[IDENTITY] = "addr:" + address
             return await self.app(scope, receive, send)
         key = presented_key(dict(scope.get("headers") or []))
+        if key is None and scope["type"] == "websocket":
+            key = _query_key(scope)
         if key is not None and self.limiter is not None:
             if not await self.limiter.test(self.failures, "auth-failures", address):
                 stats = await self.limiter.get_window_stats(self.failures, "auth-failures", address)
@@ -151,7 +154,22 @@ class ApiKeyAuth:
         error = {"code": code, "message": message}
         if scope.get("path", "").startswith("/v1"):  # OpenAI's error shape there, a superset of ours
             error |= {"type": "invalid_request_error", "param": None}
-        await JSONResponse({"error": error}, status_code=status, headers=headers)(scope, receive, send)
+        response = JSONResponse({"error": error}, status_code=status, headers=headers)
+        if scope["type"] == "http":
+            return await response(scope, receive, send)
+        await receive()  # websocket.connect
+        if "websocket.http.response" in scope.get("extensions", {}):  # refuse the handshake with the JSON
+            await send({"type": "websocket.http.response.start", "status": status, "headers": response.raw_headers})
+            await send({"type": "websocket.http.response.body", "body": response.body})
+        else:
+            await send({"type": "websocket.close", "code": 1008})
+
+
+def _query_key(scope: Scope) -> str | None:
+    from urllib.parse import parse_qs
+
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("api_key")
+    return values[0].strip() if values else None
 
 
 def install_auth(app: FastAPI, settings: Settings) -> None:

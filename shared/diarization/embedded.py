@@ -99,6 +99,18 @@ class EmbeddedDiarizer:
         labels = self._cluster_windows(windows, hints)
         return self._turns(regions, windows, labels)
 
+    def embed_voice(self, samples: np.ndarray) -> np.ndarray:
+        """One voice embedding (unit length) for a stretch of one speaker's speech: the mean of its
+        windows' d-vectors, cut and levelled as diarization cuts them (live sessions use this)."""
+        from shared.pcm import ArrayAudio
+        from shared.vad import Region
+
+        audio = ArrayAudio(np.asarray(samples, np.float32))
+        windows = self._embed_windows(audio, [Region(0.0, audio.num_samples / 16000)])
+        if len(windows.embeddings) == 0:
+            return np.zeros(256, np.float32)
+        return _normalise(windows.embeddings.mean(axis=0)).astype(np.float32)
+
     # --- 2. embeddings ---
     def _embed_windows(self, audio: AudioSource, regions) -> "Windows":
         """Cut each speech region into overlapping windows (one short fragment for a region shorter

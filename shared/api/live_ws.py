@@ -1,0 +1,258 @@
+"""`GET /ws/stream`: the native live protocol over the engine in shared/live/ (README: "Live streaming").
+
+Binary frames carry audio (PCM16 mono, or one Ogg/WebM Opus stream); text frames carry JSON events.
+Every event the engine reports has a sequence number `seq`; a client that lost its connection
+reconnects with `session=<id>&last_event=<seq>&offset=<byte it resends from>` and gets every event after
+`seq`, while the server skips audio bytes it already had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Literal
+
+from fastapi import APIRouter, WebSocket
+from pydantic import BaseModel, Field
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from shared.api.auth import IDENTITY, client_address
+from shared.api.params import TranscribeParams, merge_params
+from shared.domain import SAMPLE_RATE
+from shared.errors import InvalidParameter
+from shared.live import events as ev
+from shared.live.registry import LiveHub, LiveStream, ResumeRefused, TooManyStreams
+from shared.live.session import LiveConfig
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+# close codes (README's table); 1000 is a normal end after {"type": "end"}
+CLOSE_INVALID_OPTION = 4400
+CLOSE_SESSION_NOT_FOUND = 4404
+CLOSE_IDLE = 4408
+CLOSE_TOO_LONG = 4413
+CLOSE_UNDECODABLE = 4415
+CLOSE_TOO_MANY = 4429
+
+
+class StreamParams(TranscribeParams):
+    """Query parameters of /ws/stream: the transcription options of /api/transcribe, and these."""
+
+    format: Literal["pcm16", "webm", "ogg"] = Field("pcm16", description="binary frames: PCM16 mono, or Opus")
+    rate: int = Field(SAMPLE_RATE, ge=8000, le=48000, description="pcm16 sample rate")
+    partials: bool = Field(True, description="send partial words of the open utterance")
+    session: str | None = Field(None, pattern=r"^[0-9a-f]{32}$", description="resume this session")
+    last_event: int = Field(0, ge=0, description="resume: the last event seq received")
+    offset: int | None = Field(None, ge=0, description="resume: the input byte the client resends from")
+
+
+def event_json(seq: int, event: ev.Event) -> dict:
+    base = {"seq": seq}
+    if isinstance(event, ev.SpeechStarted):
+        return {"type": "speech_started", **base, "utterance": event.item, "start": event.start}
+    if isinstance(event, ev.SpeechStopped):
+        return {"type": "speech_stopped", **base, "utterance": event.item, "end": event.end}
+    if isinstance(event, ev.PartialWords):
+        return {"type": "partial", **base, "utterance": event.item, "text": "".join(w.word for w in event.words),
+                "words": [_word(w) for w in event.words]}
+    if isinstance(event, ev.SpeakerFound):
+        return {"type": "speaker", **base, "speaker": event.speaker, "utterance": event.item}
+    if isinstance(event, ev.FinalUtterance):
+        return {"type": "final", **base, "utterance": event.item, "start": event.start, "end": event.end,
+                "speaker": event.speaker, "text": event.text, "language": event.language,
+                "words": [_word(w, event.speaker) for w in event.words]}
+    if isinstance(event, ev.ItemFailed):
+        return {"type": "error", **base, "utterance": event.item, "code": event.code, "message": event.message}
+    raise TypeError(f"unknown live event {event!r}")
+
+
+def _word(w, speaker: str | None = None) -> dict:
+    out = {"word": w.word, "start": w.start, "end": w.end, "probability": w.probability}
+    return out | {"speaker": speaker} if speaker else out
+
+
+def identity_of(websocket: WebSocket) -> str:
+    return websocket.scope.get(IDENTITY) or "addr:" + client_address(websocket.scope)
+
+
+async def send_error(websocket: WebSocket, code: str, message: str, close: int | None = None) -> None:
+    await websocket.send_json({"type": "error", "code": code, "message": message})
+    if close is not None:
+        await websocket.close(close)
+
+
+@router.websocket("/ws/stream")
+async def ws_stream(websocket: WebSocket) -> None:
+    hub: LiveHub = websocket.app.state.live
+    settings = websocket.app.state.settings
+    await websocket.accept()
+    try:
+        params = merge_params(StreamParams, websocket.query_params, {})
+        options = params.options()
+    except InvalidParameter as exc:
+        return await send_error(websocket, "invalid_option", exc.message, CLOSE_INVALID_OPTION)
+    identity = identity_of(websocket)
+    try:
+        hub.acquire(identity)
+    except TooManyStreams as exc:
+        return await send_error(websocket, "too_many_streams", str(exc), CLOSE_TOO_MANY)
+    try:
+        if params.session:
+            try:
+                stream = hub.resume(params.session, identity)
+            except ResumeRefused as exc:
+                return await send_error(websocket, "session_not_found", str(exc), CLOSE_SESSION_NOT_FOUND)
+        else:
+            config = LiveConfig.from_settings(settings, options, partials=params.partials)
+            stream = hub.open(config, identity, params.format, params.rate)
+        await Connection(websocket, stream, hub, settings).run(params)
+    finally:
+        hub.release(identity)
+
+
+class Connection:
+    """One WebSocket attached to a live stream: frames in, events out, heartbeats, limits."""
+
+    def __init__(self, websocket: WebSocket, stream: LiveStream, hub: LiveHub, settings):
+        self.ws, self.stream, self.hub, self.settings = websocket, stream, hub, settings
+        self.outbox: asyncio.Queue = asyncio.Queue()
+        self.last_audio = time.monotonic()
+        self.ended = False
+        self._sending = asyncio.Lock()  # acks, events and heartbeats come from three tasks
+
+    async def _json(self, message: dict) -> None:
+        async with self._sending:
+            await self.ws.send_json(message)
+
+    async def _error(self, code: str, message: str, close: int | None = None) -> None:
+        async with self._sending:
+            await send_error(self.ws, code, message, close)
+
+    async def run(self, params: StreamParams) -> None:
+        loop = asyncio.get_running_loop()
+
+        def listener(seq: int, event) -> None:
+            loop.call_soon_threadsafe(self.outbox.put_nowait, (seq, event))
+
+        backlog = self.stream.attach(listener, after=params.last_event)
+        self.listener = listener
+        await self._json({
+            "type": "session", "session_id": self.stream.id, "resumed": bool(params.session),
+            "offset": self.stream.bytes_in, "last_event": self.stream.seq, "sample_rate": SAMPLE_RATE,
+            "heartbeat_s": self.settings.heartbeat_s,
+        })
+        for seq, event in backlog:
+            await self._json(event_json(seq, event))
+        tasks = [asyncio.create_task(t) for t in (self._receive(params.offset), self._send(), self._beat())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.ended:
+                self.hub.end(self.stream)
+            elif self.stream.listener is listener:
+                self.hub.park(self.stream)  # dropped: keep it for a resume
+
+    async def _receive(self, offset: int | None) -> None:
+        limit = self.settings.stream_max_frame_bytes
+        while True:
+            try:
+                message = await self.ws.receive()
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            data, text = message.get("bytes"), message.get("text")
+            if data is not None:
+                if len(data) > limit:
+                    await self._error("frame_too_large", f"binary frames carry at most {limit} bytes")
+                    continue
+                try:
+                    received = await asyncio.to_thread(self.stream.write, data, offset)
+                except ValueError as exc:
+                    await self._error("invalid_offset", str(exc))
+                    continue
+                offset = None
+                self.last_audio = time.monotonic()
+                samples = self.stream.session.received
+                await self._json({"type": "ack", "bytes": received, "samples": samples})
+                if samples / SAMPLE_RATE > self.settings.stream_max_session_s:
+                    await self._end(f"the session reached its limit of {self.settings.stream_max_session_s:g} s",
+                                    code="session_too_long", close=CLOSE_TOO_LONG)
+                    return
+            elif text is not None:
+                if await self._control(text):
+                    return
+
+    async def _control(self, text: str) -> bool:
+        """A client text frame; True when the connection is done."""
+        if len(text) > self.settings.stream_max_frame_bytes:
+            await self._error("frame_too_large", "text frames carry at most a small JSON event")
+            return False
+        try:
+            message = json.loads(text)
+            kind = message.get("type") if isinstance(message, dict) else None
+        except json.JSONDecodeError:
+            await self._error("invalid_json", "text frames must be JSON objects")
+            return False
+        if kind == "heartbeat":
+            return False
+        if kind == "commit":
+            await asyncio.to_thread(self.stream.session.commit)
+            return False
+        if kind == "end":
+            await self._end()
+            return True
+        await self._error("unknown_event", f"unknown event type {kind!r}: send heartbeat, commit or end")
+        return False
+
+    async def _end(self, message: str | None = None, *, code: str = "", close: int = 1000) -> None:
+        """Finish the session: its last finals, then `done` (or the error) and the close."""
+        if self.ended:
+            return
+        self.ended = True
+        await asyncio.to_thread(self.stream.finish, 120.0)
+        await asyncio.sleep(0)  # let the listener's last call_soon_threadsafe land
+        await self._flush()
+        if message:
+            await self._error(code, message, close)
+        else:
+            async with self._sending:
+                await self.ws.send_json({"type": "done", "last_event": self.stream.seq})
+                await self.ws.close(close)
+
+    async def _flush(self) -> None:
+        while not self.outbox.empty():
+            await self._deliver(*self.outbox.get_nowait())
+
+    async def _send(self) -> None:
+        while True:
+            seq, event = await self.outbox.get()
+            if not await self._deliver(seq, event):
+                return
+
+    async def _deliver(self, seq: int, event) -> bool:
+        if self.ws.application_state != WebSocketState.CONNECTED:
+            return False
+        if event is None:  # the decoder gave up on the stream
+            self.ended = True
+            await self._error("audio_undecodable", self.stream.decode_error or "undecodable audio",
+                             CLOSE_UNDECODABLE)
+            return False
+        await self._json(event_json(seq, event))
+        return True
+
+    async def _beat(self) -> None:
+        every = self.settings.heartbeat_s
+        while True:
+            await asyncio.sleep(min(every, self.settings.stream_idle_s))
+            if time.monotonic() - self.last_audio > self.settings.stream_idle_s:
+                await self._end(f"no audio for {self.settings.stream_idle_s:g} s", code="idle_timeout",
+                                close=CLOSE_IDLE)
+                return
+            await self._json({"type": "heartbeat", "samples": self.stream.session.received})

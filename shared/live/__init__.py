@@ -1,0 +1,11 @@
+"""Live transcription: one engine fed audio as it arrives, behind two WebSocket protocols.
+
+    samples --Endpointer (incremental Silero VAD)--> open utterance
+    open utterance --fast model every ~0.5 s + LocalAgreement-2--> partial words (new words only)
+    closed utterance --accurate model--> final words (replace the partials) --SpeakerTracker--> speaker
+
+`LiveSession` (session.py) is the engine; it knows nothing of WebSockets. It reaches the models through
+`LiveModels` (models.py), which submits stages to the same Runner as file jobs and batches the partials
+of concurrent sessions. `LiveSessions` (registry.py) keeps sessions, their event logs for resume, and the
+limits. shared/api/realtime.py (OpenAI Realtime) and shared/api/live_ws.py (the native /ws/stream) adapt it.
+"""

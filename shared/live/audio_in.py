@@ -1,0 +1,151 @@
+"""Live audio in: bytes as a client sends them -> 16 kHz mono float32 samples for the engine.
+
+- `Pcm16Input`: raw little-endian PCM16 mono at any rate (the OpenAI Realtime API sends 24 kHz),
+  resampled by PyAV's resampler, which keeps its filter state from one frame to the next.
+- `ContainerInput`: an Ogg or WebM stream with Opus in it, as a browser's MediaRecorder produces. Its
+  pieces do not decode alone, so one PyAV demuxer reads the whole stream from a pipe, on its own thread,
+  as the bytes arrive.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+from shared.domain import SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[np.ndarray], None]
+
+
+class AudioFormatError(ValueError):
+    """The stream is not audio in the format the client announced."""
+
+
+class Pcm16Input:
+    def __init__(self, sink: Sink, rate: int = SAMPLE_RATE):
+        self.sink = sink
+        self.rate = rate
+        self._odd = b""
+        self._resampler = _resampler() if rate != SAMPLE_RATE else None
+
+    def write(self, data: bytes) -> None:
+        data = self._odd + data
+        usable = len(data) - len(data) % 2
+        self._odd = data[usable:]
+        if not usable:
+            return
+        pcm = np.frombuffer(data[:usable], dtype="<i2")
+        if self._resampler is None:
+            self.sink(pcm.astype(np.float32) / 32768.0)
+            return
+        import av
+
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = self.rate
+        self._emit(self._resampler.resample(frame))
+
+    def close(self) -> None:
+        if self._resampler is not None:
+            self._emit(self._resampler.resample(None))
+
+    def _emit(self, frames) -> None:
+        samples = [f.to_ndarray().reshape(-1) for f in frames]
+        if samples:
+            self.sink(np.concatenate(samples).astype(np.float32, copy=False))
+
+
+class ContainerInput:
+    """Decodes an Ogg/WebM (Opus, or any codec PyAV reads) stream written to it piece by piece.
+
+    `on_error(message)` is called (on the decoder thread) if the bytes are not a stream PyAV can read.
+    """
+
+    def __init__(self, sink: Sink, on_error: Callable[[str], None] | None = None):
+        self.sink = sink
+        self.on_error = on_error
+        self._pipe = _Pipe()
+        self._thread = threading.Thread(target=self._decode, name="live-decode", daemon=True)
+        self._thread.start()
+
+    def write(self, data: bytes) -> None:
+        self._pipe.put(data)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """End of the stream: decode what is left, then return."""
+        self._pipe.put(None)
+        self._thread.join(timeout)
+
+    def _decode(self) -> None:
+        import av
+
+        try:
+            with av.open(self._pipe, mode="r") as container:
+                if not container.streams.audio:
+                    raise AudioFormatError("the stream has no audio track")
+                resampler = _resampler()
+                for frame in container.decode(audio=0):
+                    frame.pts = None  # browsers' timestamps jump; the resampler needs none
+                    self._emit(resampler.resample(frame))
+                self._emit(resampler.resample(None))
+        except Exception as exc:  # noqa: BLE001 - whatever PyAV says, the client sent something unreadable
+            log.info("live stream could not be decoded: %r", exc)
+            if self.on_error is not None:
+                self.on_error("the audio stream could not be decoded (expected Ogg or WebM with Opus)")
+        finally:
+            self._pipe.drain()
+
+    def _emit(self, frames) -> None:
+        samples = [f.to_ndarray().reshape(-1) for f in frames]
+        if samples:
+            self.sink(np.concatenate(samples).astype(np.float32, copy=False))
+
+
+class _Pipe(io.RawIOBase):
+    """A blocking, read-only file for PyAV: `read` waits for bytes written by the socket's side."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._chunks: list[bytes] = []
+        self._closed_for_writing = False
+
+    def put(self, data: bytes | None) -> None:
+        with self._cond:
+            if data is None:
+                self._closed_for_writing = True
+            elif not self._closed_for_writing:
+                self._chunks.append(bytes(data))
+            self._cond.notify_all()
+
+    def drain(self) -> None:
+        with self._cond:
+            self._closed_for_writing = True
+            self._chunks.clear()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        with self._cond:
+            self._cond.wait_for(lambda: self._chunks or self._closed_for_writing)
+            if not self._chunks:
+                return 0  # end of stream
+            chunk = self._chunks[0]
+            n = min(len(buffer), len(chunk))
+            buffer[:n] = chunk[:n]
+            if n == len(chunk):
+                self._chunks.pop(0)
+            else:
+                self._chunks[0] = chunk[n:]
+            return n
+
+
+def _resampler():
+    import av
+
+    return av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)

@@ -1,0 +1,112 @@
+"""The models of live sessions, reached through the Runner port (the same workers as file jobs).
+
+Partials of concurrent sessions are batched: while one batch decodes, each session's newest request
+waits (an older one it superseded is dropped), and the waiting requests go together as the next batch.
+Finals and voice embeddings are submitted one utterance at a time, beside file jobs' batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+import numpy as np
+
+from shared.domain import SAMPLE_RATE, Chunk, ChunkAudio, TranscribeOptions
+from shared.pcm import ArrayAudio
+from shared.runner import Runner
+from shared.stages import Stage
+
+log = logging.getLogger(__name__)
+
+
+class LiveModels:
+    def __init__(self, runner: Runner, *, max_partial_batch: int = 8, partial_batches_in_flight: int = 1):
+        self.runner = runner
+        self.max_partial_batch = max_partial_batch
+        self.in_flight_limit = partial_batches_in_flight
+        self._lock = threading.Lock()
+        self._waiting: dict[Any, tuple[np.ndarray, TranscribeOptions, Future]] = {}
+        self._in_flight = 0
+        self.partial_batches = 0  # batches decoded, and the requests in them (for the bench's table)
+        self.partial_requests = 0
+
+    def partial(self, key: Any, audio: np.ndarray, options: TranscribeOptions) -> Future:
+        """Words of an open utterance so far (seconds into `audio`). A newer request with the same `key`
+        cancels this one if it is still waiting."""
+        future: Future = Future()
+        with self._lock:
+            superseded = self._waiting.pop(key, None)
+            self._waiting[key] = (audio, options, future)
+        if superseded is not None:
+            superseded[2].cancel()
+        self._pump()
+        return future
+
+    def final(self, audio: np.ndarray, options: TranscribeOptions) -> Future:
+        """The utterance's ChunkTranscript from the accurate model, as file chunks are transcribed."""
+        duration = round(len(audio) / SAMPLE_RATE, 3)
+        chunk = Chunk(index=0, start=0.0, end=duration, keep_start=0.0, keep_end=duration, speech=[(0.0, duration)])
+        return _first(self.runner.submit(Stage.LIVE_FINAL, [ChunkAudio(chunk, ArrayAudio(audio))], options))
+
+    def embed(self, audio: np.ndarray) -> Future:
+        return _first(self.runner.submit(Stage.EMBED_VOICE, [audio]))
+
+    def _pump(self) -> None:
+        with self._lock:
+            if self._in_flight >= self.in_flight_limit or not self._waiting:
+                return
+            first = next(iter(self._waiting.values()))[1]
+            keys = [k for k, (_a, o, _f) in self._waiting.items() if o == first][: self.max_partial_batch]
+            batch = [self._waiting.pop(k) for k in keys]
+            self._in_flight += 1
+            self.partial_batches += 1
+            self.partial_requests += len(batch)
+        futures = [f for _a, _o, f in batch if f.set_running_or_notify_cancel()]
+        audios = [a for a, _o, f in batch if not f.cancelled()]
+        if not futures:
+            self._batch_done()
+            return
+        try:
+            submitted = self.runner.submit(Stage.LIVE_PARTIAL, audios, first)
+        except Exception as exc:  # noqa: BLE001 - a runner that refuses: these partials fail, not the session
+            self._resolve(futures, None, exc)
+            return
+        submitted.add_done_callback(lambda f: self._resolve(futures, f, None))
+
+    def _resolve(self, futures: list[Future], done: Future | None, error: BaseException | None) -> None:
+        try:
+            if error is None and done is not None:
+                error = done.exception()
+            if error is not None:
+                log.warning("live partials failed: %r", error)
+                for f in futures:
+                    f.set_exception(error)
+            else:
+                for f, words in zip(futures, done.result()):
+                    f.set_result(words)
+        finally:
+            self._batch_done()
+
+    def _batch_done(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        self._pump()
+
+
+def _first(submitted: Future) -> Future:
+    """A future of the first element of `submitted`'s list result."""
+    out: Future = Future()
+    out.set_running_or_notify_cancel()
+
+    def relay(f: Future) -> None:
+        if f.exception() is not None:
+            out.set_exception(f.exception())
+        else:
+            out.set_result(f.result()[0])
+
+    submitted.add_done_callback(relay)
+    return out
+

@@ -1,0 +1,264 @@
+"""One live session: audio in as it arrives, events out (shared/live/events.py).
+
+`feed` runs the endpointer on the new samples and asks for a partial of the open utterance every
+`partial_interval_s` of audio (one in flight at a time); results arrive on runner threads and are turned
+into events under the session's lock. When an utterance closes, its audio goes to the accurate model
+and the speaker encoder; finals are reported in utterance order, each with its speaker. Only the open
+utterance's audio (and a little before it, for prefix padding) is held: memory does not grow with the
+session's length.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from shared.domain import SAMPLE_RATE, TranscribeOptions, Word
+from shared.live.agreement import LocalAgreement
+from shared.live.endpoint import Boundary, Endpointer
+from shared.live.events import (
+    Event,
+    FinalUtterance,
+    ItemFailed,
+    PartialWords,
+    SpeakerFound,
+    SpeechStarted,
+    SpeechStopped,
+)
+from shared.live.models import LiveModels
+from shared.live.speakers import SpeakerTracker
+
+log = logging.getLogger(__name__)
+
+PREROLL_S = 1.0  # audio kept while nobody speaks: the prefix padding and the speech that opens an utterance
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    options: TranscribeOptions = field(default_factory=TranscribeOptions)
+    turn_detection: bool = True  # False: utterances end only when the client commits
+    vad_threshold: float = 0.5
+    silence_ms: int = 600
+    prefix_padding_ms: int = 300
+    max_utterance_s: float = 30.0
+    partial_interval_s: float = 0.5
+    partials: bool = True
+    speaker_threshold: float = 0.3
+
+    @classmethod
+    def from_settings(cls, settings, options: TranscribeOptions, **overrides) -> "LiveConfig":
+        values = dict(
+            options=options,
+            silence_ms=settings.stream_silence_ms,
+            max_utterance_s=settings.stream_max_utterance_s,
+            partial_interval_s=settings.stream_partial_interval_ms / 1000,
+            speaker_threshold=settings.stream_speaker_threshold,
+        )
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass
+class _Open:
+    item: int
+    start: int  # sample
+    agreement: LocalAgreement = field(default_factory=LocalAgreement)
+    partial_at: int = 0  # samples received when the last partial was asked for
+    partial_busy: bool = False
+
+
+@dataclass
+class _Closing:
+    start: int
+    end: int
+    transcript: object = None
+    voice: np.ndarray | None = None
+    waiting: int = 2
+    error: str | None = None
+
+
+class LiveSession:
+    def __init__(self, models: LiveModels, config: LiveConfig, emit: Callable[[Event], None]):
+        self.models = models
+        self.config = config
+        self._emit = emit
+        self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)
+        self.received = 0  # samples fed so far
+        self._buffer = np.zeros(0, np.float32)
+        self._buffer_at = 0  # stream sample of _buffer[0]
+        self._endpointer = (
+            Endpointer(threshold=config.vad_threshold, silence_ms=config.silence_ms,
+                       max_utterance_s=config.max_utterance_s, prefix_padding_ms=config.prefix_padding_ms)
+            if config.turn_detection else None
+        )
+        self._open: _Open | None = None
+        self._next_item = 0
+        self._closing: dict[int, _Closing] = {}
+        self._next_final = 0
+        hints = config.options.speakers
+        self.speakers = SpeakerTracker(config.speaker_threshold, hints)
+
+    # --- input ---
+    def feed(self, samples: np.ndarray) -> None:
+        samples = np.asarray(samples, np.float32)
+        with self._lock:
+            before = self.received
+            self._buffer = np.concatenate([self._buffer, samples])
+            self.received += len(samples)
+            if self._endpointer is not None:
+                for boundary in self._endpointer.feed(samples):
+                    self._boundary(boundary)
+            elif self._open is None and len(samples):
+                self._boundary(Boundary("start", before, before))
+            self._maybe_partial()
+            self._trim()
+
+    def commit(self) -> bool:
+        """Close the open utterance now (its final follows). False when nothing is open."""
+        with self._lock:
+            if self._open is None:
+                return False
+            if self._endpointer is not None:
+                self._endpointer.close(self.received)
+            self._close(self.received)
+            return True
+
+    def clear(self) -> None:
+        """Drop the open utterance: no final for it."""
+        with self._lock:
+            if self._endpointer is not None:
+                self._endpointer.close()
+            self._open = None
+            self._trim()
+
+    def finish(self, timeout: float | None = None) -> bool:
+        """End of the stream: close what is open and wait until every final is out (True) or `timeout`."""
+        self.commit()
+        return self.wait_idle(timeout)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._closing, timeout)
+
+    @property
+    def pending_finals(self) -> int:
+        with self._lock:
+            return len(self._closing)
+
+    # --- utterances ---
+    def _boundary(self, b: Boundary) -> None:
+        if b.kind == "start":
+            self._open = _Open(item=self._next_item, start=b.sample, partial_at=b.sample)
+            self._next_item += 1
+            self._emit(SpeechStarted(self._open.item, round(b.sample / SAMPLE_RATE, 3)))
+        elif self._open is not None:
+            self._close(b.sample)
+
+    def _close(self, end: int) -> None:
+        utterance, self._open = self._open, None
+        start = max(utterance.start, self._buffer_at)
+        audio = self._buffer[start - self._buffer_at : end - self._buffer_at].copy()
+        self._emit(SpeechStopped(utterance.item, round(end / SAMPLE_RATE, 3)))
+        closing = _Closing(start=start, end=end, waiting=2 if self.config.options.diarize else 1)
+        self._closing[utterance.item] = closing
+        item = utterance.item
+        self._track(item, self.models.final(audio, self.config.options), "transcript")
+        if self.config.options.diarize:
+            self._track(item, self.models.embed(audio), "voice")
+
+    def _track(self, item: int, future: Future, slot: str) -> None:
+        future.add_done_callback(lambda f: self._arrived(item, slot, f))
+
+    def _arrived(self, item: int, slot: str, future: Future) -> None:
+        with self._lock:
+            closing = self._closing[item]
+            error = future.exception()
+            if error is not None:
+                log.warning("live %s of utterance %d failed: %r", slot, item, error)
+                closing.error = closing.error or slot
+            else:
+                setattr(closing, slot, future.result())
+            closing.waiting -= 1
+            self._flush()
+
+    def _flush(self) -> None:
+        """Report the finals that are ready, in utterance order."""
+        while (closing := self._closing.get(self._next_final)) is not None and closing.waiting == 0:
+            item = self._next_final
+            del self._closing[item]
+            self._next_final += 1
+            if closing.error == "transcript":
+                self._emit(ItemFailed(item, "transcription_failed", "the utterance could not be transcribed"))
+                continue
+            self._emit_final(item, closing)
+        if not self._closing:
+            self._idle.notify_all()
+
+    def _emit_final(self, item: int, closing: _Closing) -> None:
+        offset = closing.start / SAMPLE_RATE
+        words = [w for seg in closing.transcript.segments for w in seg.words]
+        speaker = None
+        seconds = (closing.end - closing.start) / SAMPLE_RATE
+        if closing.voice is not None and np.any(closing.voice) and words:
+            speaker, new = self.speakers.assign(closing.voice, seconds)
+            if new:
+                self._emit(SpeakerFound(speaker, item))
+        moved = tuple(_shifted(w, offset) for w in words)
+        self._emit(FinalUtterance(
+            item=item,
+            start=round(offset, 3),
+            end=round(closing.end / SAMPLE_RATE, 3),
+            text="".join(w.word for w in moved).strip(),
+            words=moved,
+            speaker=speaker,
+            language=closing.transcript.language,
+        ))
+
+    # --- partials ---
+    def _maybe_partial(self) -> None:
+        utterance = self._open
+        interval = int(self.config.partial_interval_s * SAMPLE_RATE)
+        if not self.config.partials or utterance is None or utterance.partial_busy:
+            return
+        if self.received - utterance.partial_at < interval:
+            return
+        utterance.partial_busy, utterance.partial_at = True, self.received
+        start = max(utterance.start, self._buffer_at)
+        audio = self._buffer[start - self._buffer_at :].copy()
+        future = self.models.partial(self, audio, self.config.options)
+        future.add_done_callback(lambda f, u=utterance: self._partial_done(u, f))
+
+    def _partial_done(self, utterance: _Open, future: Future) -> None:
+        with self._lock:
+            utterance.partial_busy = False
+            if self._open is not utterance or future.cancelled():
+                return
+            if future.exception() is not None:
+                log.warning("live partial failed: %r", future.exception())
+                return
+            new = utterance.agreement.update(future.result())
+            if new:
+                offset = utterance.start / SAMPLE_RATE
+                self._emit(PartialWords(utterance.item, tuple(_shifted(w, offset) for w in new)))
+            self._maybe_partial()
+
+    def _trim(self) -> None:
+        """Drop audio no utterance can need any more."""
+        if self._open is not None:
+            keep_from = self._open.start
+        else:
+            keep_from = self.received - int(PREROLL_S * SAMPLE_RATE)
+        drop = keep_from - self._buffer_at
+        if drop > 0:
+            self._buffer = self._buffer[drop:]
+            self._buffer_at += drop
+
+
+def _shifted(w: Word, offset: float) -> Word:
+    return w.model_copy(update={"start": round(w.start + offset, 3), "end": round(w.end + offset, 3)})
