@@ -107,13 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from local_dev.pool import LocalPool
+    from local_dev.settings import PoolSettings
 
     base = Settings(device="cpu")
     whole, turns = load_clips()
     results: dict = {"requests": args.requests, "short_requests": args.short_requests, "rounds": args.rounds}
 
     def pool(workers: int, **update):
-        return lambda: LocalPool(base.model_copy(update={"cpu_workers": workers, **update})).start(timeout=600)
+        return lambda: LocalPool(base, pool=PoolSettings(cpu_workers=workers, **update)).start(timeout=600)
 
     if args.only != "batching":
         part_throughput(args, base, whole, pool, results)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from shared.stages import ROLE_STAGES, Role, Stage
 
 if TYPE_CHECKING:
+    from local_dev.settings import PoolSettings
     from shared.config import Settings
 
 @dataclass(frozen=True)
@@ -45,8 +46,8 @@ class WorkerSpec:
         TRANSCRIBE_WORKERS says otherwise). Secrets only the API uses stay behind."""
         from pydantic import SecretStr
 
-        # never read by a worker (API keys, webhook signing, the pool's own authkey): not sent to one
-        blanks = {"api_keys": SecretStr(""), "webhook_secret": None, "worker_authkey": None}
+        # never read by a worker (API keys, webhook signing): not sent to one
+        blanks = {"api_keys": SecretStr(""), "webhook_secret": None}
         update: dict[str, Any] = {"device": self.device.kind}
         update.update({k: v for k, v in blanks.items() if k in type(settings).model_fields})
         if self.cpu_threads and not settings.cpu_threads:
@@ -131,31 +132,37 @@ def gpu_usage(devices: list[Device]) -> dict[int, dict[str, float]]:
 
 
 def plan_workers(
-    settings: "Settings", gpus: list[Device] | None = None, *, workers: int | None = None
+    settings: "Settings", gpus: list[Device] | None = None, *, pool: "PoolSettings | None" = None,
+    workers: int | None = None,
 ) -> list[WorkerSpec]:
     """One pool of workers per GPU, or `cpu_workers` CPU workers when there is none (or DEVICE=cpu).
 
     With two or more GPUs the diarizer gets its own GPU (DIARIZE_GPU, default the last one) and runs
     at the same time as transcription on the others; with one GPU or on CPU every worker serves every
-    stage. `workers` overrides WORKERS_PER_GPU (GPU) or CPU_WORKERS (CPU).
+    stage. `workers` overrides WORKERS_PER_GPU (GPU) or CPU_WORKERS (CPU); `pool` defaults to
+    PoolSettings() from the environment.
     """
+    if pool is None:
+        from local_dev.settings import PoolSettings
+
+        pool = PoolSettings()
     if gpus is None:
         gpus = [] if settings.device == "cpu" else scan_gpus()
     if settings.device == "cuda" and not gpus:
         raise RuntimeError("DEVICE=cuda but NVML finds no GPU (driver missing, or CUDA_VISIBLE_DEVICES empty)")
     specs: list[WorkerSpec] = []
     if not gpus:
-        n = workers or settings.cpu_workers
+        n = workers or pool.cpu_workers
         threads = max(1, (os.cpu_count() or 1) // n)
         env = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         for i in range(n):
             specs.append(WorkerSpec(i, Device("cpu", i), ROLE_STAGES[Role.ALL], dict(env), cpu_threads=threads))
         return specs
 
-    per_gpu = workers or settings.workers_per_gpu
+    per_gpu = workers or pool.workers_per_gpu
     diarize_index = None
     if len(gpus) >= 2:
-        wanted = settings.diarize_gpu if settings.diarize_gpu is not None else gpus[-1].index
+        wanted = pool.diarize_gpu if pool.diarize_gpu is not None else gpus[-1].index
         if wanted not in [g.index for g in gpus]:
             raise RuntimeError(f"DIARIZE_GPU={wanted} is not among the GPUs found: {[g.index for g in gpus]}")
         diarize_index = wanted

@@ -3,11 +3,8 @@
 The same entry point runs as a spawned local process (`spawn_main`) and inside a Docker container
 (`python -m local_dev worker --connect HOST:PORT --id N`). It connects to the pool's listener
 (multiprocessing.connection over TCP, HMAC-authenticated with the pool's key), says hello, receives its
-settings, loads its models, and then runs calls until the connection closes.
-
-Messages, worker -> pool: ("hello", id, info), ("ready", info), ("fatal", text),
-("ok", job, result, seconds), ("err", job, exception, traceback_text, seconds).
-Pool -> worker: ("init", settings, stages, preload, factory), ("run", job, stage, args, kwargs), ("stop",).
+settings, loads its models, and then runs calls until the connection closes. The messages are
+local_dev/wire.py's.
 
 Nothing CUDA is imported here at module level: the device is pinned (CUDA_VISIBLE_DEVICES) first.
 """
@@ -16,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import pickle
 import socket
 import sys
 import threading
@@ -24,6 +20,8 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from local_dev import wire
 
 DEFAULT_FACTORY = "shared.stages:StageWorker"
 
@@ -35,22 +33,6 @@ def spawn_main(address: tuple[str, int], authkey: bytes, worker_id: int, env: di
     serve(address, authkey, worker_id, info={"launcher": "process"})
 
 
-def connect(address: tuple[str, int], authkey: bytes, timeout: float):
-    """Connect to the pool, retrying while it is not listening yet (a container may start first)."""
-    from multiprocessing.connection import Client
-
-    deadline = time.monotonic() + timeout
-    delay = 0.2
-    while True:
-        try:
-            return Client(address, authkey=authkey)
-        except (ConnectionRefusedError, socket.gaierror, OSError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-
 def serve(
     address: tuple[str, int],
     authkey: bytes,
@@ -59,34 +41,33 @@ def serve(
     info: dict[str, Any] | None = None,
     connect_timeout: float = 60.0,
 ) -> None:
-    conn = connect(address, authkey, connect_timeout)
+    conn = wire.connect(address, authkey, connect_timeout)
     hello = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         **(info or {}),
     }
-    conn.send(("hello", worker_id, hello))
+    conn.send(wire.Hello(worker_id, hello))
     try:
-        msg = conn.recv()
+        init = conn.recv()
     except (EOFError, OSError):
         return
-    if msg[0] != "init":
+    if not isinstance(init, wire.Init):
         return
-    _, settings, stages, preload, factory = msg
     try:
-        worker = _load_factory(factory or DEFAULT_FACTORY)(settings)
+        worker = _load_factory(init.factory or DEFAULT_FACTORY)(init.settings)
         started = time.perf_counter()
-        if preload:
+        if init.preload:
             from shared.stages import Stage
 
-            worker.load(tuple(Stage(s) for s in stages))
-        ready = {"load_seconds": time.perf_counter() - started, **_device_check(settings)}
+            worker.load(tuple(Stage(s) for s in init.stages))
+        ready = {"load_seconds": time.perf_counter() - started, **_device_check(init.settings)}
     except BaseException:  # noqa: BLE001 - report any load failure, then exit
-        conn.send(("fatal", traceback.format_exc()))
+        conn.send(wire.Fatal(traceback.format_exc()))
         conn.close()
         return
-    conn.send(("ready", ready))
+    conn.send(wire.Ready(ready))
     _run_loop(conn, worker)
 
 
@@ -104,35 +85,29 @@ def _run_loop(conn, worker) -> None:
             pools[stage] = ThreadPoolExecutor(threads.get(stage, 2), thread_name_prefix=f"w-{stage}")
         return pools[stage]
 
-    def reply(message: tuple) -> None:
-        try:
-            payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # noqa: BLE001 - an unpicklable result or exception
-            job, seconds = message[1], message[-1]
-            payload = pickle.dumps(("err", job, RuntimeError(f"unpicklable reply: {exc!r}"), "", seconds))
+    def reply(message: wire.Done | wire.Failed) -> None:
+        payload = wire.encode_reply(message)
         with send_lock:
             try:
                 conn.send_bytes(payload)
             except OSError:
                 pass  # the pool is gone; the receive loop ends too
 
-    def call(job: int, stage: str, args: tuple, kwargs: dict) -> None:
+    def call(run: wire.Run) -> None:
         started = time.perf_counter()
         try:
-            result = worker.run(stage, *args, **kwargs)
+            result = worker.run(run.stage, *run.args, **run.kwargs)
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
-            reply(("err", job, _portable(exc), traceback.format_exc(), time.perf_counter() - started))
+            reply(wire.Failed(run.job, wire.portable(exc), traceback.format_exc(), time.perf_counter() - started))
             return
-        reply(("ok", job, result, time.perf_counter() - started))
+        reply(wire.Done(run.job, result, time.perf_counter() - started))
 
     try:
         while True:
             msg = conn.recv()
-            if msg[0] == "run":
-                _, job, stage, args, kwargs = msg
-                pool_for(str(getattr(stage, "value", stage))).submit(call, job, stage, args, kwargs)
-            elif msg[0] == "stop":
-                # An orderly stop: drop queued calls, let a running one end, exit normally.
+            if isinstance(msg, wire.Run):
+                pool_for(msg.stage).submit(call, msg)
+            elif isinstance(msg, wire.Stop):
                 for pool in pools.values():
                     pool.shutdown(wait=True, cancel_futures=True)
                 conn.close()
@@ -143,15 +118,6 @@ def _run_loop(conn, worker) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
-
-
-def _portable(exc: BaseException) -> BaseException:
-    """The exception itself if it survives a pickle round trip, else a RuntimeError that names it."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:  # noqa: BLE001
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
 def _load_factory(spec: str):

@@ -1,4 +1,6 @@
-"""Settings, read once from the environment and `.env`. Every name is listed in `.env.example`."""
+"""Settings, read once from the environment and `.env`. Every name is listed in `.env.example`.
+
+The local worker pool's own names (CPU_WORKERS, BATCH_MERGE, WORKER_*, ...) are local_dev/settings.py's."""
 
 from __future__ import annotations
 
@@ -94,21 +96,6 @@ class Settings(BaseSettings):
     webhook_backoff_s: float = Field(default=2.0, gt=0, description="first retry delay; doubles each attempt, jittered")
     webhook_backoff_max_s: float = Field(default=600.0, gt=0)
     webhook_timeout_s: float = Field(default=10.0, gt=0)
-
-    # --- local_dev worker pool (python -m local_dev serve) ---
-    cpu_workers: int = Field(default=2, ge=1, description="worker processes when there is no GPU (or DEVICE=cpu)")
-    workers_per_gpu: int = Field(default=1, ge=1, description="worker processes (model copies) per GPU")
-    diarize_gpu: int | None = Field(default=None, description="nvidia-smi index of the diarizer GPU; default last")
-    batch_merge: Literal["auto", "on", "off"] = Field(
-        default="auto", description="merge short transcribe batches of concurrent requests; auto: on GPU workers"
-    )
-    batch_wait_ms: float = Field(default=20.0, ge=0, description="hold a short batch this long to merge requests")
-    worker_inflight: int = Field(default=2, ge=1, description="calls per stage sent ahead to a worker")
-    worker_max_attempts: int = Field(default=3, ge=1, description="tries per call across worker crashes")
-    worker_preload: bool = Field(default=True, description="load a worker's models before it takes work")
-    worker_port: int = Field(default=0, ge=0, description="port workers connect to; 0 picks a free one")
-    worker_authkey: SecretStr | None = Field(default=None, description="shared secret of workers; default random")
-    docker_image: str = "whospoke-worker:local"
 
     @model_validator(mode="after")
     def _resolve_batch_size(self) -> "Settings":

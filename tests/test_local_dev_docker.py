@@ -29,6 +29,7 @@ from local_dev.docker_runner import (
 )
 from local_dev.gpus import Device, WorkerSpec, plan_workers
 from local_dev.pool import LocalPool
+from local_dev.settings import PoolSettings
 from shared.config import Settings
 from shared.stages import ROLE_STAGES, Role, Stage
 
@@ -46,9 +47,9 @@ def gpu(index: int) -> Device:
 
 
 def test_build_uses_the_worker_dockerfile_from_images():
-    assert build_command(S(docker_image="ws:1")) == ["docker", "build", "-f", DOCKERFILE, "-t", "ws:1", "."]
+    assert build_command(S(), "ws:1") == ["docker", "build", "-f", DOCKERFILE, "-t", "ws:1", "."]
     assert DOCKERFILE == "images/Dockerfile.worker" and (REPO / DOCKERFILE).is_file()
-    with_pyannote = build_command(S(docker_image="ws:1", diarizer="pyannote"))
+    with_pyannote = build_command(S(diarizer="pyannote"), "ws:1")
     assert with_pyannote[-3:] == ["--build-arg", "WITH_PYANNOTE=1", "."]
 
 
@@ -59,9 +60,9 @@ def test_the_image_carries_what_the_worker_command_needs():
 
 
 def test_run_command_for_a_gpu_worker():
-    settings = S(docker_image="ws:1", hf_home="/srv/hf")
-    spec = plan_workers(settings, [gpu(0), gpu(1)])[1]
-    cmd = run_command(spec, ("127.0.0.1", 40123), settings)
+    settings = S(hf_home="/srv/hf")
+    spec = plan_workers(settings, [gpu(0), gpu(1)], pool=PoolSettings(_env_file=None))[1]
+    cmd = run_command(spec, ("127.0.0.1", 40123), settings, "ws:1")
     image = cmd.index("ws:1")
     opts, inner = cmd[:image], cmd[image + 1:]
     assert opts[:3] == ["docker", "run", "--rm"] and "--init" in opts
@@ -77,20 +78,20 @@ def test_run_command_for_a_gpu_worker():
 
 
 def test_run_command_for_a_cpu_worker_has_no_gpu_flag():
-    settings = S(docker_image="ws:1")
-    spec = plan_workers(settings, [], workers=2)[0]
-    cmd = run_command(spec, ("127.0.0.1", 1), settings)
+    settings = S()
+    spec = plan_workers(settings, [], pool=PoolSettings(_env_file=None), workers=2)[0]
+    cmd = run_command(spec, ("127.0.0.1", 1), settings, "ws:1")
     assert "--gpus" not in cmd and "--gpu-index" not in cmd and cmd[-2:] == ["--role", "all"]
     assert any(a.startswith("OMP_NUM_THREADS=") for a in cmd)
 
 
 def test_workers_see_the_clip_store_at_the_same_path(tmp_path):
     """Stages get audio by reference (the PCM file's path): a container must find it where the API wrote it."""
-    settings = S(docker_image="ws:1", audio_storage_path=tmp_path / "store")
-    cmd = run_command(plan_workers(settings, [], workers=1)[0], ("127.0.0.1", 1), settings)
+    settings = S(audio_storage_path=tmp_path / "store")
+    cmd = run_command(plan_workers(settings, [], pool=PoolSettings(_env_file=None), workers=1)[0], ("127.0.0.1", 1), settings, "ws:1")
     store = (tmp_path / "store").resolve()
     assert f"{store}:{store}:ro" in cmd
-    compose = compose_config(2, settings)
+    compose = compose_config(2, "ws:1")
     assert all("audio-data:/data:ro" in svc["volumes"] for name, svc in compose["services"].items() if name != "api")
     assert compose["services"]["api"]["environment"]["AUDIO_STORAGE_PATH"] == "/data"
 
@@ -184,12 +185,13 @@ def calls(log: Path) -> list[list[str]]:
 
 def test_docker_runner_serves_restarts_and_rebuilds_nothing(fake_docker):
     script, log = fake_docker
-    settings = S(device="cpu", docker_image="ws:test", batch_wait_ms=0)
+    settings = S(device="cpu")
     specs = [WorkerSpec(i, Device("cpu", i), ROLE_STAGES[Role.ALL] if i == 0 else ROLE_STAGES[Role.TRANSCRIBE]) for i in range(2)]
-    launcher = DockerLauncher(settings, docker=str(script))
-    with LocalPool(settings, specs, launcher=launcher, worker_factory="test_local_dev_pool:FakeWorker") as pool:
+    launcher = DockerLauncher(settings, image="ws:test", docker=str(script))
+    with LocalPool(settings, specs, pool=PoolSettings(_env_file=None, batch_wait_ms=0), launcher=launcher,
+                   worker_factory="test_local_dev_pool:FakeWorker") as pool:
         pool.start(timeout=60)
-        assert calls(log)[0] == build_command(settings)[1:]  # built once, from images/Dockerfile.worker
+        assert calls(log)[0] == build_command(settings, "ws:test")[1:]  # built once, from images/Dockerfile.worker
         runs = [c for c in calls(log) if c[0] == "run"]
         assert len(runs) == 2 and all("--network" in c for c in runs)
         rows = pool.stats()["workers"]
@@ -232,8 +234,8 @@ def test_external_workers_as_compose_runs_them(monkeypatch):
 
     monkeypatch.setenv("WORKER_AUTHKEY", "compose-secret")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), str(TESTS)]))
-    settings = S(device="cpu", worker_authkey="compose-secret", batch_wait_ms=0)
-    pool = LocalPool(settings, external=2, worker_factory="test_local_dev_pool:FakeWorker")
+    pool_settings = PoolSettings(_env_file=None, worker_authkey="compose-secret", batch_wait_ms=0)
+    pool = LocalPool(S(device="cpu"), pool=pool_settings, external=2, worker_factory="test_local_dev_pool:FakeWorker")
 
     def worker(i: int, role: str) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "local_dev", "worker", "--connect",
@@ -244,7 +246,8 @@ def test_external_workers_as_compose_runs_them(monkeypatch):
         pool.start(timeout=60)
         rows = pool.stats()["workers"]
         assert pool.stats()["launcher"] == "external"
-        assert [r["stages"] for r in rows] == [["vad_split", "detect_language", "transcribe"], ["vad_split", "diarize"]]
+        roles = [Role.TRANSCRIBE, Role.DIARIZE]  # from the command lines
+        assert [r["stages"] for r in rows] == [[s.value for s in ROLE_STAGES[role]] for role in roles]
         diarized_by = pool.submit(Stage.DIARIZE, np.array([0.0]), None).result(timeout=10)
         assert diarized_by == procs[1].pid
         call = pool.submit(Stage.TRANSCRIBE, batch(*range(20)), options=TranscribeOptions())  # 1 s

@@ -24,6 +24,7 @@ import pytest
 from audio_fixtures import ONE_SPEAKER, TWO_SPEAKERS
 from scoring import assert_same_transcript
 from local_dev.pool import LocalPool
+from local_dev.settings import PoolSettings
 from shared.audio import decode
 from shared.config import Settings
 from shared.domain import TranscribeOptions
@@ -44,7 +45,7 @@ def S(**values) -> Settings:
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory) -> Settings:
-    return S(device="cpu", cpu_workers=2, audio_storage_path=tmp_path_factory.mktemp("storage"))
+    return S(device="cpu", audio_storage_path=tmp_path_factory.mktemp("storage"))
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def reference(settings, clips) -> dict:
 
 @pytest.fixture(scope="module")
 def pool(settings):
-    with LocalPool(settings).start(timeout=300) as p:
+    with LocalPool(settings, pool=PoolSettings(_env_file=None, cpu_workers=2)).start(timeout=300) as p:
         yield p
 
 

@@ -1,5 +1,6 @@
 """local_dev's worker pool on real worker processes (spawned, TCP-connected), running a cheap stand-in
-for the models so the dispatch, batching, crash and restart logic is tested in seconds.
+for the models so the dispatch, batching, crash and restart logic is tested in seconds. The dispatch
+and batching decisions themselves, without processes or timing: test_local_dev_scheduler.py.
 
 The stand-in (`FakeWorker`) is loaded inside each worker process through the pool's worker_factory
 hook, exactly where the real `shared.stages.StageWorker` goes. Real models: test_local_dev_models.py.
@@ -18,6 +19,7 @@ import pytest
 
 from local_dev.gpus import Device, WorkerSpec
 from local_dev.pool import LocalPool, PoolClosed, WorkerCrashed
+from local_dev.settings import PoolSettings
 from shared.config import Settings
 from shared.domain import (
     Chunk,
@@ -35,6 +37,16 @@ KILL_ME = -99.0  # VAD_SPLIT input that makes the worker process exit on the spo
 def S(**values) -> Settings:
     """Settings from these values and defaults only, whatever a developer's .env says."""
     return Settings(_env_file=None, **values)
+
+
+def P(**values) -> PoolSettings:
+    return PoolSettings(_env_file=None, **values)
+
+
+def split(values: dict) -> tuple[dict, dict]:
+    """(core settings, pool settings) of a mix of both."""
+    pool = {k: v for k, v in values.items() if k in PoolSettings.model_fields}
+    return {k: v for k, v in values.items() if k not in pool}, pool
 
 
 class FakeWorker:
@@ -90,8 +102,8 @@ def batch(*indices: int) -> list[ChunkAudio]:
 
 
 def make_pool(workers: int = 2, **settings) -> LocalPool:
-    base = {"device": "cpu", "cpu_workers": workers, "batch_wait_ms": 0, "batch_merge": "on"}
-    return LocalPool(S(**{**base, **settings}), worker_factory=FACTORY).start(timeout=60)
+    core, pool = split({"device": "cpu", "cpu_workers": workers, "batch_wait_ms": 0, "batch_merge": "on", **settings})
+    return LocalPool(S(**core), pool=P(**pool), worker_factory=FACTORY).start(timeout=60)
 
 
 def wait_for(predicate, timeout: float = 20.0, step: float = 0.02):
@@ -118,15 +130,17 @@ def solo_pool():
 
 @pytest.fixture
 def solo(solo_pool):
-    """The one-worker pool, with settings a test may change (`solo.settings = ...`)."""
-    settings = solo_pool.settings
+    """The one-worker pool, with settings a test may change (`tune`)."""
+    settings, pool_settings = solo_pool.settings, solo_pool.pool_settings
     yield solo_pool
-    solo_pool.settings = settings
+    solo_pool.settings, solo_pool.pool_settings = settings, pool_settings
 
 
 def tune(pool: LocalPool, **settings) -> tuple[int, int]:
     """Change the pool's batching settings; return (merged calls, calls done) so far."""
-    pool.settings = pool.settings.model_copy(update=settings)
+    core, pool_settings = split(settings)
+    pool.settings = pool.settings.model_copy(update=core)
+    pool.pool_settings = pool.pool_settings.model_copy(update=pool_settings)
     stats = pool.stats()
     return stats["merged_calls"], sum(w["calls_done"] for w in stats["workers"])
 
@@ -145,9 +159,6 @@ def test_concurrent_calls_spread_across_both_workers(pool):
     assert used.count(used[0]) == 2
 
 
-def test_round_robin_on_ties(pool):
-    used = [sleep(pool, 0).result(timeout=10) for _ in range(6)]
-    assert used[0::2] == [used[0]] * 3 and used[1::2] == [used[1]] * 3 and used[0] != used[1]
 
 
 def test_least_loaded_worker_gets_the_work(pool):
@@ -202,10 +213,10 @@ def test_stats_show_device_depth_busy_time_and_restarts(pool):
 
 def test_workers_are_pinned_through_their_environment():
     """The pin is in the child's environment from its first instruction (spawn, not fork)."""
-    settings = S(device="cpu", batch_wait_ms=0)
+    settings = S(device="cpu")
     spec = WorkerSpec(0, Device("cpu", 0), ROLE_STAGES[Role.ALL], {"CUDA_VISIBLE_DEVICES": "GPU-fake-uuid"}, cpu_threads=1)
     before = os.environ.get("CUDA_VISIBLE_DEVICES")
-    with LocalPool(settings, [spec], worker_factory=FACTORY).start(timeout=60) as p:
+    with LocalPool(settings, [spec], pool=P(batch_wait_ms=0), worker_factory=FACTORY).start(timeout=60) as p:
         seen = p.submit(Stage.DETECT_LANGUAGE, np.zeros(4)).result(timeout=10)
         assert p.stats()["workers"][0]["pid"] == seen["pid"] != os.getpid()
     assert seen["env"] == "GPU-fake-uuid" and seen["device"] == "cpu" and seen["cpu_threads"] == 1
@@ -256,7 +267,7 @@ def test_call_that_kills_every_worker_fails_after_max_attempts():
 
 def test_worker_that_cannot_load_fails_the_start(monkeypatch):
     monkeypatch.setenv("FAKE_WORKER_BROKEN", "1")
-    pool = LocalPool(S(device="cpu", cpu_workers=1, worker_max_attempts=2), worker_factory=FACTORY)
+    pool = LocalPool(S(device="cpu"), pool=P(cpu_workers=1, worker_max_attempts=2), worker_factory=FACTORY)
     try:
         with pytest.raises(RuntimeError, match="model file is corrupt"):
             pool.start(timeout=60)
@@ -294,46 +305,14 @@ def test_short_batches_from_concurrent_requests_share_one_call(solo):
     assert tune(solo) == (merged + 1, done + 1)
 
 
-def test_batches_with_different_options_are_not_merged(solo):
-    merged, _ = tune(solo, batch_size=8, batch_wait_ms=200)
-    a = solo.submit(Stage.TRANSCRIBE, batch(0, 1), options=TranscribeOptions(language="en"))
-    b = solo.submit(Stage.TRANSCRIBE, batch(2, 3), options=TranscribeOptions(language="de"))
-    assert {size_of_call(t) for f in (a, b) for t in f.result(timeout=10)} == {2}
-    assert b.result()[0].language == "de" and tune(solo)[0] == merged
 
 
-def test_merged_batches_never_exceed_batch_size(solo):
-    _, done = tune(solo, batch_size=4, batch_wait_ms=200)
-    parts = [solo.submit(Stage.TRANSCRIBE, batch(2 * i, 2 * i + 1), options=TranscribeOptions()) for i in range(4)]
-    assert [size_of_call(t) for f in parts for t in f.result(timeout=10)] == [4] * 8
-    assert tune(solo)[1] == done + 2
 
 
-def test_a_full_batch_does_not_wait(solo):
-    tune(solo, batch_size=2, batch_wait_ms=5000)
-    started = time.monotonic()
-    solo.submit(Stage.TRANSCRIBE, batch(0, 1), options=TranscribeOptions()).result(timeout=10)
-    assert time.monotonic() - started < 2.0
 
 
-def test_busy_workers_let_queued_batches_merge_without_waiting(solo):
-    """BATCH_WAIT_MS=0: nothing waits on purpose, but calls queued behind a busy worker still merge."""
-    tune(solo, batch_size=8, batch_wait_ms=0)
-    blockers = [solo.submit(Stage.TRANSCRIBE, batch(*range(100, 108)), options=TranscribeOptions())
-                for _ in range(2)]  # 2 x 0.4 s: the worker is full
-    queued = [solo.submit(Stage.TRANSCRIBE, batch(i), options=TranscribeOptions()) for i in range(4)]
-    assert [size_of_call(f.result(timeout=10)[0]) for f in queued] == [4] * 4
-    assert all(len(f.result()) == 8 for f in blockers)
 
 
-def test_short_batches_grow_while_the_worker_is_busy(solo):
-    """A short batch is not sent ahead to a busy worker: it waits here and merges with later calls."""
-    tune(solo, batch_size=8, batch_wait_ms=0)
-    full = solo.submit(Stage.TRANSCRIBE, batch(*range(100, 108)), options=TranscribeOptions())  # 0.4 s
-    wait_for(lambda: solo.stats()["workers"][0]["queue_depth"] == 1, step=0.002)
-    singles = [solo.submit(Stage.TRANSCRIBE, batch(i), options=TranscribeOptions()) for i in range(3)]
-    assert [size_of_call(f.result(timeout=10)[0]) for f in singles] == [3, 3, 3]
-    assert size_of_call(full.result()[0]) == 8
 
 
 def test_merging_is_for_gpu_workers_unless_asked(solo):
@@ -346,22 +325,12 @@ def test_merging_is_for_gpu_workers_unless_asked(solo):
     assert sizes() == {1}  # a CPU worker
     tune(solo, batch_merge="off")
     assert sizes() == {1}
-    settings = S(device="cpu", batch_wait_ms=300, batch_merge="auto")
     gpu = WorkerSpec(0, Device("cuda", 0, "fake"), ROLE_STAGES[Role.ALL], {"CUDA_VISIBLE_DEVICES": ""})
-    with LocalPool(settings, [gpu], worker_factory=FACTORY).start(timeout=60) as p:
+    with LocalPool(S(device="cpu"), [gpu], pool=P(batch_wait_ms=300, batch_merge="auto"), worker_factory=FACTORY).start(timeout=60) as p:
         parts = [p.submit(Stage.TRANSCRIBE, batch(i), options=TranscribeOptions()) for i in range(3)]
         assert {size_of_call(f.result(timeout=10)[0]) for f in parts} == {3}
 
 
-def test_idle_workers_share_the_waiting_chunks():
-    with make_pool(workers=2, batch_size=8, batch_wait_ms=2000) as p:
-        wait_for(lambda: all(w["state"] == "ready" for w in p.stats()["workers"]))
-        with p._cv:  # eight one-chunk requests arrive together
-            parts = [p.submit(Stage.TRANSCRIBE, batch(i), options=TranscribeOptions()) for i in range(8)]
-        started = time.monotonic()
-        texts = [f.result(timeout=10)[0].segments[0].text.split("|") for f in parts]
-        assert time.monotonic() - started < 1.5  # idle workers: nobody waits BATCH_WAIT_MS
-        assert {t[1] for t in texts} == {"4"} and len({t[2] for t in texts}) == 2  # 4 + 4, one call each
 
 
 def test_a_failing_part_of_a_merged_call_fails_alone(solo):
