@@ -12,7 +12,14 @@ import pytest
 import srt
 import webvtt
 from audio_fixtures import TWO_SPEAKERS, normalize_words
-from browser_support import browser, console_errors, foreign, requested_urls, wait_for_download, wait_until
+from browser_support import (
+    browser,
+    console_errors,
+    foreign,
+    requested_urls,
+    wait_for_download,
+    wait_until,
+)
 from jobs_support import API_KEY, ThreadedServer, keyed_server
 from test_jobs_api import NoModels
 
