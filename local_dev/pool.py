@@ -9,108 +9,35 @@ Who gets which call, and which TRANSCRIBE calls merge, is local_dev/scheduler.py
 keeps the queue and the workers, carries the scheduler's plan out, and splits merged results back. If a
 merged call fails, each part is retried alone, so one bad request cannot fail another.
 
-Crashes: a worker whose connection drops (killed, segfault, OOM) is restarted, and its calls in flight
-go back to the front of the queue, preferably to another worker. A call fails with WorkerCrashed only
-after WORKER_MAX_ATTEMPTS workers died under it (a call that kills every worker).
+Crashes, restarts and retries: local_dev/supervisor.py.
 """
 
 from __future__ import annotations
 
-import itertools
-import logging
 import secrets
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from local_dev import scheduler, wire
 from local_dev.gpus import WorkerSpec, plan_workers
-from local_dev.launchers import (
-    ExternalHandle,
-    ExternalLauncher,
-    Launcher,
-    ProcessLauncher,
-    WorkerHandle,
-    external_spec,
-)
-from local_dev.pool_stats import WorkerCounters, with_gpu_usage, worker_row
+from local_dev.launchers import ExternalLauncher, Launcher, ProcessLauncher
+from local_dev.pool_calls import Call, Job, PoolClosed, Worker, WorkerCrashed, fail, resolve
+from local_dev.pool_stats import with_gpu_usage, worker_row
 from local_dev.settings import PoolSettings
+from local_dev.supervisor import WorkerSupervisor
 from shared.runner import Runner
 from shared.stages import Stage
 
 if TYPE_CHECKING:
     from shared.config import Settings
 
-log = logging.getLogger("local_dev.pool")
-_keys = itertools.count(1)
+__all__ = ["LocalPool", "PoolClosed", "WorkerCrashed", "serving_pool"]
 
 
-class WorkerCrashed(RuntimeError):
-    """A call's worker died under it WORKER_MAX_ATTEMPTS times."""
-
-
-class PoolClosed(RuntimeError):
-    """The pool was closed before the call ran."""
-
-
-@dataclass(eq=False)
-class _Call:
-    """One submit(): a stage call with its future."""
-
-    stage: Stage
-    args: tuple
-    kwargs: dict
-    future: Future
-    arrived: float
-    merge_key: str | None = None
-    size: int = 1
-    attempts: int = 0
-    started: bool = False
-    avoid: int | None = None
-    key: int = field(default_factory=lambda: next(_keys))
-
-    def waiting(self) -> scheduler.Waiting:
-        return scheduler.Waiting(self.key, self.stage, self.arrived, self.merge_key, self.size, self.attempts,
-                                 self.avoid, self.future.cancelled())
-
-
-@dataclass(eq=False)
-class _Job:
-    """One message to a worker: a call, or several merged TRANSCRIBE calls."""
-
-    job_id: int
-    stage: Stage
-    calls: list[_Call]
-    args: tuple
-    kwargs: dict
-
-
-@dataclass(eq=False)
-class _Worker:
-    spec: WorkerSpec
-    handle: WorkerHandle | None = None
-    conn: Any = None
-    state: str = "starting"  # starting -> ready -> (dead -> starting ...) | failed | stopped
-    info: dict = field(default_factory=dict)
-    inflight: dict[int, _Job] = field(default_factory=dict)
-    send_lock: threading.Lock = field(default_factory=threading.Lock)
-    failures_in_a_row: int = 0
-    last_error: str | None = None
-    last_pick: int = 0
-    counters: WorkerCounters = field(default_factory=WorkerCounters)
-
-    def slot(self) -> scheduler.Slot:
-        depths: dict[Stage, int] = {}
-        for job in self.inflight.values():
-            depths[job.stage] = depths.get(job.stage, 0) + 1
-        return scheduler.Slot(self.spec.worker_id, self.spec.stages, self.state == "ready",
-                              self.spec.device.kind == "cuda", depths, self.last_pick)
-
-
-class LocalPool(Runner):
+class LocalPool(WorkerSupervisor, Runner):
     def __init__(
         self,
         settings: Settings,
@@ -137,9 +64,9 @@ class LocalPool(Runner):
         elif specs is None:
             specs = plan_workers(settings, pool=self.pool_settings, workers=workers)
         self.worker_factory = worker_factory
-        self._workers: dict[int, _Worker] = {s.worker_id: _Worker(spec=s) for s in specs}
+        self._workers: dict[int, Worker] = {s.worker_id: Worker(spec=s) for s in specs}
         self._cv = threading.Condition()
-        self._pending: deque[_Call] = deque()
+        self._pending: deque[Call] = deque()
         self._closing = False
         self._next_job = 0
         self._picks = 0
@@ -147,7 +74,7 @@ class LocalPool(Runner):
         key = self.pool_settings.worker_authkey.get_secret_value() if self.pool_settings.worker_authkey else ""
         self._authkey = (key or secrets.token_hex(16)).encode()
         self._listener = wire.listen(listen_host, self.pool_settings.worker_port, self._authkey)
-        self._deferred: list[tuple[_Call, BaseException]] = []  # failures to deliver outside the lock
+        self._deferred: list[tuple[Call, BaseException]] = []  # failures to deliver outside the lock
         self.address: tuple[str, int] = self._listener.address
         self._threads: list[threading.Thread] = []
         self._started = False
@@ -198,7 +125,7 @@ class LocalPool(Runner):
                 w.counters.idle()
             self._cv.notify_all()
         for call in pending:
-            _fail(call, PoolClosed("the worker pool was closed"))
+            fail(call, PoolClosed("the worker pool was closed"))
         for w in workers:
             if w.conn is not None:
                 try:
@@ -222,7 +149,7 @@ class LocalPool(Runner):
     def submit(self, stage: Stage, *args: Any, **kwargs: Any) -> Future:
         stage = Stage(stage)
         future: Future = Future()
-        call = _Call(stage, args, kwargs, future, arrived=time.monotonic())
+        call = Call(stage, args, kwargs, future, arrived=time.monotonic())
         if stage is Stage.TRANSCRIBE and args and isinstance(args[0], list):
             call.merge_key = scheduler.merge_key(args[1:], kwargs)
             call.size = len(args[0])
@@ -255,204 +182,20 @@ class LocalPool(Runner):
 
     # ----------------------------------------------------------------- workers
 
-    def _launch(self, w: _Worker) -> None:
-        with self._cv:
-            if self._closing:
-                return
-            w.state = "starting"
-            w.conn = None
-            w.handle = None  # not the dead one: the monitor would take it for a failed start
-            w.info = {}
-        try:
-            handle = self.launcher.start(w.spec, self.address, self._authkey)
-        except Exception as exc:  # noqa: BLE001 - e.g. docker missing: count as a failed start
-            log.exception("could not start worker %s", w.spec.worker_id)
-            with self._cv:
-                w.handle = None
-                w.last_error = repr(exc)
-                self._start_failed(w)
-            self._flush()
-            return
-        with self._cv:
-            w.handle = handle
-            closing = self._closing
-            self._cv.notify_all()
-        if closing:  # close() ran meanwhile and did not see this one
-            handle.kill()
-
-    def _flush(self) -> None:
-        """Fail the futures queued while the lock was held (their callbacks must not run under it)."""
-        with self._cv:
-            deferred, self._deferred = self._deferred, []
-        for call, exc in deferred:
-            _fail(call, exc)
-
-    def _accept_loop(self) -> None:
-        while True:
-            try:
-                conn = self._listener.accept()
-            except Exception:  # noqa: BLE001 - a failed handshake, or the listener closed
-                if self._closing:
-                    return
-                continue
-            if self._closing:
-                conn.close()
-                return
-            threading.Thread(target=self._handshake, args=(conn,), daemon=True, name="pool-handshake").start()
-
-    def _handshake(self, conn) -> None:
-        try:
-            hello = conn.recv()
-            assert isinstance(hello, wire.Hello)
-        except Exception:  # noqa: BLE001
-            conn.close()
-            return
-        with self._cv:
-            w = self._workers.get(hello.worker_id)
-            if w is None and self.external:
-                w = self._workers[hello.worker_id] = _Worker(spec=external_spec(hello.worker_id, hello.info))
-                w.handle = ExternalHandle()
-            if w is not None and self.external and w.state == "failed" and w.conn is None:
-                w.state = "starting"  # restarted by compose: give it another chance
-            if w is None or w.conn is not None or w.state in ("stopped", "failed"):
-                conn.close()
-                return
-            w.conn = conn
-            w.info = dict(hello.info)
-            settings = w.spec.settings_for(self.launcher.worker_settings(self.settings))
-        try:
-            conn.send(wire.Init(settings, tuple(s.value for s in w.spec.stages), self.pool_settings.worker_preload,
-                                self.worker_factory))
-        except OSError:
-            self._lost(w, conn, "connection lost during handshake")
-            return
-        self._reader(w, conn)
-
-    def _reader(self, w: _Worker, conn) -> None:
-        try:
-            while True:
-                msg = conn.recv()
-                if isinstance(msg, wire.Ready):
-                    with self._cv:
-                        w.info.update(msg.info)
-                        w.state = "ready"
-                        w.failures_in_a_row = 0
-                        w.counters.started_at = time.monotonic()
-                        self._cv.notify_all()
-                    log.info("worker %s ready on %s (%s)", w.spec.worker_id, w.spec.device.label, w.info)
-                elif isinstance(msg, wire.Fatal):
-                    with self._cv:
-                        w.last_error = msg.error
-                    log.error("worker %s could not load:\n%s", w.spec.worker_id, msg.error)
-                elif isinstance(msg, (wire.Done, wire.Failed)):
-                    self._finished(w, msg)
-        except (EOFError, OSError) as exc:
-            self._lost(w, conn, f"connection lost: {exc!r}" if str(exc) else "connection closed")
-        except Exception as exc:  # noqa: BLE001 - a reply that cannot be unpickled here: start afresh
-            log.exception("worker %s sent what the pool cannot read", w.spec.worker_id)
-            self._lost(w, conn, f"unreadable reply: {exc!r}")
-
-    def _lost(self, w: _Worker, conn, reason: str) -> None:
-        """The worker's process or connection is gone: requeue its calls, restart it."""
-        with self._cv:
-            if w.conn is not conn or w.state in ("stopped",):
-                return
-            was_ready = w.state == "ready"
-            handle = w.handle
-            w.conn = None
-            w.counters.idle()
-            jobs, w.inflight = list(w.inflight.values()), {}
-            retry: list[_Call] = []
-            for call in (call for job in jobs for call in job.calls):
-                if call.future.done():
-                    continue
-                if call.attempts >= self.pool_settings.worker_max_attempts:
-                    self._deferred.append((call, WorkerCrashed(
-                        f"{call.stage.value}: {call.attempts} workers died running this call (last: "
-                        f"worker {w.spec.worker_id}, {reason})")))
-                else:
-                    call.avoid = w.spec.worker_id
-                    retry.append(call)
-            self._pending.extendleft(reversed(retry))
-            if was_ready:
-                w.counters.restarts += 1
-                w.state = "dead"
-            else:
-                self._start_failed(w)
-            self._cv.notify_all()
-        self._flush()
-        log.warning("worker %s lost (%s); %d call(s) requeued", w.spec.worker_id, reason, len(retry))
-        conn.close()
-        if handle is not None:
-            handle.kill()
-        if was_ready and not self._closing:
-            self._launch(w)
-
-    def _start_failed(self, w: _Worker) -> None:
-        """A start that never reached ready. Retry with a growing delay; give up after
-        WORKER_MAX_ATTEMPTS in a row and fail what only this kind of worker could run. Holds _cv."""
-        w.failures_in_a_row += 1
-        if w.failures_in_a_row >= self.pool_settings.worker_max_attempts:
-            w.state = "failed"
-            self._fail_unservable()
-            return
-        if self.external:
-            w.state = "starting"  # whoever started it (compose: restart policy) starts it again
-            return
-        w.state = "dead"
-        delay = min(0.5 * 2 ** (w.failures_in_a_row - 1), 10.0)
-
-        def later() -> None:
-            time.sleep(delay)
-            with self._cv:
-                if self._closing:
-                    return
-                w.counters.restarts += 1
-            self._launch(w)
-
-        threading.Thread(target=later, daemon=True, name="pool-restart").start()
-
-    def _fail_unservable(self) -> None:
-        alive = [w.slot() for w in self._workers.values() if w.state != "failed"]
-        lost = set(scheduler.unservable([c.waiting() for c in self._pending], alive))
-        if not lost:
-            return
-        errors = [w.last_error for w in self._workers.values() if w.last_error]
-        for call in (c for c in self._pending if c.key in lost):
-            msg = f"no worker can run {call.stage.value}: " + (errors[-1] if errors else "")
-            self._deferred.append((call, RuntimeError(msg)))
-        self._pending = deque(c for c in self._pending if c.key not in lost)
-
-    def _monitor_loop(self) -> None:
-        """Catch a process that dies before it connects (an import error, say): no socket to close."""
-        while not self._closing:
-            time.sleep(0.5)
-            with self._cv:
-                dead = [w for w in self._workers.values()
-                        if w.state == "starting" and w.conn is None and w.handle is not None
-                        and not w.handle.alive()]
-                for w in dead:
-                    w.last_error = w.last_error or f"worker process exited before connecting ({w.handle.description})"
-                    w.handle = None
-                    self._start_failed(w)
-                if dead:
-                    self._cv.notify_all()
-            self._flush()
-
     # ----------------------------------------------------------------- dispatch
 
     def _policy(self) -> scheduler.Policy:
         p = self.pool_settings
         return scheduler.Policy(self.settings.batch_size, p.batch_wait_ms / 1000.0, p.worker_inflight, p.batch_merge)
 
-    def _plan(self) -> tuple[list[tuple[_Worker, _Job]], float | None, bool]:
+    def _plan(self) -> tuple[list[tuple[Worker, Job]], float | None, bool]:
         """Ask the scheduler, then carry its plan out (holds _cv): the jobs to send, how long to wait
         at most, and whether to plan again at once (an assigned call was cancelled meanwhile)."""
         calls = {c.key: c for c in self._pending}
         plan = scheduler.plan([c.waiting() for c in calls.values()], [w.slot() for w in self._workers.values()],
                               self._policy(), time.monotonic())
         gone = set(plan.dropped)
-        jobs: list[tuple[_Worker, _Job]] = []
+        jobs: list[tuple[Worker, Job]] = []
         again = False
         for assignment in plan.assignments:
             gone.update(assignment.calls)
@@ -472,7 +215,7 @@ class LocalPool(Runner):
                 self.merged_calls += 1
             worker = self._workers[assignment.worker_id]
             self._next_job += 1
-            job = _Job(self._next_job, runnable[0].stage, runnable, args, kwargs)
+            job = Job(self._next_job, runnable[0].stage, runnable, args, kwargs)
             worker.counters.busy()
             worker.inflight[job.job_id] = job
             self._picks += 1
@@ -495,7 +238,7 @@ class LocalPool(Runner):
             for worker, job in jobs:
                 self._send(worker, job)
 
-    def _send(self, w: _Worker, job: _Job) -> None:
+    def _send(self, w: Worker, job: Job) -> None:
         conn = w.conn
         try:
             if conn is None:
@@ -519,9 +262,9 @@ class LocalPool(Runner):
                     w.counters.idle()
                 self._cv.notify_all()
             for call in job.calls:
-                _fail(call, exc)
+                fail(call, exc)
 
-    def _finished(self, w: _Worker, msg: wire.Done | wire.Failed) -> None:
+    def _finished(self, w: Worker, msg: wire.Done | wire.Failed) -> None:
         with self._cv:
             job = w.inflight.pop(msg.job, None)
             if not w.inflight:
@@ -548,33 +291,19 @@ class LocalPool(Runner):
             if msg.traceback:
                 msg.error.add_note(f"in worker {w.spec.worker_id} ({w.spec.device.label}):\n{msg.traceback}")
             for call in job.calls:
-                _fail(call, msg.error)
+                fail(call, msg.error)
             return
         if len(job.calls) == 1:
-            _resolve(job.calls[0], msg.result)
+            resolve(job.calls[0], msg.result)
             return
         try:
             parts = scheduler.split_result(msg.result, [c.size for c in job.calls])
         except RuntimeError as exc:
             for call in job.calls:
-                _fail(call, exc)
+                fail(call, exc)
             return
         for call, part in zip(job.calls, parts, strict=True):
-            _resolve(call, part)
-
-
-def _resolve(call: _Call, result: Any) -> None:
-    if not call.future.done():
-        call.future.set_result(result)
-
-
-def _fail(call: _Call, exc: BaseException) -> None:
-    if call.future.done():
-        return
-    if not call.started and not call.future.set_running_or_notify_cancel():
-        return  # cancelled meanwhile
-    call.started = True
-    call.future.set_exception(exc)
+            resolve(call, part)
 
 
 def serving_pool(settings: Settings, *, pool: PoolSettings | None = None, docker: bool = False,
