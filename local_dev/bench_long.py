@@ -28,11 +28,8 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,209 +42,24 @@ from local_dev.bench_long_audio import (
     reference_texts,
     size_label,
 )
+from local_dev.bench_long_report import markdown_table, summary, summary_lines
+from local_dev.bench_server import (
+    MB,
+    ROOT,
+    RssSampler,
+    Server,
+    group_cpu_s,
+    group_rss,
+    request,
+    upload,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "bench-out" / "long"
 DEFAULT_SIZES = "15m,1h,4h"
-SAMPLE_S = 0.5
 POLL_S = 1.0
-MB = 1024 * 1024
-RTF_RATIO_TARGET = 1.2
-PEAK_OVER_IDLE_TARGET_MB = 1024.0
 JOB_QUERY = "diarize=true&word_timestamps=true&language=en"
 WARMUP_S = 30.0
 
-
-# --- RSS of a process group -------------------------------------------------------------------------
-
-def _pgid_and_rss(proc: Path, pid: str) -> tuple[int, int] | None:
-    """(pgid, rss bytes) of one /proc entry; None if it is gone or not readable."""
-    try:
-        stat = (proc / pid / "stat").read_text()
-        status = (proc / pid / "status").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp ...
-    pgid = int(fields[2])
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return pgid, int(line.split()[1]) * 1024
-    return pgid, 0  # a zombie or a kernel thread has no VmRSS
-
-
-def group_rss(pgid: int, proc: Path | str = "/proc") -> tuple[int, int]:
-    """(total RSS in bytes, number of processes) of every process whose process group is `pgid`."""
-    proc = Path(proc)
-    total = count = 0
-    for entry in os.listdir(proc):
-        if not entry.isdigit():
-            continue
-        found = _pgid_and_rss(proc, entry)
-        if found and found[0] == pgid:
-            total += found[1]
-            count += 1
-    return total, count
-
-
-def group_cpu_s(pgid: int, proc: Path | str = "/proc") -> float:
-    """CPU seconds (user + system) used so far by the processes of group `pgid`. Unlike wall time, it
-    hardly moves when other work shares the cores, so it compares sizes measured at different loads."""
-    proc, ticks = Path(proc), 0
-    for entry in os.listdir(proc):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = (proc / entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # state ppid pgrp session tty tpgid flags ... utime stime
-        if int(fields[2]) == pgid:
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-class RssSampler(threading.Thread):
-    def __init__(self, pgid: int, period: float = SAMPLE_S):
-        super().__init__(daemon=True)
-        self.pgid, self.period = pgid, period
-        self.peak = 0
-        self.samples = 0
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            rss, _ = group_rss(self.pgid)
-            self.peak = max(self.peak, rss)
-            self.samples += 1
-            self._halt.wait(self.period)
-
-    def stop(self) -> int:
-        self._halt.set()
-        self.join(timeout=5)
-        return self.peak
-
-
-# --- the server -------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`python -m local_dev serve` in its own process group, as `make run` starts it."""
-
-    def __init__(self, log_path: Path, start_timeout: float = 600.0):
-        self.log_path, self.start_timeout = log_path, start_timeout
-        self.proc: subprocess.Popen | None = None
-        self.storage: tempfile.TemporaryDirectory | None = None
-        self.port = 0
-        self.idle_rss = 0
-
-    def start(self) -> None:
-        python = ROOT / ".venv" / "bin" / "python"
-        self.port = free_port()
-        self.storage = tempfile.TemporaryDirectory(prefix="whospoke-bench-long-")
-        env = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1", "AUDIO_STORAGE_PATH": self.storage.name,
-               "HF_HUB_OFFLINE": "1", "API_KEYS": "", "RATE_LIMIT_PER_MIN": "0"}
-        log = open(self.log_path, "ab")
-        log.write(f"\n=== {datetime.now(timezone.utc).isoformat()} port {self.port}\n".encode())
-        log.flush()
-        self.proc = subprocess.Popen([str(python if python.exists() else sys.executable), "-m", "local_dev", "serve"],
-                                     cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.proc.returncode} before answering; "
-                                   f"see {self.log_path}:\n{self.log_tail()}")
-            try:
-                if request("GET", self.url("/healthz"), timeout=5)[0] == 200:
-                    break
-            except (OSError, httpx.HTTPError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not answer /healthz in {self.start_timeout:.0f} s; "
-                                   f"see {self.log_path}")
-            time.sleep(0.5)
-        time.sleep(3)  # let the just-loaded workers settle
-        self.idle_rss = self.measure_idle()
-
-    def measure_idle(self) -> int:
-        readings = []
-        for _ in range(5):
-            readings.append(group_rss(self.pgid)[0])
-            time.sleep(SAMPLE_S)
-        return sorted(readings)[len(readings) // 2]
-
-    @property
-    def pgid(self) -> int:
-        return self.proc.pid  # start_new_session: the leader's pid is the group id
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def log_tail(self, n: int = 3000) -> str:
-        try:
-            return self.log_path.read_bytes()[-n:].decode(errors="replace")
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.proc is None:
-            return
-        try:
-            if self.proc.poll() is None:
-                _signal_group(self.pgid, signal.SIGINT)
-                try:
-                    self.proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    pass
-            deadline = time.monotonic() + 5
-            while group_rss(self.pgid)[1] and time.monotonic() < deadline:
-                time.sleep(0.2)  # workers wind down after the leader
-            if self.proc.poll() is None or group_rss(self.pgid)[1]:
-                _signal_group(self.pgid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        finally:
-            self.proc = None
-            if self.storage is not None:
-                self.storage.cleanup()
-                self.storage = None
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-
-
-# --- HTTP -------------------------------------------------------------------------------------------
-
-def request(method: str, url: str, timeout: float = 60.0) -> tuple[int, dict | None]:
-    return _answer(httpx.request(method, url, timeout=timeout))
-
-
-def upload(url: str, path: Path, timeout: float) -> tuple[int, dict | None]:
-    """POST `path` as the multipart field `file` (httpx streams it from disk)."""
-    with open(path, "rb") as f:
-        return _answer(httpx.post(url, files={"file": (path.name, f, "audio/mpeg")}, timeout=timeout))
-
-
-def _answer(response: httpx.Response) -> tuple[int, dict | None]:
-    try:
-        return response.status_code, response.json() if response.content else None
-    except ValueError:
-        return response.status_code, {"raw": response.text[:500]}
-
-
-# --- one size ---------------------------------------------------------------------------------------
 
 class Progress:
     """One line per update: rewritten in place on a terminal, at most every 10 s in a log."""
@@ -361,69 +173,6 @@ def _error_text(body: dict | None) -> str:
     if isinstance(err, dict):
         return f"{err.get('code')}: {err.get('message')}"
     return str(err or body)[:200]
-
-
-# --- report -----------------------------------------------------------------------------------------
-
-def _f(value, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
-
-
-def markdown_table(rows: list[dict]) -> str:
-    lines = ["| size | status | audio (s) | wall (s) | RTF | CPU s / audio s | peak RSS (MB) | peak - idle (MB) "
-             "| words / ref | WER | speakers found / placed | progress updates |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        words = (f"{r['words']} / {r['ref_words']} ({r['word_share']:.1%})" if r.get("words") is not None
-                 else f"- / {r.get('ref_words', '-')}")
-        updates = f"{r.get('progress_updates', 0)} ({'ok' if r.get('progress_ok') else 'under 5'})"
-        status = r["status"].replace("|", "/")
-        lines.append(f"| {r['size']} | {status} | {_f(r.get('audio_s'), '.1f')} | {_f(r.get('wall_s'), '.1f')} "
-                     f"| {_f(r.get('rtf'), '.4f')} | {_f(r.get('cpu_rtf'), '.4f')} | {_f(r.get('peak_rss_mb'), '.0f')} "
-                     f"| {_f(r.get('peak_over_idle_mb'), '.0f')} | {words} | {_f(r.get('wer'), '.3f')} "
-                     f"| {r.get('speakers_found', '-')} / {r.get('speakers_placed', '-')} "
-                     f"| {updates} |")
-    return "\n".join(lines)
-
-
-def summary(rows: list[dict]) -> dict:
-    """RTF(largest)/RTF(15 min, else the smallest) over the sizes that succeeded; largest peak over idle."""
-    ok = sorted((r for r in rows if r["status"] == "succeeded"), key=lambda r: r["audio_s"])
-    out: dict = {"rtf_ratio": None, "rtf_ratio_label": None, "rtf_ratio_target": RTF_RATIO_TARGET,
-                 "peak_over_idle_mb": None, "peak_over_idle_target_mb": PEAK_OVER_IDLE_TARGET_MB,
-                 "peak_over_idle_includes_unfinished": False}
-    if len(ok) >= 2:
-        base = next((r for r in ok if r["size"] == "15m"), ok[0])
-        top = ok[-1]
-        if top is not base:
-            out["rtf_ratio"] = top["rtf"] / base["rtf"]
-            out["rtf_ratio_label"] = f"RTF({top['size']})/RTF({base['size']})"
-            if top.get("cpu_rtf") and base.get("cpu_rtf"):
-                out["cpu_rtf_ratio"] = top["cpu_rtf"] / base["cpu_rtf"]
-                out["cpu_rtf_ratio_label"] = f"CPU-RTF({top['size']})/CPU-RTF({base['size']})"
-    measured = [r for r in rows if r.get("peak_over_idle_mb") is not None]
-    if measured:
-        out["peak_over_idle_mb"] = max(r["peak_over_idle_mb"] for r in measured)
-        out["peak_over_idle_includes_unfinished"] = any(r["status"] != "succeeded" for r in measured)
-    return out
-
-
-def summary_lines(s: dict) -> list[str]:
-    lines = []
-    if s["rtf_ratio"] is None:
-        lines.append(f"RTF ratio: n/a (needs two sizes that succeeded; target <= {RTF_RATIO_TARGET})")
-    else:
-        met = "met" if s["rtf_ratio"] <= RTF_RATIO_TARGET else "NOT met"
-        lines.append(f"{s['rtf_ratio_label']}: {s['rtf_ratio']:.3f} (target <= {RTF_RATIO_TARGET}) {met}")
-        if s.get("cpu_rtf_ratio") is not None:
-            met = "met" if s["cpu_rtf_ratio"] <= RTF_RATIO_TARGET else "NOT met"
-            lines.append(f"{s['cpu_rtf_ratio_label']}: {s['cpu_rtf_ratio']:.3f} (CPU seconds, steadier under load) {met}")
-    if s["peak_over_idle_mb"] is not None:
-        met = "met" if s["peak_over_idle_mb"] <= PEAK_OVER_IDLE_TARGET_MB else "NOT met"
-        note = " (includes jobs that did not finish)" if s["peak_over_idle_includes_unfinished"] else ""
-        lines.append(f"largest peak over idle: {s['peak_over_idle_mb']:.0f} MB "
-                     f"(target <= {PEAK_OVER_IDLE_TARGET_MB:.0f} MB) {met}{note}")
-    return lines
 
 
 def _git_commit() -> str | None:

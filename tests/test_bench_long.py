@@ -9,7 +9,6 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from local_dev.bench_long import group_rss, markdown_table, summary
 from local_dev.bench_long_audio import (
     GAIN_DB_RANGE,
     GAP_RANGE,
@@ -22,6 +21,8 @@ from local_dev.bench_long_audio import (
     render,
     size_label,
 )
+from local_dev.bench_long_report import markdown_table, summary
+from local_dev.bench_server import group_rss
 
 
 def fake_clips() -> list[Clip]:
@@ -160,7 +161,7 @@ def test_table_and_summary_carry_failed_rows():
 def test_group_cpu_seconds_sum_user_and_system_time_of_one_group(tmp_path):
     import os
 
-    from local_dev.bench_long import group_cpu_s
+    from local_dev.bench_server import group_cpu_s
 
     tick = os.sysconf("SC_CLK_TCK")
 
