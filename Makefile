@@ -3,6 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # torch 2.13.0: the machines here carry its CPU wheel locally (pip's find-links), so no CUDA download.
+# The images ship torch 2.11.0 (images/pins.py TORCH: what pyannote.audio 4.0.7 installs with), as does
+# PYANNOTE_PINS below; the embedded diarizer runs on both. tests/test_modal_images.py checks each pin.
 TORCH ?= torch==2.13.0
 
 .PHONY: install run test test-fast test-pyannote bench bench-long fixtures clean

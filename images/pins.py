@@ -15,6 +15,11 @@ what was tested. Families:
   Silero VAD (the ONNX model faster-whisper bundles; faster-whisper is also what the API checks
   languages against). No torch.
 - worker: everything on one CUDA image, for local_dev's Docker runner and the Kubernetes Job.
+
+torch is the one package the test suite does not run at the images' version: the main venv has torch
+2.13.0 (the Makefile's TORCH: its CPU wheel is on local disk here), the images and the Makefile's pyannote
+environment (PYANNOTE_PINS) have TORCH below, the version pyannote.audio 4.0.7 installs with. The
+embedded diarizer (resemblyzer) uses only torch APIs both have.
 """
 
 from __future__ import annotations

@@ -89,11 +89,44 @@ def test_pins_agree_with_the_project_pins():
     assert {n: image_pins[n] for n in shared} == {n: exact[n] for n in shared}
 
 
-def test_torch_is_the_pyannote_pin_and_cuda_12():
-    assert pins.TORCH == "2.11.0"
-    assert pins.torch_requirement() == "torch==2.11.0+cu128"
-    assert "torchaudio==2.11.0+cu128" in pins.PYANNOTE
-    assert "cudnn" in pins.CUDA_BASE_IMAGE and pins.CUDA_BASE_IMAGE.startswith("nvidia/cuda:12.")
+def test_torch_is_built_for_the_base_images_cuda():
+    """torch and torchaudio come from PyTorch's index for the CUDA the base image carries (cu128: 12.8)."""
+    tag = pins.TORCH_CUDA_TAG
+    assert re.fullmatch(r"cu\d{3}", tag) and pins.TORCH_CUDA_INDEX.endswith(f"/{tag}")
+    cuda = pins.CUDA_BASE_IMAGE.split(":")[1]
+    assert cuda.startswith(f"{tag[2:-1]}.{tag[-1]}.") and "cudnn" in cuda
+    assert pins.torch_requirement() == f"torch=={pins.TORCH}+{tag}"
+    assert f"torchaudio=={pins.TORCH}+{tag}" in pins.PYANNOTE
+
+
+def _makefile_pin(name: str) -> tuple[str, str]:
+    """(the value of `NAME ?= ...` in the Makefile, the comment lines just above it)."""
+    lines = (REPO / "Makefile").read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith(f"{name} ?= "))
+    above = []
+    for line in reversed(lines[:at]):
+        if not line.startswith("#"):
+            break
+        above.insert(0, line)
+    return lines[at].split("?=", 1)[1].strip(), "\n".join(above)
+
+
+def test_torch_pins_across_the_makefile_and_the_images():
+    """Two torches on purpose: the main venv's (the Makefile's TORCH, the local CPU wheel) and the
+    images' (pins.TORCH, pyannote.audio's), which the Makefile's pyannote environment also uses."""
+    from importlib import metadata
+
+    pyannote_env = dict(req.split("==") for req in _makefile_pin("PYANNOTE_PINS")[0].split())
+    image_pyannote = next(r for r in pins.PYANNOTE if r.startswith("pyannote.audio==")).split("==")[1]
+    assert pyannote_env == {"torch": pins.TORCH, "torchaudio": pins.TORCH, "pyannote.audio": image_pyannote}
+
+    main, why = _makefile_pin("TORCH")
+    name, version = main.split("==")
+    assert name == "torch"
+    assert metadata.version("torch").split("+")[0] == version  # this suite runs on the Makefile's torch
+    # each place says what the other pins, so one cannot change without the other in sight
+    assert pins.TORCH in why and "images/pins.py" in why
+    assert f"torch {version}" in " ".join(pins.__doc__.split())
 
 
 def test_unknown_family():
