@@ -18,6 +18,8 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.stages import default_batch_size
+
 SETTINGS_ENV = "WHOSPOKE_MODAL_SETTINGS_JSON"  # the deploy-time settings, as seen inside containers
 
 MODELS_PATH = "/models"  # model weights Volume (HF_HOME lives under it)
@@ -163,8 +165,14 @@ class ModalSettings(BaseSettings):
     pyannote_model: str | None = Field(default=None, description="set to use pyannote; unset: the embedded diarizer")
 
     # --- batching ---
-    transcribe_batch_size: int = Field(default=16, ge=1, le=64, description="chunks per GPU batch (pipeline side)")
-    dynamic_batch_max: int = Field(default=16, ge=1, le=1000, description="@modal.batched max_batch_size")
+    # Twice the local CUDA default (shared/stages.py): Modal bills GPU seconds, so its T4 gets fuller
+    # batches than a local GPU that also serves other work (the README's cost table is figured at 16).
+    transcribe_batch_size: int = Field(
+        default=2 * default_batch_size("cuda"), ge=1, le=64, description="chunks per GPU batch (pipeline side)"
+    )
+    dynamic_batch_max: int = Field(
+        default=2 * default_batch_size("cuda"), ge=1, le=1000, description="@modal.batched max_batch_size"
+    )
     dynamic_batch_wait_ms: int = Field(default=200, ge=0, le=10_000, description="@modal.batched wait_ms")
     gpu_snapshot: bool = Field(default=False, description="Modal's alpha GPU memory snapshots (model on the GPU)")
 
