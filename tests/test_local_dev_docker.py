@@ -48,7 +48,7 @@ def gpu(index: int) -> Device:
 
 def test_build_uses_the_worker_dockerfile_from_images():
     assert build_command(S(), "ws:1") == ["docker", "build", "-f", DOCKERFILE, "-t", "ws:1", "."]
-    assert DOCKERFILE == "images/Dockerfile.worker" and (REPO / DOCKERFILE).is_file()
+    assert (REPO / DOCKERFILE).is_file()
     with_pyannote = build_command(S(diarizer="pyannote"), "ws:1")
     assert with_pyannote[-3:] == ["--build-arg", "WITH_PYANNOTE=1", "."]
 
