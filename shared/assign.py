@@ -9,8 +9,9 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from itertools import accumulate
+from math import fsum
 
-from shared.domain import Segment, Turn, Word
+from shared.domain import Decode, Segment, Turn, Word
 
 PAUSE_S = 1.0  # a silence this long between words starts a new segment
 MAX_SEGMENT_S = 15.0
@@ -97,4 +98,24 @@ def _segment(words: list[Word]) -> Segment:
         end=words[-1].end,
         text="".join(w.word for w in words).strip(),
         words=words,
+        **decode_stats(words),
     )
+
+
+def decode_stats(words: list[Word]) -> dict:
+    """The statistics of the Whisper segments `words` were heard in (see the Segment fields)."""
+    weights: Counter[Decode] = Counter()
+    for w in words:
+        if w.decode is not None:
+            weights[w.decode] += len(w.tokens) or 1
+    if not weights:
+        return {}
+    logprobs = {d.avg_logprob for d in weights}  # one: exactly faster-whisper's, not a float sum's rounding
+    return {
+        "avg_logprob": logprobs.pop() if len(logprobs) == 1
+        else fsum(n * d.avg_logprob for d, n in weights.items()) / weights.total(),
+        "compression_ratio": max(d.compression_ratio for d in weights),
+        "no_speech_prob": max(d.no_speech_prob for d in weights),
+        "temperature": max(d.temperature for d in weights),
+        "tokens": [t for w in words for t in w.tokens] if all(w.tokens for w in words) else None,
+    }

@@ -9,7 +9,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, model_validator
 
 if TYPE_CHECKING:
     from shared.pcm import AudioSource
@@ -151,16 +151,46 @@ class ChunkAudio:
         return (ChunkAudio, (self.chunk, audio))
 
 
+@dataclass(frozen=True, slots=True)
+class Decode:
+    """What faster-whisper reports about one of its segments (one decode of a chunk, or of part of one).
+
+    Every word heard in that segment refers to the same object, so a batch's pickle carries it once.
+    """
+
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+    temperature: float
+
+
 class Word(BaseModel):
     start: float
     end: float
     word: str
     probability: float | None = None
     speaker: str | None = None
+    # Not part of the API: the Whisper segment the word was heard in and the word's own token ids, for
+    # the statistics of the segments it ends up in. Private attributes survive pickling and model_copy.
+    _decode: Decode | None = PrivateAttr(default=None)
+    _tokens: tuple[int, ...] = PrivateAttr(default=())
+
+    def heard_in(self, decode: Decode, tokens: tuple[int, ...]) -> "Word":
+        self._decode, self._tokens = decode, tokens
+        return self
+
+    @property
+    def decode(self) -> Decode | None:
+        return self._decode
+
+    @property
+    def tokens(self) -> tuple[int, ...]:
+        return self._tokens
 
 
 class TranscribedSegment(BaseModel):
-    """What Whisper says about a stretch of one chunk, in absolute clip time."""
+    """What Whisper says about a stretch of one chunk, in absolute clip time (each word refers to the
+    Whisper segment it was heard in: see Word.decode)."""
 
     start: float
     end: float
@@ -183,11 +213,43 @@ class Turn(BaseModel):
 
 
 class Segment(BaseModel):
+    """Words of one speaker, cut at speaker changes, sentence ends and long pauses.
+
+    The decoder statistics are faster-whisper's, for the Whisper segments this segment's words were
+    heard in: one per decode of a VAD chunk (up to 30 s of audio), or of a stretch of one decoded again.
+    A segment's words may come from more than one of them, and one of them may be split into several
+    segments. All are null when no word carries them.
+    """
+
     speaker: str | None = None
     start: float
     end: float
     text: str
     words: list[Word] | None = None
+    avg_logprob: float | None = Field(
+        None,
+        description="mean token log-probability of the Whisper segments the words were heard in, each weighted "
+        "by the number of this segment's tokens from it; below -1 often means a wrong transcription",
+    )
+    compression_ratio: float | None = Field(
+        None,
+        description="the zlib compression ratio (bytes / compressed bytes) of the text of each Whisper segment "
+        "the words were heard in, the highest of them; above 2.4 usually means the decoder repeated itself",
+    )
+    no_speech_prob: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="the highest probability of no speech that Whisper gave the Whisper segments the words "
+        "were heard in",
+    )
+    temperature: float | None = Field(
+        None, ge=0.0, description="the highest sampling temperature those Whisper segments were decoded with"
+    )
+    tokens: list[int] | None = Field(
+        None, description="the token ids of this segment's words as Whisper decoded them, in order: they decode to "
+        "`text` (with its leading space)",
+    )  # fmt: skip
 
 
 class Transcript(BaseModel):

@@ -18,6 +18,7 @@ from shared.domain import (
     Chunk,
     ChunkAudio,
     ChunkTranscript,
+    Decode,
     TranscribedSegment,
     TranscribeOptions,
     Word,
@@ -32,6 +33,9 @@ RETRY_PAD_S = 0.2
 MIN_PIECE_S = 0.1  # a piece with less audio than this (none, at a clip's end) is not decoded
 NO_SPEECH_PROB = 0.6  # a segment Whisper itself thinks is silence (no-speech probability above this ...
 NO_SPEECH_LOGPROB = -1.0  # ... and average token log-probability below this) is dropped
+# faster-whisper's defaults, passed explicitly: the words' tokens are grouped with the same ones
+PREPEND_PUNCTUATIONS = "\"'“¿([{-"
+APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 
 
 def resolve_whisper_model(name: str) -> str:
@@ -137,6 +141,7 @@ class WhisperTranscriber:
     ) -> tuple[list[list[Word]], str]:
         """One batched forward pass over `pieces`; words in clip time, cut to each chunk's owned span."""
         from faster_whisper import BatchedInferencePipeline
+        from faster_whisper.tokenizer import Tokenizer
 
         audios = [item.samples for item in pieces]
         out: list[list[Word]] = [[] for _ in pieces]
@@ -161,12 +166,21 @@ class WhisperTranscriber:
             vad_filter=False,
             clip_timestamps=layout.clip_timestamps(),
             batch_size=len(pieces),
+            prepend_punctuations=PREPEND_PUNCTUATIONS,
+            append_punctuations=APPEND_PUNCTUATIONS,
+        )
+        tokenizer = Tokenizer(
+            self.model.hf_tokenizer, self.multilingual, task=options.task.value, language=info.language
         )
         for seg in segments:
             if seg.no_speech_prob > NO_SPEECH_PROB and seg.avg_logprob < NO_SPEECH_LOGPROB:
                 continue  # Whisper's own rule (as plain transcribe applies it): silence, not speech
+            decode = Decode(
+                avg_logprob=seg.avg_logprob, compression_ratio=seg.compression_ratio,
+                no_speech_prob=seg.no_speech_prob, temperature=seg.temperature,
+            )  # fmt: skip
             i = layout.piece_of(seg.seek)
-            out[i] += _owned_words(seg.words or [], pieces[i], layout.offset_s(i))
+            out[i] += _owned_words(seg.words or [], pieces[i], layout.offset_s(i), decode, word_tokens(tokenizer, seg))
         return out, info.language
 
 
@@ -259,19 +273,39 @@ def _as_segment(words: list[Word]) -> TranscribedSegment:
     )
 
 
-def _owned_words(words, item: ChunkAudio, offset: float = 0.0) -> list[Word]:
+def word_tokens(tokenizer, seg) -> list[tuple[int, ...]]:
+    """The token ids of each of `seg`'s words, grouped as faster-whisper grouped them when it aligned
+    the words (split at spaces, punctuation merged into its neighbour); none when they do not match."""
+    from faster_whisper.transcribe import merge_punctuations
+
+    text = [t for t in seg.tokens if t < tokenizer.eot]
+    words, tokens = tokenizer.split_to_word_tokens(text + [tokenizer.eot])
+    alignment = [{"word": w, "tokens": t} for w, t in zip(words[:-1], tokens[:-1])]  # the last one: eot
+    merge_punctuations(alignment, PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS)
+    groups = [a for a in alignment if a["word"]]
+    if [a["word"] for a in groups] != [w.word for w in seg.words or []]:
+        log.warning("word tokens of segment %r do not match its words; segment tokens left out", seg.text)
+        return [() for _ in seg.words or []]
+    return [tuple(a["tokens"]) for a in groups]
+
+
+def _owned_words(
+    words, item: ChunkAudio, offset: float = 0.0, decode: Decode | None = None, tokens: list[tuple] | None = None
+) -> list[Word]:
     """Words (times `offset` + seconds into `item`'s audio) moved to clip time, keeping those that
     overlap the part of the clip this chunk owns.
 
     Not "starts inside": the aligner often pins a chunk's first word to the chunk's first sample, a
     little before the cut. A word straddling a forced cut is then kept by both neighbours; the
-    pipeline drops the second copy where the chunks are joined.
+    pipeline drops the second copy where the chunks are joined. Each word kept refers to `decode`, the
+    Whisper segment it was heard in, and takes its own token ids from `tokens`.
     """
     chunk = item.chunk
     out = []
-    for w in words:
+    for w, ids in zip(words, tokens or [()] * len(words)):
         start = round(chunk.to_clip_time(w.start - offset), 3)
         end = round(chunk.to_clip_time(w.end - offset), 3)
         if start < chunk.keep_end and end > chunk.keep_start:
-            out.append(Word(start=start, end=end, word=w.word, probability=round(w.probability, 4)))
+            word = Word(start=start, end=end, word=w.word, probability=round(w.probability, 4))
+            out.append(word.heard_in(decode, ids) if decode else word)
     return out

@@ -7,7 +7,9 @@ import pytest
 import srt
 import webvtt
 from audio_fixtures import TWO_SPEAKERS
-from jobs_support import API_KEY, keyed_server, short_clip
+from jobs_support import API_KEY, keyed_client, keyed_server, short_clip
+
+from shared.transcriber import resolve_whisper_model
 
 pytestmark = pytest.mark.slow
 
@@ -65,8 +67,47 @@ def test_verbose_json_with_words_and_segments(sdk, clip):
 
 
 def test_verbose_json_segments_only_by_default(sdk, clip):
-    result = transcribe(sdk, clip, response_format="verbose_json")
+    result = transcribe(sdk, clip, response_format="verbose_json", temperature=0.4)
     assert result.segments and result.words is None
+    assert {s.temperature for s in result.segments} == {0.4}  # the temperature faster-whisper decoded with
+
+
+@pytest.fixture(scope="module")
+def plain_whisper(clip):
+    """Plain faster-whisper on the same file, in this process: its segments and its tokenizer."""
+    from faster_whisper import WhisperModel
+    from faster_whisper.tokenizer import Tokenizer
+
+    model = WhisperModel(resolve_whisper_model("tiny.en"), device="cpu", compute_type="int8")
+    segments, _ = model.transcribe(
+        str(clip), language="en", beam_size=5, temperature=0.0, vad_filter=False, without_timestamps=True,
+        word_timestamps=True, condition_on_previous_text=False,
+    )  # fmt: skip
+    return list(segments), Tokenizer(model.hf_tokenizer, False, task="transcribe", language="en")
+
+
+def test_verbose_json_carries_faster_whispers_decoder_statistics(sdk, clip, plain_whisper, server):
+    result = transcribe(sdk, clip, response_format="verbose_json")
+    (reference, *_), tokenizer = plain_whisper
+    first = result.segments[0]
+    assert first.text.startswith("And Mr. John Dashwood") and reference.text.strip().startswith("And Mr. John Dashwood")
+    assert first.avg_logprob == pytest.approx(reference.avg_logprob, abs=0.05) and first.avg_logprob < 0
+    assert first.no_speech_prob == pytest.approx(reference.no_speech_prob, abs=0.05)
+    assert first.compression_ratio == pytest.approx(reference.compression_ratio, abs=0.2)
+    assert first.temperature == reference.temperature == 0.0
+    for s in result.segments:
+        assert s.tokens and tokenizer.decode(s.tokens).strip() == s.text and 0 <= s.no_speech_prob <= 1
+
+    # our own json with word timestamps: the same segments, the same values
+    with keyed_client(server) as client, open(clip, "rb") as f:
+        clip_id = client.post("/api/audio", files={"file": (clip.name, f)}).json()["clip_id"]
+        ours = client.post("/api/transcribe", params={"clip_id": clip_id, "diarize": False, "word_timestamps": True})
+    assert ours.status_code == 200, ours.text
+    stats = ("text", "tokens", "avg_logprob", "compression_ratio", "no_speech_prob", "temperature")
+    assert [[s[k] for k in stats] for s in ours.json()["segments"]] == [
+        [getattr(s, k) for k in stats] for s in result.segments
+    ]
+    assert all(s["words"] for s in ours.json()["segments"])
 
 
 @pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # the SDK's note on translations

@@ -20,7 +20,9 @@ TRANSCRIPT = Transcript(
     segments=[
         Segment(speaker="SPEAKER_00", start=0.5, end=3.25, text="Hello there.",
                 words=[Word(start=0.5, end=1.0, word=" Hello", speaker="SPEAKER_00"),
-                       Word(start=1.2, end=3.25, word=" there.", speaker="SPEAKER_00")]),
+                       Word(start=1.2, end=3.25, word=" there.", speaker="SPEAKER_00")],
+                avg_logprob=-0.21, compression_ratio=0.8, no_speech_prob=0.01, temperature=0.0,
+                tokens=[18435, 612, 13]),
         Segment(speaker="SPEAKER_01", start=3.9, end=3671.042, text="General Kenobi, a long one."),
     ],
 )
@@ -53,6 +55,8 @@ def test_txt_and_json():
     assert render(TRANSCRIPT, "txt").splitlines()[0] == "SPEAKER_00: Hello there."
     body = json.loads(render(TRANSCRIPT, "json"))
     assert body["segments"][0]["words"][1]["word"] == " there."
+    assert Transcript.model_validate(body) == TRANSCRIPT  # the decoder statistics too, floats exactly
+    assert body["segments"][1]["avg_logprob"] is None and body["segments"][1]["tokens"] is None  # none known
     assert "words" not in json.loads(render(TRANSCRIPT, "json", include_words=False))["segments"][0]
 
 

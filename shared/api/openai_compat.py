@@ -28,7 +28,7 @@ from shared.api.audio import get_service
 from shared.api.errors import HTTP_CODES
 from shared.api.params import ConflictingParameter
 from shared.api.uploads import UPLOAD_FIELD, receive_upload
-from shared.domain import SpeakerHints, Task, TranscribeOptions, Transcript
+from shared.domain import Segment, SpeakerHints, Task, TranscribeOptions, Transcript
 from shared.errors import InvalidParameter, ServiceError
 from shared.render import to_srt, to_txt, to_vtt
 from shared.service import TranscriptionService
@@ -243,7 +243,7 @@ def render_openai(t: Transcript, params: AudioParams, task: Task) -> Response:
     body = {"task": task.value, "language": language, "duration": t.duration, "text": text}
     granularities = params.timestamp_granularities or ["segment"]
     if "segment" in granularities:
-        body["segments"] = [_verbose_segment(i, s, params, diarized) for i, s in enumerate(t.segments)]
+        body["segments"] = [_verbose_segment(i, s, diarized) for i, s in enumerate(t.segments)]
     if "word" in granularities:
         body["words"] = [
             {"word": w.word.strip(), "start": w.start, "end": w.end, **({"speaker": w.speaker} if diarized else {})}
@@ -256,12 +256,12 @@ def render_openai(t: Transcript, params: AudioParams, task: Task) -> Response:
     return JSONResponse(body)
 
 
-def _verbose_segment(i: int, s, params: AudioParams, diarized: bool) -> dict:
-    # OpenAI's segments carry decoder statistics this pipeline does not keep; neutral values keep the shape
+def _verbose_segment(i: int, s: Segment, diarized: bool) -> dict:
+    # the decoder statistics of the Whisper segments the words came from (their meaning: domain.Segment)
     segment = {
         "id": i, "seek": int(s.start * 100), "start": s.start, "end": s.end, "text": s.text.strip(),
-        "tokens": [], "temperature": params.temperature, "avg_logprob": 0.0, "compression_ratio": 0.0,
-        "no_speech_prob": 0.0,
+        "tokens": s.tokens or [], "temperature": s.temperature, "avg_logprob": s.avg_logprob,
+        "compression_ratio": s.compression_ratio, "no_speech_prob": s.no_speech_prob,
     }  # fmt: skip
     if diarized:
         segment["speaker"] = s.speaker
