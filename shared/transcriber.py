@@ -278,14 +278,16 @@ def word_tokens(tokenizer, seg) -> list[tuple[int, ...]]:
     the words (split at spaces, punctuation merged into its neighbour); none when they do not match."""
     from faster_whisper.transcribe import merge_punctuations
 
+    if not seg.words:
+        return []  # faster-whisper found no alignment for them
     text = [t for t in seg.tokens if t < tokenizer.eot]
     words, tokens = tokenizer.split_to_word_tokens(text + [tokenizer.eot])
     alignment = [{"word": w, "tokens": t} for w, t in zip(words[:-1], tokens[:-1])]  # the last one: eot
     merge_punctuations(alignment, PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS)
     groups = [a for a in alignment if a["word"]]
-    if [a["word"] for a in groups] != [w.word for w in seg.words or []]:
+    if [a["word"] for a in groups] != [w.word for w in seg.words]:
         log.warning("word tokens of segment %r do not match its words; segment tokens left out", seg.text)
-        return [() for _ in seg.words or []]
+        return [() for _ in seg.words]
     return [tuple(a["tokens"]) for a in groups]
 
 

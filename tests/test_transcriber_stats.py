@@ -4,14 +4,15 @@ same audio with the bundled tiny.en model."""
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from audio_fixtures import FIXTURES_DIR, ONE_SPEAKER, SAMPLE_RATE, load_audio
 
 from shared.domain import ChunkAudio, TranscribeOptions
 from shared.pipeline import transcribe
-
-pytestmark = pytest.mark.slow
+from shared.transcriber import resolve_whisper_model, word_tokens
 
 TWO_ROOMS = FIXTURES_DIR / "two_rooms.flac"  # the quiet voice is found by a second decode of its chunk
 
@@ -41,6 +42,7 @@ def plain_faster_whisper(whisper, audio, **kwargs):
     return list(segments)
 
 
+@pytest.mark.slow
 def test_a_segment_reports_what_faster_whisper_reports_for_the_same_speech(worker, runner, whisper, tokenizer, clip):
     ours = transcribe(clip, TranscribeOptions(diarize=False, word_timestamps=True), runner).segments
     heard = ChunkAudio(worker.vad.split(clip)[0], clip).samples  # what Whisper heard: the first chunk's audio
@@ -54,6 +56,7 @@ def test_a_segment_reports_what_faster_whisper_reports_for_the_same_speech(worke
     assert first.tokens == [t for t in ref.tokens if t < tokenizer.eot]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fixture", [ONE_SPEAKER, TWO_ROOMS])
 def test_every_segments_tokens_decode_to_its_text(runner, tokenizer, fixture):
     t = transcribe(load_audio(fixture), TranscribeOptions(diarize=False, word_timestamps=True), runner)
@@ -61,16 +64,20 @@ def test_every_segments_tokens_decode_to_its_text(runner, tokenizer, fixture):
     for s in t.segments:
         assert s.tokens and tokenizer.decode(s.tokens).strip() == s.text, s
         assert 0 <= s.no_speech_prob <= 1 and s.avg_logprob < 0 and s.compression_ratio > 0 and s.temperature == 0
-    if fixture == TWO_ROOMS:  # its words come from more than one decode, each segment's from its own
-        assert len({s.avg_logprob for s in t.segments}) > 1
+        decodes = {w.decode for w in s.words}
+        assert len(decodes) == 1 and s.avg_logprob == decodes.pop().avg_logprob  # exactly faster-whisper's value
+    if fixture == TWO_ROOMS:  # its one chunk is decoded twice: the second decode finds the quiet voice
+        assert len({w.decode for s in t.segments for w in s.words}) == 2
 
 
+@pytest.mark.slow
 def test_the_requested_temperature_is_the_one_reported(runner, whisper, clip):
     t = transcribe(clip, TranscribeOptions(diarize=False, temperature=0.4), runner)
     assert t.segments and {s.temperature for s in t.segments} == {0.4}
     assert {s.temperature for s in plain_faster_whisper(whisper, clip, temperature=0.4)} == {0.4}
 
 
+@pytest.mark.slow
 def test_a_batch_result_crosses_processes_with_its_statistics(worker, clip):
     batch = [ChunkAudio(c, clip) for c in worker.vad.split(clip)]
     result = worker.transcriber.transcribe_batch(batch, TranscribeOptions())
@@ -79,3 +86,18 @@ def test_a_batch_result_crosses_processes_with_its_statistics(worker, clip):
     sent = [w for r in result for s in r.segments for w in s.words]
     assert words and [(w.decode, w.tokens) for w in words] == [(w.decode, w.tokens) for w in sent]
     assert all(w.decode is not None and w.tokens for w in words)
+
+
+def test_word_tokens_are_grouped_as_faster_whisper_aligns_words():
+    import tokenizers
+    from faster_whisper.tokenizer import Tokenizer
+
+    hf = tokenizers.Tokenizer.from_file(str(Path(resolve_whisper_model("tiny.en")) / "tokenizer.json"))
+    tokenizer = Tokenizer(hf, False, task="transcribe", language="en")
+    ids = tokenizer.encode(' "Hello," she said. (Really?)')
+    words = [' "Hello,"', " she", " said.", " (Really?)"]  # punctuation joins its word, as in faster-whisper
+    seg = SimpleNamespace(tokens=[*ids, tokenizer.eot], words=[SimpleNamespace(word=w) for w in words], text="")
+    grouped = word_tokens(tokenizer, seg)
+    assert [tokenizer.decode(list(t)) for t in grouped] == words and sum(grouped, ()) == tuple(ids)
+    seg.words = seg.words[1:]  # words that are not these tokens' (never seen): no tokens rather than wrong ones
+    assert word_tokens(tokenizer, seg) == [(), (), ()]
