@@ -90,6 +90,21 @@ class Settings(BaseSettings):
     job_result_ttl_s: float = Field(default=86400.0, gt=0, description="ended jobs (and their uploads) kept this long")
     job_wait_max_s: float = Field(default=30.0, ge=0, description="longest a wait=true request waits before a 202")
     heartbeat_s: float = Field(default=10.0, gt=0, description="streaming: heartbeat line after this long without one")
+
+    # --- live streaming (/v1/realtime and /ws/stream) ---
+    stream_partial_model: str = Field(default="tiny.en", description="live partials' fast model")
+    stream_final_model: str = Field(default="", description="live finals' model; empty: WHISPER_MODEL")
+    stream_silence_ms: int = Field(default=600, ge=100, le=5000, description="silence that closes an utterance")
+    stream_max_utterance_s: float = Field(default=30.0, gt=1.0, le=30.0, description="longest utterance")
+    stream_partial_interval_ms: int = Field(default=500, ge=100, description="a partial every this much audio")
+    stream_speaker_threshold: float = Field(
+        default=0.3, gt=0.0, lt=2.0, description="live speakers: cosine distance to every speaker that founds a new one"
+    )
+    stream_resume_s: float = Field(default=60.0, ge=0, description="a dropped session waits this long for a resume")
+    stream_idle_s: float = Field(default=30.0, gt=0, description="a stream sending no audio this long is closed")
+    stream_max_session_s: float = Field(default=4 * 3600.0, gt=0, description="longest live session (audio seconds)")
+    stream_max_per_key: int = Field(default=8, ge=1, description="concurrent live streams per API key or address")
+    stream_max_frame_bytes: int = Field(default=1 << 20, ge=1024, description="largest binary frame or event")
     webhook_secret: SecretStr | None = Field(default=None, description="whsec_<base64>; webhooks are off without it")
     webhook_allow_private: bool = Field(default=False, description="allow private/loopback/link-local webhook hosts")
     webhook_max_attempts: int = Field(default=8, ge=1)

@@ -159,7 +159,10 @@ class Connection:
                 self.hub.park(self.stream)  # dropped: keep it for a resume
 
     async def _receive(self, offset: int | None) -> None:
+        """Frames in. `position`: the stream byte the next frame starts at (a resumed client resends
+        from `offset`; what the server already had is skipped)."""
         limit = self.settings.stream_max_frame_bytes
+        position = self.stream.bytes_in if offset is None else offset
         while True:
             try:
                 message = await self.ws.receive()
@@ -173,11 +176,11 @@ class Connection:
                     await self._error("frame_too_large", f"binary frames carry at most {limit} bytes")
                     continue
                 try:
-                    received = await asyncio.to_thread(self.stream.write, data, offset)
+                    received = await asyncio.to_thread(self.stream.write, data, position)
                 except ValueError as exc:
                     await self._error("invalid_offset", str(exc))
                     continue
-                offset = None
+                position += len(data)
                 self.last_audio = time.monotonic()
                 samples = self.stream.session.received
                 await self._json({"type": "ack", "bytes": received, "samples": samples})

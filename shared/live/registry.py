@@ -58,7 +58,7 @@ class LiveStream:
             at = self.bytes_in if offset is None else offset
             if at > self.bytes_in:
                 raise ValueError(f"offset {at} is past the {self.bytes_in} bytes received")
-            fresh = data[self.bytes_in - at :]
+            fresh = data[max(self.bytes_in - at, 0) :]
             self.bytes_in += len(fresh)
         if fresh:
             self.input.write(fresh)
