@@ -5,6 +5,7 @@ for the browser-page tests.
 - `console_errors(driver)`: console messages at SEVERE/WARNING (a failed load is one too),
 - `requested_urls(driver)`: every URL the page asked for (Network.requestWillBeSent in the performance log),
   so a test can prove nothing left the origin.
+`browser(flags=fake_microphone(wav))` gives the page a microphone that plays a wav file.
 Chromium is started with background networking off: otherwise it calls Google's services on its own.
 """
 
@@ -48,8 +49,15 @@ def require_chromium() -> None:
     pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[dev]')")
 
 
+def fake_microphone(wav: Path) -> list[str]:
+    """Flags that give the page a microphone playing `wav` (16-bit PCM; Chromium loops it) and grant it
+    without asking."""
+    return ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={wav}"]  # fmt: skip
+
+
 @contextmanager
-def browser(download_dir: Path | None = None) -> Iterator:
+def browser(download_dir: Path | None = None, flags: list[str] | None = None) -> Iterator:
     require_chromium()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -57,7 +65,7 @@ def browser(download_dir: Path | None = None) -> Iterator:
     profile = Path(tempfile.mkdtemp(prefix="whospoke-chromium-"))
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in FLAGS:
+    for flag in [*FLAGS, *(flags or [])]:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})

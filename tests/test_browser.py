@@ -28,7 +28,7 @@ from shared.config import Settings
 
 pytestmark = pytest.mark.timeout(300)
 
-CONTROLS = ["file", "diarize", "num-speakers", "language", "word-timestamps", "submit"]
+CONTROLS = ["file", "diarize", "num-speakers", "language", "word-timestamps", "submit", "live-toggle"]
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +104,10 @@ def test_the_page_loads_from_its_origin_only_and_works_by_keyboard(open_server):
                    for c in controls if c.is_displayed() and not c.accessible_name.strip()]
         assert unnamed == []
         assert by_id(driver, "file").accessible_name  # hidden behind the drop zone, still named
-        # Tab walks through the upload form, the file picker included
+        # Tab walks through the upload form, the file picker included, and on to live mode's button
         by_id(driver, "upload-title").click()
         reached = []
-        while "submit" not in reached and len(reached) < 20:  # keys to the page, as a person types
+        while CONTROLS[-1] not in reached and len(reached) < 20:  # keys to the page, as a person types
             ActionChains(driver).send_keys(Keys.TAB).perform()
             reached.append(driver.switch_to.active_element.get_attribute("id"))
         assert [c for c in reached if c in CONTROLS] == CONTROLS, reached

@@ -1,7 +1,9 @@
 // The page's entry point: read the server's config, set up the API-key field, the transcript view and
-// the file mode. Each way of producing a transcript is its own module fed into the one view.
+// the two modes (a file, the microphone). Each way of producing a transcript is its own module fed
+// into the one view.
 
 import { ApiError, getJSON, getKey, setKey } from "./api.js";
+import { LiveMode } from "./live.js";
 import { TranscriptView } from "./transcript.js";
 import { FileMode } from "./upload.js";
 
@@ -75,7 +77,18 @@ async function main() {
     speakersPanel: $("speakers-panel"),
     player: $("player"),
   });
-  new FileMode({ view, config, showError, clearError });
+  const file = new FileMode({ view, config, showError, clearError });
+  new LiveMode({
+    view,
+    config,
+    showError,
+    clearError,
+    options: () => {
+      const { word_timestamps: _, ...options } = file.options(); // finals always carry their words
+      return options;
+    },
+    onBusy: (on) => ($("submit").disabled = on), // one transcript at a time in the one view
+  });
   document.body.dataset.ready = "true";
 }
 

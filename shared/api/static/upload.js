@@ -163,6 +163,8 @@ export class FileMode {
     this.audioUrl = URL.createObjectURL(file);
     const player = this.view.player;
     player.src = this.audioUrl;
+    player.hidden = false; // live mode hides the player and the downloads: it has neither a file nor a job
+    $("downloads-panel").hidden = false;
     this.view.show(job.result);
     const r = job.result;
     const speakers = r.speakers.length ? `, ${r.speakers.length} speaker${r.speakers.length > 1 ? "s" : ""}` : "";

@@ -1,0 +1,170 @@
+// The native live protocol (`/ws/stream`) from the browser: PCM16 pieces out, events in, heartbeats,
+// and resume after a dropped connection. Audio the server has not acknowledged stays here, so a
+// reconnect (`session`, `last_event`, `offset`) resends it; events already seen (seq <= last) are skipped.
+// The model is shared/live/client.py.
+
+import { getKey } from "./api.js";
+
+const HEARTBEAT_MS = 10_000;
+const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
+const RECONNECT_FOR_MS = 60_000; // the server keeps a dropped session this long (STREAM_RESUME_S)
+const MAX_BUFFER_S = 120; // unacknowledged audio kept for a resend
+// errors after which a reconnect cannot help (the server closes with a 44xx code after them)
+const FATAL = new Set(["invalid_option", "too_many_streams", "session_not_found", "idle_timeout",
+  "session_too_long", "audio_undecodable", "buffer_full"]);
+
+export class LiveStream {
+  // options: transcription options ({diarize, num_speakers, language, ...}); onEvent(event) gets every
+  // new engine event and every error; onState(state, detail) gets connecting, live, reconnecting,
+  // ended or failed.
+  constructor({ rate, options, onEvent, onState }) {
+    this.rate = rate;
+    this.options = options;
+    this.onEvent = onEvent;
+    this.onState = onState;
+    this.sessionId = "";
+    this.lastSeq = 0;
+    this.acked = 0;
+    this.sent = 0; // stream bytes produced so far
+    this.pieces = []; // [{start, data}] not yet acknowledged
+    this.ws = null;
+    this.ready = false; // the current socket had its `session` event
+    this.ending = null; // {resolve, reject} once end() was asked
+    this.over = false;
+    this.reconnects = 0;
+    this.droppedAt = 0;
+    this.attempt = 0;
+    this.timer = null;
+  }
+
+  start() {
+    this.connect();
+  }
+
+  url() {
+    const query = new URLSearchParams({ format: "pcm16", rate: String(this.rate) });
+    for (const [name, value] of Object.entries(this.options)) {
+      if (value !== null && value !== undefined && value !== "") query.set(name, String(value));
+    }
+    if (this.sessionId) {
+      query.set("session", this.sessionId);
+      query.set("last_event", String(this.lastSeq));
+      query.set("offset", String(this.pieces[0]?.start ?? this.sent));
+    }
+    const key = getKey();
+    if (key) query.set("api_key", key); // a browser cannot set headers on a WebSocket
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    return `${scheme}//${location.host}/ws/stream?${query}`;
+  }
+
+  connect() {
+    this.ready = false;
+    this.onState(this.sessionId ? "reconnecting" : "connecting");
+    const ws = new WebSocket(this.url());
+    this.ws = ws;
+    ws.onmessage = (e) => this.receive(JSON.parse(e.data));
+    ws.onclose = (e) => {
+      if (ws === this.ws) this.closed(e);
+    };
+  }
+
+  // A piece of PCM16 from the microphone: kept until acknowledged, sent now if the socket is up.
+  push(data) {
+    const piece = { start: this.sent, data };
+    this.sent += data.byteLength;
+    this.pieces.push(piece);
+    if (this.ready) this.ws.send(data);
+    const kept = this.sent - (this.pieces[0]?.start ?? this.sent);
+    if (kept > MAX_BUFFER_S * this.rate * 2) this.fail("buffer_full", "the connection stayed down too long: the unsent audio outgrew its buffer");
+  }
+
+  // After the last piece: ask for the last finals; resolves on `done`.
+  end() {
+    return new Promise((resolve, reject) => {
+      this.ending = { resolve, reject };
+      if (this.ready) this.ws.send(JSON.stringify({ type: "end" }));
+    });
+  }
+
+  receive(event) {
+    const kind = event.type;
+    if (kind === "ack") {
+      this.acked = Math.max(this.acked, event.bytes);
+      while (this.pieces.length && this.pieces[0].start + this.pieces[0].data.byteLength <= this.acked) this.pieces.shift();
+      return;
+    }
+    if (kind === "session") return this.opened(event);
+    if (event.seq !== undefined) {
+      if (event.seq <= this.lastSeq) return; // a replay after a resume
+      this.lastSeq = event.seq;
+    }
+    if (kind === "heartbeat") return;
+    if (kind === "error" && event.seq === undefined && FATAL.has(event.code)) this.over = true;
+    if (kind === "done") {
+      this.over = true;
+      this.ending?.resolve();
+    }
+    this.onEvent(event);
+  }
+
+  opened(event) {
+    this.sessionId = event.session_id;
+    this.ready = true;
+    this.attempt = 0;
+    this.droppedAt = 0;
+    for (const piece of this.pieces) this.ws.send(piece.data); // the server skips what it already had
+    if (this.ending) this.ws.send(JSON.stringify({ type: "end" }));
+    clearInterval(this.timer);
+    this.timer = setInterval(() => this.ready && this.ws.send(JSON.stringify({ type: "heartbeat" })), HEARTBEAT_MS);
+    this.onState("live", event);
+  }
+
+  closed(e) {
+    clearInterval(this.timer);
+    this.ready = false;
+    if (this.over) {
+      this.onState(this.ending && e.code === 1000 ? "ended" : "failed");
+      this.ending?.reject(new Error("the stream ended before its last finals"));
+      return;
+    }
+    if (e.code >= 4000 && e.code < 5000) {
+      // the server's own refusal (README's close codes): its error event said why
+      return this.fail("closed", `the server closed the live stream (code ${e.code}${e.reason ? `: ${e.reason}` : ""})`);
+    }
+    if (!this.sessionId) {
+      // never opened: a refused handshake (a missing or wrong key) or no server; nothing to resume
+      return this.fail("connect_failed", `the live stream could not be opened (WebSocket closed with code ${e.code}${e.reason ? `: ${e.reason}` : ""}); check the API key and the server`);
+    }
+    const now = Date.now();
+    if (!this.droppedAt) this.droppedAt = now;
+    if (now - this.droppedAt > RECONNECT_FOR_MS) {
+      return this.fail("connection_lost", "the connection to the server was lost and could not be resumed");
+    }
+    this.reconnects += 1;
+    const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
+    this.attempt += 1;
+    setTimeout(() => !this.over && this.connect(), delay);
+  }
+
+  fail(code, message) {
+    if (this.over) return;
+    this.over = true;
+    clearInterval(this.timer);
+    this.onEvent({ type: "error", code, message });
+    this.onState("failed");
+    this.ending?.reject(new Error(message));
+    if (this.ws && this.ws.readyState <= WebSocket.OPEN) this.ws.close();
+  }
+
+  // Stop without a last word (the page is leaving, or live mode failed).
+  abort() {
+    this.over = true;
+    clearInterval(this.timer);
+    this.ws?.close();
+  }
+
+  // Tests: drop the connection as a network failure would, then resume.
+  drop() {
+    this.ws?.close(3000, "dropped for a test");
+  }
+}
