@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 
-from shared.api import audio, jobs, live_ws, openai_compat, stream
+from shared.api import audio, jobs, live_ws, openai_compat, realtime, stream
 from shared.api.auth import install_auth
 from shared.api.errors import install_error_handlers
 from shared.api.openapi import install_openapi
@@ -78,6 +78,7 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(stream.router)
     app.include_router(live_ws.router)
+    app.include_router(realtime.router)
     app.include_router(openai_compat.router)
     install_web(app)  # the browser page at /
     install_rate_limit(app, settings)  # inside auth: a refused key spends no one's budget

@@ -1,0 +1,428 @@
+"""`GET /v1/realtime?intent=transcription`: the OpenAI Realtime API's transcription session (GA event
+shapes) over the live engine in shared/live/ (README: "OpenAI Realtime (/v1/realtime)").
+
+Client events: `session.update`, `input_audio_buffer.append` (base64 PCM16, 24 kHz by default),
+`input_audio_buffer.commit`, `input_audio_buffer.clear`. Audio may come before any `session.update`:
+the session starts with the defaults `session.created` shows. The engine's audio settings (format, turn
+detection, language, prompt) are fixed once audio has arrived; a later update that changes them is
+refused (`session_already_started`). Every bad input is answered with an `error` event and the session
+goes on; only the limits (too many streams, idle, session length) end it, with the close codes below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import secrets
+import time
+from typing import Any, Literal
+
+from fastapi import APIRouter, WebSocket
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.websockets import WebSocketDisconnect
+
+from shared.api.live_ws import identity_of
+from shared.domain import SAMPLE_RATE, TranscribeOptions
+from shared.errors import UnsupportedLanguage
+from shared.live import events as ev
+from shared.live.audio_in import Pcm16Input
+from shared.live.registry import LiveHub, TooManyStreams
+from shared.live.session import LiveConfig, LiveSession
+from shared.service import check_language
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+# close codes (README's table), the same as /ws/stream's
+CLOSE_UNSUPPORTED_INTENT = 4400
+CLOSE_IDLE = 4408
+CLOSE_TOO_LONG = 4413
+CLOSE_TOO_MANY = 4429
+JSON_OVERHEAD = 4096  # an append event's bytes beyond its base64 audio
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+class Problem(Exception):
+    """A client event the session refuses: answered with an `error` event, the session goes on."""
+
+    def __init__(self, code: str, message: str, param: str | None = None):
+        super().__init__(message)
+        self.code, self.message, self.param = code, message, param
+
+
+# --- the session configuration: the transcription session object's fields this server reads ---
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AudioFormat(_Strict):
+    type: str = "audio/pcm"
+    rate: int = 24000
+
+
+class Transcription(_Strict):
+    model: str | None = None  # any name is accepted (an alias): the server's own models transcribe
+    language: str | None = Field(None, max_length=16)
+    prompt: str | None = Field(None, max_length=1000)
+    delay: Any = None  # accepted, not applied (as are keywords and languages)
+    keywords: Any = None
+    languages: Any = None
+
+
+class ServerVad(_Strict):
+    type: str = "server_vad"
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    prefix_padding_ms: int = Field(300, ge=0, le=1000)  # the engine keeps 1 s of audio before speech
+    silence_duration_ms: int = Field(600, ge=100, le=5000)
+    create_response: Any = None  # conversation-session fields: accepted, meaningless here
+    interrupt_response: Any = None
+    idle_timeout_ms: Any = None
+    eagerness: Any = None  # semantic_vad's: refused below with its own code
+
+
+class AudioInput(_Strict):
+    format: AudioFormat = Field(default_factory=AudioFormat)
+    transcription: Transcription = Field(default_factory=Transcription)
+    turn_detection: ServerVad | None = Field(default_factory=ServerVad)
+    noise_reduction: Any = None  # accepted, not applied: always reported as null
+
+    @field_validator("format", "transcription", mode="before")
+    @classmethod
+    def _null_is_default(cls, value):
+        return {} if value is None else value
+
+
+class Audio(_Strict):
+    input: AudioInput = Field(default_factory=AudioInput)
+
+
+class SessionConfig(_Strict):
+    type: Literal["transcription"] = "transcription"
+    audio: Audio = Field(default_factory=Audio)
+    include: list[str] | None = None
+
+
+def merged(base: Any, update: Any, default: Any) -> Any:
+    """`update` over `base`: only the fields present change; a field set to null is cleared, and a
+    cleared object set again starts from its defaults."""
+    if not isinstance(update, dict):
+        return update
+    start = base if isinstance(base, dict) else default if isinstance(default, dict) else {}
+    out = dict(start)
+    for key, value in update.items():
+        out[key] = merged(start.get(key), value, default.get(key) if isinstance(default, dict) else None)
+    return out
+
+
+class Realtime:
+    """One WebSocket: client events in, the engine's events out as Realtime server events."""
+
+    def __init__(self, websocket: WebSocket, hub: LiveHub, settings):
+        self.ws, self.hub, self.settings = websocket, hub, settings
+        self.id = new_id("sess")
+        self.default_model = settings.stream_final_model or settings.whisper_model
+        vad = ServerVad(silence_duration_ms=settings.stream_silence_ms)
+        self.config = SessionConfig(audio=Audio(input=AudioInput(turn_detection=vad)))
+        self.defaults = self.config.model_dump()
+        self.live = self._live_config(self.config)
+        self.engine: LiveSession | None = None
+        self.input: Pcm16Input | None = None
+        self.outbox: asyncio.Queue = asyncio.Queue()  # server events (dict) and, last, a close code (int)
+        self.last_audio = time.monotonic()
+        self.ending = False
+        # engine item -> item id, and what the translation needs; touched under the engine's lock
+        self.items: dict[int, str] = {}
+        self.previous_item: str | None = None
+        self.client_commit = False
+        self.clearing = False
+        self.cleared: set[int] = set()  # engine items whose events are dropped
+
+    # --- the session object and its configuration ---
+    def session_object(self) -> dict:
+        source = self.config.audio.input
+        vad = source.turn_detection
+        return {
+            "type": "transcription", "id": self.id, "object": "realtime.transcription_session",
+            "audio": {"input": {
+                "format": {"type": "audio/pcm", "rate": source.format.rate},
+                "transcription": {"model": source.transcription.model or self.default_model,
+                                  "language": source.transcription.language,
+                                  "prompt": source.transcription.prompt or ""},
+                "turn_detection": None if vad is None else {
+                    "type": "server_vad", "threshold": vad.threshold,
+                    "prefix_padding_ms": vad.prefix_padding_ms, "silence_duration_ms": vad.silence_duration_ms},
+                "noise_reduction": None,
+            }},
+            "include": [],
+        }
+
+    def _live_config(self, config: SessionConfig) -> LiveConfig:
+        source = config.audio.input
+        models = {self.default_model, self.settings.stream_partial_model}
+        try:
+            language = source.transcription.language
+            for model in models:
+                language = check_language(language, model)
+        except UnsupportedLanguage as exc:
+            raise Problem("unsupported_language", exc.message, "session.audio.input.transcription.language") from None
+        options = TranscribeOptions(language=language, initial_prompt=source.transcription.prompt or None)
+        vad = source.turn_detection
+        if vad is None:
+            return LiveConfig.from_settings(self.settings, options, turn_detection=False)
+        return LiveConfig.from_settings(self.settings, options, vad_threshold=vad.threshold,
+                                        silence_ms=vad.silence_duration_ms, prefix_padding_ms=vad.prefix_padding_ms)
+
+    def update(self, session: Any) -> None:
+        if not isinstance(session, dict):
+            raise Problem("invalid_session_config", "session must be an object", "session")
+        if session.get("type", "transcription") != "transcription":
+            raise Problem("unsupported_session_type", "this server offers transcription sessions only: "
+                          'set session.type to "transcription"', "session.type")
+        try:
+            config = SessionConfig.model_validate(merged(self.config.model_dump(), session, self.defaults))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            param = ".".join(["session", *map(str, first["loc"])])
+            raise Problem("invalid_session_config", f"{param}: {first['msg']}", param) from None
+        fmt, vad = config.audio.input.format, config.audio.input.turn_detection
+        if fmt.type != "audio/pcm" or not 8000 <= fmt.rate <= 48000:
+            raise Problem("unsupported_audio_format", f"audio {fmt.type!r} at {fmt.rate} Hz is not supported: send "
+                          '{"type": "audio/pcm", "rate": 24000} (PCM16 mono; 8000-48000 Hz)', "session.audio.input.format")
+        if vad is not None and vad.type != "server_vad":
+            raise Problem("unsupported_turn_detection", f"turn detection {vad.type!r} is not supported: use "
+                          '"server_vad", or null for manual commits', "session.audio.input.turn_detection.type")
+        live = self._live_config(config)
+        if self.engine is not None and (live != self.live or fmt.rate != self.config.audio.input.format.rate):
+            raise Problem("session_already_started", "the audio format, turn detection, language and prompt are "
+                          "fixed once audio has been appended; open a new session to change them")
+        self.config, self.live = config, live
+
+    # --- engine events -> server events (on the engine's threads, under its lock) ---
+    def translate(self, event: ev.Event) -> list[dict]:
+        vad = self.live.turn_detection
+        if isinstance(event, ev.SpeechStarted):
+            self.items[event.item] = item_id = new_id("item")
+            if not vad:
+                return []
+            return [{"type": "input_audio_buffer.speech_started", "item_id": item_id,
+                     "audio_start_ms": round(event.start * 1000)}]
+        if getattr(event, "item", None) in self.cleared:
+            if isinstance(event, (ev.FinalUtterance, ev.ItemFailed)):
+                self.cleared.discard(event.item)
+            return []
+        item_id = self.items.get(event.item, "")
+        if isinstance(event, ev.SpeechStopped):
+            if self.clearing:
+                self.cleared.add(event.item)
+                return []
+            out = []
+            if vad and not self.client_commit:
+                out.append({"type": "input_audio_buffer.speech_stopped", "item_id": item_id,
+                            "audio_end_ms": round(event.end * 1000)})
+            previous, self.previous_item = self.previous_item, item_id
+            out.append({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": previous})
+            out.append({"type": "conversation.item.added", "previous_item_id": previous, "item": {
+                "id": item_id, "type": "message", "object": "realtime.item", "role": "user", "status": "completed",
+                "content": [{"type": "input_audio", "transcript": None}]}})
+            return out
+        if isinstance(event, ev.PartialWords):
+            return [{"type": "conversation.item.input_audio_transcription.delta", "item_id": item_id,
+                     "content_index": 0, "delta": "".join(w.word for w in event.words)}]
+        if isinstance(event, ev.FinalUtterance):
+            self.items.pop(event.item, None)
+            out = []
+            if event.speaker is not None and event.text:
+                out.append({"type": "conversation.item.input_audio_transcription.segment", "item_id": item_id,
+                            "content_index": 0, "id": f"seg_{event.item}", "start": event.start, "end": event.end,
+                            "speaker": event.speaker, "text": event.text})
+            out.append({"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
+                        "content_index": 0, "transcript": event.text,
+                        "usage": {"type": "duration", "seconds": round(event.end - event.start, 3)}})
+            return out
+        if isinstance(event, ev.ItemFailed):
+            self.items.pop(event.item, None)
+            return [{"type": "conversation.item.input_audio_transcription.failed", "item_id": item_id,
+                     "content_index": 0, "error": {"type": "server_error", "code": event.code,
+                                                   "message": event.message, "param": None}}]
+        return []  # SpeakerFound: the segment events carry the speaker
+
+    # --- the connection ---
+    def send(self, type_: str, **fields) -> None:
+        self.outbox.put_nowait({"type": type_, **fields})
+
+    def error(self, code: str, message: str, *, param: str | None = None, event_id: str | None = None,
+              kind: str = "invalid_request_error") -> None:
+        self.send("error", error={"type": kind, "code": code, "message": message, "param": param,
+                                  "event_id": event_id})
+
+    async def run(self) -> None:
+        self.send("session.created", session=self.session_object())
+        tasks = [asyncio.create_task(t) for t in (self._receive(), self._sender(), self._watch())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if self.ending:  # the error and the close are queued: let the sender deliver them
+                await asyncio.wait_for(asyncio.shield(tasks[1]), 30)
+        except (TimeoutError, asyncio.CancelledError):
+            pass
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.engine is not None and not self.ending:
+                self.engine.clear()  # the client left: its open utterance gets no final, nor any later one
+
+    async def _sender(self) -> None:
+        while True:
+            message = await self.outbox.get()
+            if isinstance(message, int):
+                await self.ws.close(message)
+                return
+            await self.ws.send_text(json.dumps({"event_id": new_id("event"), **message}))
+
+    async def _receive(self) -> None:
+        limit = self.settings.stream_max_frame_bytes * 4 // 3 + JSON_OVERHEAD
+        while not self.ending:
+            try:
+                message = await self.ws.receive()
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            if message["type"] == "websocket.disconnect" or self.ending:
+                return
+            text = message.get("text")
+            if text is None:
+                text = (message.get("bytes") or b"").decode("utf-8", "replace")
+            if len(text) > limit:
+                self.error("frame_too_large", f"an event carries at most {self.settings.stream_max_frame_bytes} bytes "
+                           "of audio: send it in smaller appends")
+                continue
+            try:
+                event = json.loads(text)
+            except (json.JSONDecodeError, RecursionError):
+                self.error("invalid_json", "client events must be JSON objects")
+                continue
+            if not isinstance(event, dict):
+                self.error("invalid_event", "client events must be JSON objects with a type")
+                continue
+            event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+            try:
+                await self._handle(event)
+            except Problem as exc:
+                self.error(exc.code, exc.message, param=exc.param, event_id=event_id)
+            except Exception:
+                log.exception("realtime event %r failed", event.get("type"))
+                self.error("server_error", "the event could not be handled", event_id=event_id, kind="server_error")
+
+    async def _handle(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind == "session.update":
+            self.update(event.get("session"))
+            self.send("session.updated", session=self.session_object())
+        elif kind == "input_audio_buffer.append":
+            await self._append(event.get("audio"))
+        elif kind == "input_audio_buffer.commit":
+            if self.engine is None or not await asyncio.to_thread(self._commit):
+                raise Problem("input_audio_buffer_commit_empty", "the input audio buffer is empty: append audio "
+                              "before committing")
+        elif kind == "input_audio_buffer.clear":
+            if self.engine is not None:
+                await asyncio.to_thread(self._clear)
+            self.send("input_audio_buffer.cleared")
+        else:
+            raise Problem("unknown_event_type", f"unknown event type {kind!r}: this server takes session.update "
+                          "and input_audio_buffer.append, .commit and .clear", "type")
+
+    def _commit(self) -> bool:
+        self.client_commit = True
+        try:
+            return self.engine.commit()
+        finally:
+            self.client_commit = False
+
+    def _clear(self) -> None:
+        # LiveSession.clear() leaves its finals waiting forever for the dropped utterance's, so the open
+        # utterance is committed instead and its events are dropped here
+        self.clearing = True
+        try:
+            self.engine.commit()
+        finally:
+            self.clearing = False
+
+    async def _append(self, audio: Any) -> None:
+        if not isinstance(audio, str):
+            raise Problem("invalid_audio", "audio must be a base64 string of PCM16 samples", "audio")
+        try:
+            data = base64.b64decode(audio, validate=True)
+        except (binascii.Error, ValueError):
+            raise Problem("invalid_audio", "audio is not valid base64", "audio") from None
+        if self.engine is None:
+            self._start()
+        await asyncio.to_thread(self.input.write, data)
+        self.last_audio = time.monotonic()
+        limit = self.settings.stream_max_session_s
+        if self.engine.received / SAMPLE_RATE > limit:
+            await self._end("session_too_long", f"the session reached its limit of {limit:g} s of audio", CLOSE_TOO_LONG)
+
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def emit(event: ev.Event) -> None:
+            for message in self.translate(event):
+                try:
+                    loop.call_soon_threadsafe(self.outbox.put_nowait, message)
+                except RuntimeError:  # the server is shutting down: nobody to tell
+                    return
+
+        self.engine = LiveSession(self.hub.models, self.live, emit)
+        self.input = Pcm16Input(self.engine.feed, self.config.audio.input.format.rate)
+
+    async def _watch(self) -> None:
+        idle = self.settings.stream_idle_s
+        while not self.ending:
+            await asyncio.sleep(min(1.0, idle / 4))
+            busy = self.engine is not None and self.engine.pending_finals
+            if busy:
+                self.last_audio = time.monotonic()  # finals still to come: not idle
+            elif time.monotonic() - self.last_audio > idle:
+                await self._end("idle_timeout", f"no audio for {idle:g} s", CLOSE_IDLE)
+
+    async def _end(self, code: str, message: str, close: int) -> None:
+        """Close the session: the finals of what was heard, then the error and the close."""
+        if self.ending:
+            return
+        self.ending = True
+        if self.engine is not None:
+            await asyncio.to_thread(self.engine.finish, 120.0)
+            await asyncio.sleep(0)  # let the engine's last call_soon_threadsafe land
+        self.error(code, message)
+        self.outbox.put_nowait(close)
+
+
+@router.websocket("/v1/realtime")
+async def realtime(websocket: WebSocket) -> None:
+    hub: LiveHub = websocket.app.state.live
+    await websocket.accept()
+    session = Realtime(websocket, hub, websocket.app.state.settings)
+
+    async def refuse(code: str, message: str, close: int) -> None:
+        session.error(code, message)
+        session.outbox.put_nowait(close)
+        await session._sender()
+
+    if websocket.query_params.get("intent") != "transcription":
+        return await refuse("unsupported_intent", "this server offers transcription sessions only: connect to "
+                            "/v1/realtime?intent=transcription", CLOSE_UNSUPPORTED_INTENT)
+    identity = identity_of(websocket)
+    try:
+        hub.acquire(identity)
+    except TooManyStreams as exc:
+        return await refuse("too_many_streams", str(exc), CLOSE_TOO_MANY)
+    try:
+        await session.run()
+    finally:
+        hub.release(identity)
