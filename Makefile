@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # PYANNOTE_PINS below; the embedded diarizer runs on both. tests/test_modal_images.py checks each pin.
 TORCH ?= torch==2.13.0
 
-.PHONY: install run test test-fast test-pyannote bench bench-long fixtures clean
+.PHONY: install run test test-fast test-pyannote bench bench-long bench-stream fixtures clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,13 @@ test-fast: install
 # a/b/c against faster-whisper used directly, then the worker-pool concurrency section
 bench: install
 	$(BIN)/python -m local_dev.bench
+	$(BIN)/python -m local_dev.bench_stream
+
+# live streaming through a running server: latency, WER vs offline, concurrent streams (make bench-stream
+# STREAM_ARGS="--minutes 2 --levels 1,4")
+STREAM_ARGS ?=
+bench-stream: install
+	$(BIN)/python -m local_dev.bench_stream $(STREAM_ARGS)
 
 # accuracy on ../shared/data and conversations built from its voices (local_dev/eval.py), e.g.
 # make eval EVAL_ARGS="--half tune --limit 3". DIARIZER=pyannote runs in the pyannote environment

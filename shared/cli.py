@@ -1,4 +1,5 @@
-"""Command line: `whospoke transcribe FILE [-f srt] [--no-diarize] [--num-speakers 2] [-o out.srt]`."""
+"""Command line: `whospoke transcribe FILE [-f srt] [--no-diarize] [--num-speakers 2] [-o out.srt]`, and
+`whospoke stream FILE [--speed 4] [--resume-test]` against a running server (shared/cli_stream.py)."""
 
 from __future__ import annotations
 
@@ -28,11 +29,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--word-timestamps", action="store_true")
     t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help=f"progress bar (default: on for files over {PROGRESS_AFTER_S:g} s)")
+    from shared import cli_stream
+
+    cli_stream.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "stream":
+        from shared import cli_stream
+
+        return cli_stream.run(args)
     from pydantic import ValidationError
 
     try:

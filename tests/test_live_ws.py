@@ -187,3 +187,16 @@ def test_keys_limits_and_idle_timeout(tmp_path):
         assert run.finals
         with pytest.raises(StreamError):
             asyncio.run(StreamClient(url, api_key="k-live", params={"num_speakers": 99}).run(b""))
+
+
+def test_cli_stream_prints_finals_with_speakers_and_resumes(server):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "shared.cli", "stream", str(TWO_SPEAKERS), "--url", ws_url(server),
+                           "--speed", "0", "--resume-test"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    finals = [line for line in done.stdout.splitlines() if line.startswith("[")]
+    assert {line.split("] ")[1].split(":")[0] for line in finals} == {"SPEAKER_00", "SPEAKER_01"}
+    assert wer(load_reference(TWO_SPEAKERS)["text"], " ".join(line.split(": ", 1)[1] for line in finals)) < 0.25
+    assert "resumed 1 time" in done.stderr

@@ -1,0 +1,204 @@
+"""`make bench-stream` (and the streaming section of `make bench`): live transcription through a running
+server (`python -m local_dev serve`, as `make run` starts it), over both protocols.
+
+Audio: conversations of the evaluation set's check half (real LibriSpeech voices, exact reference turns,
+local_dev/eval_sets.py), at least `--minutes` of them, each streamed as its own session, paced at real
+time and at 4x. Per protocol and speed:
+- partial latency p50/p95: a word's end in the audio to its first appearance (wall clock, the audio's
+  own pace subtracted),
+- final latency p50/p95: an utterance's end to its final,
+- words retracted (append-only deltas: must be 0) and the share of partial words the final changed,
+- final WER against the offline pipeline on the same audio (its /api/transcribe answer as reference),
+  and the live DER (finals as speaker turns) beside the offline DER,
+then the number of concurrent real-time streams before final latency p50 doubles (native protocol).
+Targets: partial p50 <= 1.0 s, final p50 <= 2.5 s, WER within 2 points, >= 4 concurrent streams.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from local_dev.bench_server import Server, request, upload
+from local_dev.scoring import der, normalize_words, wer
+from shared.live.client import StreamClient
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench-out" / "stream"
+
+
+@dataclass
+class Clip:
+    name: str
+    path: Path
+    pcm: bytes
+    duration: float
+    rttm: str
+    offline_text: str = ""
+    offline_der: float | None = None
+
+
+@dataclass
+class Measured:
+    partial_latency: list[float] = field(default_factory=list)
+    final_latency: list[float] = field(default_factory=list)
+    partial_words: int = 0
+    changed_words: int = 0
+    retracted: int = 0
+    wers: list[float] = field(default_factory=list)
+    ders: list[float] = field(default_factory=list)
+    audio_s: float = 0.0
+
+
+def load_clips(minutes: float) -> list[Clip]:
+    from local_dev.eval_sets import load_items
+    from shared.audio import decode
+
+    items = [i for i in load_items(log=lambda *_: None) if i.group == "conv-clean" and i.half == "check"]
+    clips, total = [], 0.0
+    for item in sorted(items, key=lambda i: i.name):
+        samples = decode(Path(item.audio)).samples
+        pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+        clips.append(Clip(item.name, Path(item.audio), pcm, len(samples) / 16000, item.rttm))
+        total += clips[-1].duration
+        if total >= minutes * 60:
+            break
+    return clips
+
+
+def offline(server: Server, clip: Clip) -> None:
+    """The offline pipeline's transcript and DER of the same audio, from the same server."""
+    status, body = upload(server.url("/api/audio"), clip.path, timeout=600)
+    if status == 201 and body is not None:
+        status, body = request("POST", server.url(f"/api/transcribe?clip_id={body['clip_id']}&format=json"), 600)
+    if status != 200 or body is None:
+        raise RuntimeError(f"offline transcription of {clip.name} failed: {status} {body}")
+    clip.offline_text = " ".join(s["text"] for s in body["segments"])
+    clip.offline_der = der(clip.rttm, _rttm((s["start"], s["end"], s["speaker"]) for s in body["segments"]))
+
+
+def _rttm(turns) -> str:
+    return "".join(f"SPEAKER file 1 {a:.3f} {b - a:.3f} <NA> <NA> {s} <NA> <NA>\n" for a, b, s in turns if s)
+
+
+def score(clip: Clip, finals: list[dict], partials: list[tuple[float, dict]], final_at: dict[int, float],
+          speed: float, into: Measured) -> None:
+    """Latencies in wall seconds: arrival minus when the audio moment was sent (its time / speed)."""
+    by_item = {f["utterance"]: f for f in finals}
+    reached: dict[int, float] = {}  # per utterance: the end of the last partial word shown
+    for arrived, event in partials:
+        for w in event["words"]:
+            into.partial_latency.append(arrived - w["end"] / speed)
+            if w["start"] < reached.get(event["utterance"], 0.0) - 0.11:
+                into.retracted += 1  # a word over one already shown: the text before it was rewritten
+            reached[event["utterance"]] = max(reached.get(event["utterance"], 0.0), w["end"])
+        final_words = normalize_words(by_item.get(event["utterance"], {}).get("text", ""))
+        said = normalize_words(event["text"])
+        into.partial_words += len(said)
+        into.changed_words += sum(w not in final_words for w in said)
+    for item, f in by_item.items():
+        into.final_latency.append(final_at[item] - f["end"] / speed)
+    live_text = " ".join(f["text"] for f in sorted(finals, key=lambda f: f["utterance"]))
+    into.wers.append(wer(clip.offline_text, live_text))
+    into.ders.append(der(clip.rttm, _rttm((f["start"], f["end"], f["speaker"]) for f in finals)))
+    into.audio_s += clip.duration
+
+
+def run_native(url: str, clip: Clip, speed: float, into: Measured) -> None:
+    run = asyncio.run(StreamClient(url, speed=speed).run(clip.pcm, timeout=clip.duration / speed + 600))
+    partials = [(r.at, r.event) for r in run.events if r.event["type"] == "partial"]
+    finals = run.finals
+    final_at = {r.event["utterance"]: r.at for r in run.events if r.event["type"] == "final"}
+    score(clip, finals, partials, final_at, speed, into)
+
+
+def concurrency(url: str, clip: Clip, levels: list[int]) -> list[tuple[int, float, float]]:
+    """Final latency p50/p95 with N real-time streams of the same clip at once."""
+    rows = []
+    for n in levels:
+        async def many():
+            clients = [StreamClient(url, speed=1.0) for _ in range(n)]
+            return await asyncio.gather(*(c.run(clip.pcm, timeout=clip.duration + 600) for c in clients))
+
+        latencies = []
+        for run in asyncio.run(many()):
+            at = {r.event["utterance"]: r.at for r in run.events if r.event["type"] == "final"}
+            latencies += [at[f["utterance"]] - f["end"] for f in run.finals]
+        rows.append((n, _pct(latencies, 50), _pct(latencies, 95)))
+        print(f"  {n} concurrent: final p50 {rows[-1][1]:.2f} s, p95 {rows[-1][2]:.2f} s", flush=True)
+    return rows
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def table(results: dict[tuple[str, float], Measured]) -> str:
+    lines = ["| protocol | pace | audio (s) | partial p50 / p95 (s) | final p50 / p95 (s) | retracted | partial words "
+             "changed by the final | WER vs offline | DER live / offline |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for (protocol, speed), m in results.items():
+        lines.append(
+            f"| {protocol} | {speed:g}x | {m.audio_s:.0f} | {_pct(m.partial_latency, 50):.2f} / "
+            f"{_pct(m.partial_latency, 95):.2f} | {_pct(m.final_latency, 50):.2f} / {_pct(m.final_latency, 95):.2f} | "
+            f"{m.retracted} | {m.changed_words / max(m.partial_words, 1):.0%} of {m.partial_words} | "
+            f"{statistics.mean(m.wers):.3f} | {statistics.mean(m.ders):.3f} / {{offline_der}} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=5.0, help="audio per protocol and pace")
+    parser.add_argument("--speeds", default="1,4")
+    parser.add_argument("--protocols", default="native,realtime")
+    parser.add_argument("--levels", default="1,2,4,6", help="concurrent streams to try ('' skips)")
+    args = parser.parse_args(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+    clips = load_clips(args.minutes)
+    print(f"{len(clips)} conversations, {sum(c.duration for c in clips):.0f} s of audio (check half)", flush=True)
+    server = Server(OUT / "server.log")
+    server.start()
+    try:
+        for clip in clips:
+            offline(server, clip)
+        ws = server.url("/ws/stream").replace("http://", "ws://")
+        results: dict[tuple[str, float], Measured] = {}
+        for protocol in args.protocols.split(","):
+            for speed in [float(s) for s in args.speeds.split(",")]:
+                m = results[(protocol, speed)] = Measured()
+                t0 = time.monotonic()
+                for clip in clips:
+                    if protocol == "native":
+                        run_native(ws, clip, speed, m)
+                    else:
+                        from local_dev.bench_stream_realtime import run_realtime
+
+                        run_realtime(server.url("/v1"), clip, speed, m, score)
+                print(f"  {protocol} at {speed:g}x: {time.monotonic() - t0:.0f} s", flush=True)
+        levels = [int(n) for n in args.levels.split(",") if n]
+        rows = concurrency(ws, max(clips, key=lambda c: c.duration), levels) if levels else []
+    finally:
+        server.stop()
+    offline_der = statistics.mean(c.offline_der for c in clips)
+    report = table(results).replace("{offline_der}", f"{offline_der:.3f}")
+    if rows:
+        base = rows[0][1]
+        sustained = max((n for n, p50, _ in rows if p50 <= 2 * base), default=0)
+        report += ("\n\n| concurrent real-time streams | final p50 (s) | final p95 (s) |\n|---:|---:|---:|\n"
+                   + "\n".join(f"| {n} | {p50:.2f} | {p95:.2f} |" for n, p50, p95 in rows)
+                   + f"\n\nsustained before final p50 doubles: {sustained} streams")
+    print("\n" + report)
+    (OUT / "report.md").write_text(report + "\n")
+    (OUT / "results.json").write_text(json.dumps({f"{p} {s}x": vars(m) for (p, s), m in results.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
