@@ -24,11 +24,10 @@ from realtime_support import (
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-pytestmark = [
-    pytest.mark.slow,
-    # the SDK's own use of websockets' sync client (openai/lib/_websocket.py), not this test's
-    pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager:DeprecationWarning"),
-]
+from shared.api.realtime_config import Problem, TranscriptionSession
+
+# the SDK's own use of websockets' sync client (openai/lib/_websocket.py), not this test's
+pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager:DeprecationWarning")
 
 REF = load_reference()
 TURNS = REF["turns"]
@@ -78,6 +77,28 @@ def transcripts(session: Session) -> str:
     return " ".join(e.transcript for e in session.of(COMPLETED))
 
 
+# --- session.update without a server: merging, and what may change once audio has arrived ---
+def test_session_update_merges_the_fields_given(settings):
+    session = TranscriptionSession(settings)
+    session.update({"type": "transcription", "audio": {"input": {"turn_detection": {"threshold": 0.7}}}}, started=False)
+    vad = session.object()["audio"]["input"]["turn_detection"]
+    assert (vad["threshold"], vad["silence_duration_ms"]) == (0.7, settings.stream_silence_ms)
+    assert session.live.vad_threshold == 0.7 and session.live.turn_detection
+
+    session.update({"audio": {"input": {"turn_detection": None}}}, started=False)
+    assert session.object()["audio"]["input"]["turn_detection"] is None and not session.live.turn_detection
+    session.update({"audio": {"input": {"turn_detection": {"type": "server_vad"}}}}, started=False)
+    assert session.object()["audio"]["input"]["turn_detection"]["threshold"] == 0.5  # a fresh one: the defaults
+
+    session.update({"audio": {"input": {"transcription": {"model": "gpt-4o-transcribe"}}}}, started=True)
+    assert session.object()["audio"]["input"]["transcription"]["model"] == "gpt-4o-transcribe"  # an alias
+    with pytest.raises(Problem) as refused:
+        session.update({"audio": {"input": {"transcription": {"language": "en"}}}}, started=True)
+    assert refused.value.code == "session_already_started"
+    assert session.live.options.language is None  # nothing of a refused update applies
+
+
+@pytest.mark.slow
 def test_server_vad_session_with_the_sdk(server, pcm):
     session = open_session(server.url)
     created, updated = session.of("session.created")[0].session, session.of("session.updated")[0].session
@@ -115,7 +136,7 @@ def test_server_vad_session_with_the_sdk(server, pcm):
     final_text = {e.item_id: e.transcript for e in session.of(COMPLETED)}
     by_item: dict[str, str] = {}
     for t, e in deltas:
-        assert t < final_at[e.item_id] and e.delta.startswith(" ")
+        assert t < final_at[e.item_id] and e.delta.strip()
         by_item[e.item_id] = by_item.get(e.item_id, "") + e.delta
     for item, text in by_item.items():
         assert word_recall(text, final_text[item]) >= 0.6, (text, final_text[item])
@@ -133,6 +154,7 @@ def test_server_vad_session_with_the_sdk(server, pcm):
           f"{', '.join(f'{x:.2f}' for x in first_delta.values())} s")
 
 
+@pytest.mark.slow
 def test_manual_commits(server, pcm):
     manual = json.loads(json.dumps(UPDATE))
     manual["audio"]["input"]["turn_detection"] = None
@@ -164,6 +186,7 @@ def test_manual_commits(server, pcm):
     assert segments[0].start == pytest.approx(12.2 - 7.5, abs=0.1)
 
 
+@pytest.mark.slow
 def test_bad_inputs_answer_errors_and_the_session_goes_on(server, pcm):
     session = open_session(server.url, update=None)
     raw = session.connection.send_raw
@@ -209,6 +232,7 @@ def test_bad_inputs_answer_errors_and_the_session_goes_on(server, pcm):
     assert session.close_code in (None, 1000)
 
 
+@pytest.mark.slow
 def test_two_concurrent_sessions_keep_their_own_speakers(server, pcm):
     sessions = [open_session(server.url), open_session(server.url, update=None)]
 
@@ -262,6 +286,7 @@ def wait_closed(session: Session, timeout: float = 30) -> int:
     return session.close_code
 
 
+@pytest.mark.slow
 def test_api_keys(keyed):
     with pytest.raises(InvalidStatus) as refused:
         connect(sdk(keyed.url, "not-a-key")).enter()
@@ -277,6 +302,7 @@ def test_api_keys(keyed):
         assert json.loads(ws.recv(timeout=10))["type"] == "session.created"
 
 
+@pytest.mark.slow
 def test_too_many_streams_per_key(keyed):
     first = open_keyed(keyed.url, KEYS[0])
     second = Session(connect(sdk(keyed.url, KEYS[0])).enter()).start()
@@ -288,6 +314,7 @@ def test_too_many_streams_per_key(keyed):
     close(other_key)
 
 
+@pytest.mark.slow
 def test_idle_timeout_and_unknown_intent(keyed):
     started = time.monotonic()
     idle = open_keyed(keyed.url, KEYS[0])
@@ -299,6 +326,7 @@ def test_idle_timeout_and_unknown_intent(keyed):
     assert wrong.errors() == ["unsupported_intent"]
 
 
+@pytest.mark.slow
 def test_session_length_limit_delivers_what_was_heard(keyed, pcm):
     session = open_keyed(keyed.url, KEYS[0])
     session.append(span(pcm, 0.0, 4.0), speed=20)

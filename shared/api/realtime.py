@@ -16,22 +16,19 @@ import base64
 import binascii
 import json
 import logging
-import secrets
 import time
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, WebSocket
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.websockets import WebSocketDisconnect
 
 from shared.api.live_ws import identity_of
-from shared.domain import SAMPLE_RATE, TranscribeOptions
-from shared.errors import UnsupportedLanguage
+from shared.api.realtime_config import Problem, TranscriptionSession, new_id
+from shared.domain import SAMPLE_RATE
 from shared.live import events as ev
 from shared.live.audio_in import Pcm16Input
 from shared.live.registry import LiveHub, TooManyStreams
-from shared.live.session import LiveConfig, LiveSession
-from shared.service import check_language
+from shared.live.session import LiveSession
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -44,93 +41,12 @@ CLOSE_TOO_MANY = 4429
 JSON_OVERHEAD = 4096  # an append event's bytes beyond its base64 audio
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(10)}"
-
-
-class Problem(Exception):
-    """A client event the session refuses: answered with an `error` event, the session goes on."""
-
-    def __init__(self, code: str, message: str, param: str | None = None):
-        super().__init__(message)
-        self.code, self.message, self.param = code, message, param
-
-
-# --- the session configuration: the transcription session object's fields this server reads ---
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class AudioFormat(_Strict):
-    type: str = "audio/pcm"
-    rate: int = 24000
-
-
-class Transcription(_Strict):
-    model: str | None = None  # any name is accepted (an alias): the server's own models transcribe
-    language: str | None = Field(None, max_length=16)
-    prompt: str | None = Field(None, max_length=1000)
-    delay: Any = None  # accepted, not applied (as are keywords and languages)
-    keywords: Any = None
-    languages: Any = None
-
-
-class ServerVad(_Strict):
-    type: str = "server_vad"
-    threshold: float = Field(0.5, ge=0.0, le=1.0)
-    prefix_padding_ms: int = Field(300, ge=0, le=1000)  # the engine keeps 1 s of audio before speech
-    silence_duration_ms: int = Field(600, ge=100, le=5000)
-    create_response: Any = None  # conversation-session fields: accepted, meaningless here
-    interrupt_response: Any = None
-    idle_timeout_ms: Any = None
-    eagerness: Any = None  # semantic_vad's: refused below with its own code
-
-
-class AudioInput(_Strict):
-    format: AudioFormat = Field(default_factory=AudioFormat)
-    transcription: Transcription = Field(default_factory=Transcription)
-    turn_detection: ServerVad | None = Field(default_factory=ServerVad)
-    noise_reduction: Any = None  # accepted, not applied: always reported as null
-
-    @field_validator("format", "transcription", mode="before")
-    @classmethod
-    def _null_is_default(cls, value):
-        return {} if value is None else value
-
-
-class Audio(_Strict):
-    input: AudioInput = Field(default_factory=AudioInput)
-
-
-class SessionConfig(_Strict):
-    type: Literal["transcription"] = "transcription"
-    audio: Audio = Field(default_factory=Audio)
-    include: list[str] | None = None
-
-
-def merged(base: Any, update: Any, default: Any) -> Any:
-    """`update` over `base`: only the fields present change; a field set to null is cleared, and a
-    cleared object set again starts from its defaults."""
-    if not isinstance(update, dict):
-        return update
-    start = base if isinstance(base, dict) else default if isinstance(default, dict) else {}
-    out = dict(start)
-    for key, value in update.items():
-        out[key] = merged(start.get(key), value, default.get(key) if isinstance(default, dict) else None)
-    return out
-
-
 class Realtime:
     """One WebSocket: client events in, the engine's events out as Realtime server events."""
 
     def __init__(self, websocket: WebSocket, hub: LiveHub, settings):
         self.ws, self.hub, self.settings = websocket, hub, settings
-        self.id = new_id("sess")
-        self.default_model = settings.stream_final_model or settings.whisper_model
-        vad = ServerVad(silence_duration_ms=settings.stream_silence_ms)
-        self.config = SessionConfig(audio=Audio(input=AudioInput(turn_detection=vad)))
-        self.defaults = self.config.model_dump()
-        self.live = self._live_config(self.config)
+        self.session = TranscriptionSession(settings)
         self.engine: LiveSession | None = None
         self.input: Pcm16Input | None = None
         self.outbox: asyncio.Queue = asyncio.Queue()  # server events (dict) and, last, a close code (int)
@@ -143,69 +59,9 @@ class Realtime:
         self.clearing = False
         self.cleared: set[int] = set()  # engine items whose events are dropped
 
-    # --- the session object and its configuration ---
-    def session_object(self) -> dict:
-        source = self.config.audio.input
-        vad = source.turn_detection
-        return {
-            "type": "transcription", "id": self.id, "object": "realtime.transcription_session",
-            "audio": {"input": {
-                "format": {"type": "audio/pcm", "rate": source.format.rate},
-                "transcription": {"model": source.transcription.model or self.default_model,
-                                  "language": source.transcription.language,
-                                  "prompt": source.transcription.prompt or ""},
-                "turn_detection": None if vad is None else {
-                    "type": "server_vad", "threshold": vad.threshold,
-                    "prefix_padding_ms": vad.prefix_padding_ms, "silence_duration_ms": vad.silence_duration_ms},
-                "noise_reduction": None,
-            }},
-            "include": [],
-        }
-
-    def _live_config(self, config: SessionConfig) -> LiveConfig:
-        source = config.audio.input
-        models = {self.default_model, self.settings.stream_partial_model}
-        try:
-            language = source.transcription.language
-            for model in models:
-                language = check_language(language, model)
-        except UnsupportedLanguage as exc:
-            raise Problem("unsupported_language", exc.message, "session.audio.input.transcription.language") from None
-        options = TranscribeOptions(language=language, initial_prompt=source.transcription.prompt or None)
-        vad = source.turn_detection
-        if vad is None:
-            return LiveConfig.from_settings(self.settings, options, turn_detection=False)
-        return LiveConfig.from_settings(self.settings, options, vad_threshold=vad.threshold,
-                                        silence_ms=vad.silence_duration_ms, prefix_padding_ms=vad.prefix_padding_ms)
-
-    def update(self, session: Any) -> None:
-        if not isinstance(session, dict):
-            raise Problem("invalid_session_config", "session must be an object", "session")
-        if session.get("type", "transcription") != "transcription":
-            raise Problem("unsupported_session_type", "this server offers transcription sessions only: "
-                          'set session.type to "transcription"', "session.type")
-        try:
-            config = SessionConfig.model_validate(merged(self.config.model_dump(), session, self.defaults))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            param = ".".join(["session", *map(str, first["loc"])])
-            raise Problem("invalid_session_config", f"{param}: {first['msg']}", param) from None
-        fmt, vad = config.audio.input.format, config.audio.input.turn_detection
-        if fmt.type != "audio/pcm" or not 8000 <= fmt.rate <= 48000:
-            raise Problem("unsupported_audio_format", f"audio {fmt.type!r} at {fmt.rate} Hz is not supported: send "
-                          '{"type": "audio/pcm", "rate": 24000} (PCM16 mono; 8000-48000 Hz)', "session.audio.input.format")
-        if vad is not None and vad.type != "server_vad":
-            raise Problem("unsupported_turn_detection", f"turn detection {vad.type!r} is not supported: use "
-                          '"server_vad", or null for manual commits', "session.audio.input.turn_detection.type")
-        live = self._live_config(config)
-        if self.engine is not None and (live != self.live or fmt.rate != self.config.audio.input.format.rate):
-            raise Problem("session_already_started", "the audio format, turn detection, language and prompt are "
-                          "fixed once audio has been appended; open a new session to change them")
-        self.config, self.live = config, live
-
     # --- engine events -> server events (on the engine's threads, under its lock) ---
     def translate(self, event: ev.Event) -> list[dict]:
-        vad = self.live.turn_detection
+        vad = self.session.live.turn_detection
         if isinstance(event, ev.SpeechStarted):
             self.items[event.item] = item_id = new_id("item")
             if not vad:
@@ -262,7 +118,7 @@ class Realtime:
                                   "event_id": event_id})
 
     async def run(self) -> None:
-        self.send("session.created", session=self.session_object())
+        self.send("session.created", session=self.session.object())
         tasks = [asyncio.create_task(t) for t in (self._receive(), self._sender(), self._watch())]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -321,8 +177,8 @@ class Realtime:
     async def _handle(self, event: dict) -> None:
         kind = event.get("type")
         if kind == "session.update":
-            self.update(event.get("session"))
-            self.send("session.updated", session=self.session_object())
+            self.session.update(event.get("session"), started=self.engine is not None)
+            self.send("session.updated", session=self.session.object())
         elif kind == "input_audio_buffer.append":
             await self._append(event.get("audio"))
         elif kind == "input_audio_buffer.commit":
@@ -378,8 +234,8 @@ class Realtime:
                 except RuntimeError:  # the server is shutting down: nobody to tell
                     return
 
-        self.engine = LiveSession(self.hub.models, self.live, emit)
-        self.input = Pcm16Input(self.engine.feed, self.config.audio.input.format.rate)
+        self.engine = LiveSession(self.hub.models, self.session.live, emit)
+        self.input = Pcm16Input(self.engine.feed, self.session.rate)
 
     async def _watch(self) -> None:
         idle = self.settings.stream_idle_s
@@ -407,12 +263,12 @@ class Realtime:
 async def realtime(websocket: WebSocket) -> None:
     hub: LiveHub = websocket.app.state.live
     await websocket.accept()
-    session = Realtime(websocket, hub, websocket.app.state.settings)
+    connection = Realtime(websocket, hub, websocket.app.state.settings)
 
     async def refuse(code: str, message: str, close: int) -> None:
-        session.error(code, message)
-        session.outbox.put_nowait(close)
-        await session._sender()
+        connection.error(code, message)
+        connection.outbox.put_nowait(close)
+        await connection._sender()
 
     if websocket.query_params.get("intent") != "transcription":
         return await refuse("unsupported_intent", "this server offers transcription sessions only: connect to "
@@ -423,6 +279,6 @@ async def realtime(websocket: WebSocket) -> None:
     except TooManyStreams as exc:
         return await refuse("too_many_streams", str(exc), CLOSE_TOO_MANY)
     try:
-        await session.run()
+        await connection.run()
     finally:
         hub.release(identity)
