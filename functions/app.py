@@ -158,6 +158,13 @@ class Transcriber(_WhisperShell):
             _see(chunk.audio)
         return self.whisper.detect_language(chunk)
 
+    @modal.method()
+    def live_partial(self, audios: list[np.ndarray], options: TranscribeOptions) -> list:
+        """Live partials (on the instance whose `model` is STREAM_PARTIAL_MODEL): one greedy batched pass."""
+        from shared.live.partials import decode_partials
+
+        return decode_partials(self.whisper, audios, options)
+
 
 @app.cls(**_transcriber_kwargs)
 class ChunkTranscriber(_WhisperShell):
@@ -194,6 +201,7 @@ class Diarizer:
     """pyannote.audio when PYANNOTE_MODEL is set at deploy time, else the embedded diarizer."""
 
     diarizer = None
+    voice = None
 
     @modal.enter(snap=settings.diarizer.memory_snapshot)
     def prepare(self) -> None:
@@ -212,6 +220,16 @@ class Diarizer:
     def diarize(self, audio: "AudioSource | np.ndarray", hints: SpeakerHints | None = None) -> list[Turn]:
         _see(audio)
         return self.diarizer.diarize(audio, hints)
+
+    @modal.method()
+    def embed_voice(self, audios: list[np.ndarray]) -> list[np.ndarray]:
+        """Live speakers: the embedded diarizer's encoder (one is built beside pyannote for this)."""
+        from shared.diarization.embedded import EmbeddedDiarizer
+
+        if self.voice is None:
+            has = hasattr(self.diarizer, "embed_voice")
+            self.voice = self.diarizer if has else EmbeddedDiarizer.from_settings(service_settings())
+        return [self.voice.embed_voice(a) for a in audios]
 
 
 # --- VAD splitting (CPU) ---------------------------------------------------------------------------
@@ -246,7 +264,11 @@ CALLS_ENV = "WHOSPOKE_MODAL_CALLS"  # "local": call the same methods with .local
 
 
 def stage_targets() -> dict:
-    return modal_targets(Vad(), Transcriber(), ChunkTranscriber(), Diarizer())
+    """Live partials and finals run on Transcriber instances of their own models (each its own containers)."""
+    live = service_settings()
+    return modal_targets(Vad(), Transcriber(), ChunkTranscriber(), Diarizer(),
+                         partial=Transcriber(model=live.stream_partial_model),
+                         final=Transcriber(model=live.stream_final_model))
 
 
 def build_runner(calls=None) -> ModalRunner:

@@ -156,6 +156,9 @@ TARGETS = {
     Stage.DETECT_LANGUAGE: "transcriber.detect_language",
     Stage.TRANSCRIBE: "transcriber.transcribe",
     Stage.DIARIZE: "diarizer.diarize",
+    Stage.LIVE_PARTIAL: "partial_transcriber.live_partial",
+    Stage.LIVE_FINAL: "final_transcriber.transcribe",
+    Stage.EMBED_VOICE: "diarizer.embed_voice",
 }
 CHUNK_TARGET = "chunk_transcriber.transcribe"
 
@@ -286,14 +289,20 @@ def _note(exc: BaseException, stage: Stage, index: int | None, retried: int) -> 
         pass
 
 
-def modal_targets(vad: Any, transcriber: Any, chunk_transcriber: Any, diarizer: Any) -> dict[str, Callable]:
-    """Target name -> the Modal method that serves it, from instances of the four deployed classes."""
+def modal_targets(vad: Any, transcriber: Any, chunk_transcriber: Any, diarizer: Any, *,
+                  partial: Any = None, final: Any = None) -> dict[str, Callable]:
+    """Target name -> the Modal method that serves it, from instances of the four deployed classes
+    (`partial`, `final`: the Transcriber instances of the live models; default the file model's)."""
+    partial, final = partial or transcriber, final or transcriber
     return {
         "vad.split": vad.split,
         "transcriber.transcribe": transcriber.transcribe,
         "transcriber.detect_language": transcriber.detect_language,
         CHUNK_TARGET: chunk_transcriber.transcribe,
         "diarizer.diarize": diarizer.diarize,
+        "partial_transcriber.live_partial": partial.live_partial,
+        "final_transcriber.transcribe": final.transcribe,
+        "diarizer.embed_voice": diarizer.embed_voice,
     }
 
 

@@ -15,8 +15,12 @@ _BASE_ENV = {"PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "PYANNOTE
 
 
 def _with_source(image: modal.Image) -> modal.Image:
-    # Source last: it is mounted at container start, so a code change does not rebuild any layer.
-    return image.env(_BASE_ENV).add_local_python_source(*pins.SOURCE_PACKAGES)
+    # Source last: it is mounted at container start, so a code change does not rebuild any layer. Python
+    # files, and the browser page's assets (shared/api/static), which the default would leave out.
+    from modal.file_pattern_matcher import FilePatternMatcher
+
+    keep = ~FilePatternMatcher("**/*.py", "**/static/*")
+    return image.env(_BASE_ENV).add_local_python_source(*pins.SOURCE_PACKAGES, ignore=keep)
 
 
 def transcriber_image() -> modal.Image:

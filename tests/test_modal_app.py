@@ -178,7 +178,7 @@ def test_container_environment():
 
 def test_transcriber_methods():
     info = info_of(CLASSES["Transcriber"][0])
-    assert sorted(info.method_names) == ["detect_language", "transcribe"]
+    assert sorted(info.method_names) == ["detect_language", "live_partial", "transcribe"]
     assert info.batching_info is None and info.concurrency_info is None  # one GPU batch at a time
 
 

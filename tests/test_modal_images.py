@@ -172,6 +172,16 @@ def test_every_image_gets_the_project_source(family):
         assert f"module_name='{package}'" in text, (family, package)
 
 
+def test_the_web_image_carries_the_browser_page_assets():
+    """add_local_python_source takes only .py files unless told: the page's assets must be mounted too."""
+    image = synchronizer._translate_in(modal_images.light_image())
+    mounts = [d for d in image._deps() if not isinstance(d, _Image)]
+    files = {str(dst) for m in mounts for e in m._entries for _src, dst in e.get_files_to_upload()}
+    static = Path(pins.__file__).resolve().parents[1] / "shared" / "api" / "static"
+    assert {f"/root/shared/api/static/{p.name}" for p in static.iterdir() if p.is_file()} <= files
+    assert not any(f.endswith(".pyc") for f in files)
+
+
 # --- each image holds what its functions import: run them with everything else blocked --------------
 
 FAMILY_CHECKS = {

@@ -103,13 +103,22 @@ def test_map_of_nothing_calls_nothing():
     assert calls.log == []
 
 
-def test_each_stage_goes_to_its_own_function():
-    assert TARGETS == {
-        Stage.VAD_SPLIT: "vad.split",
-        Stage.DETECT_LANGUAGE: "transcriber.detect_language",
-        Stage.TRANSCRIBE: "transcriber.transcribe",
-        Stage.DIARIZE: "diarizer.diarize",
-    }
+def test_every_stage_has_a_deployed_method():
+    """Each stage's target is served by a method of the deployed classes (a new Stage without one fails)."""
+    from types import SimpleNamespace
+
+    from functions.modal_runner import modal_targets
+
+    def shell(name):
+        return SimpleNamespace(**{m: f"{name}.{m}" for m in
+                                  ("split", "transcribe", "detect_language", "diarize", "live_partial", "embed_voice")})
+
+    live = dict(partial=shell("tiny"), final=shell("large"))
+    targets = modal_targets(shell("vad"), shell("whisper"), shell("chunks"), shell("diar"), **live)
+    assert set(TARGETS) == set(Stage)
+    served = {stage: targets[name] for stage, name in TARGETS.items()}
+    assert served[Stage.LIVE_PARTIAL] == "tiny.live_partial" and served[Stage.LIVE_FINAL] == "large.transcribe"
+    assert served[Stage.TRANSCRIBE] == "whisper.transcribe" and served[Stage.EMBED_VOICE] == "diar.embed_voice"
 
 
 def test_map_forwards_keyword_arguments_to_every_item():

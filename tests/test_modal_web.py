@@ -108,3 +108,20 @@ def test_errors_keep_the_one_json_shape(modal_app_client):
     assert_error(
         modal_app_client.post("/api/transcribe", params={"clip_id": clip_id, "language": "de"}), 422, "unsupported_language"
     )
+
+
+@pytest.mark.slow
+def test_live_stream_through_the_modal_endpoint(server):
+    """/ws/stream on the Modal app: partials, finals and voices from the deployed classes' methods."""
+    import asyncio
+
+    import numpy as np
+    from audio_fixtures import load_audio, load_reference
+    from scoring import wer
+
+    from shared.live.client import StreamClient
+
+    pcm = (np.clip(load_audio(TWO_SPEAKERS), -1, 1) * 32767).astype("<i2").tobytes()
+    run = asyncio.run(StreamClient(server.url.replace("http", "ws") + "/ws/stream", speed=0).run(pcm))
+    assert wer(load_reference(TWO_SPEAKERS)["text"], run.transcript()) < 0.25
+    assert len({f["speaker"] for f in run.finals}) == 2
