@@ -66,7 +66,9 @@ def test_the_page_and_its_assets_are_served_without_a_key(tmp_path):
         csp = page.headers["content-security-policy"]
         assert "default-src 'self'" in csp and "media-src 'self' blob:" in csp
         assert client.head("/").status_code == 200
-        for name, media in [("app.js", "javascript"), ("style.css", "text/css"), ("favicon.svg", "image/svg+xml")]:
+        assets = [("app.js", "javascript"), ("pcm-worklet.js", "javascript"), ("style.css", "text/css"),
+                  ("favicon.svg", "image/svg+xml")]  # a worklet module loads only as JavaScript
+        for name, media in assets:
             r = client.get(f"/static/{name}")
             assert r.status_code == 200 and media in r.headers["content-type"], (name, r.headers)
             assert r.content == (STATIC_DIR / name).read_bytes()
@@ -82,7 +84,8 @@ def test_every_asset_the_page_names_exists():
     named = set(re.findall(r'(?:src|href)="(/static/[^"]+)"', html))
     for module in STATIC_DIR.glob("*.js"):
         named |= {f"/static/{m}" for m in re.findall(r'from "\./([^"]+)"', module.read_text())}
-    assert {"/static/app.js", "/static/style.css", "/static/transcript.js"} <= named
+        named |= set(re.findall(r'addModule\("(/static/[^"]+)"\)', module.read_text()))
+    assert {"/static/app.js", "/static/style.css", "/static/transcript.js", "/static/pcm-worklet.js"} <= named
     assert all((STATIC_DIR / n.removeprefix("/static/")).is_file() for n in named), named
     assert not re.search(r'(?:src|href)="(?:https?:)?//', html)  # nothing from another origin
 

@@ -6,6 +6,7 @@
 import { getKey } from "./api.js";
 
 const HEARTBEAT_MS = 10_000;
+const SILENT_MS = 15_000; // at least, and 3 server heartbeats: nothing heard for that long is a dead link
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
 const RECONNECT_FOR_MS = 60_000; // the server keeps a dropped session this long (STREAM_RESUME_S)
 const MAX_BUFFER_S = 120; // unacknowledged audio kept for a resend
@@ -62,7 +63,10 @@ export class LiveStream {
     this.onState(this.sessionId ? "reconnecting" : "connecting");
     const ws = new WebSocket(this.url());
     this.ws = ws;
-    ws.onmessage = (e) => this.receive(JSON.parse(e.data));
+    ws.onmessage = (e) => {
+      this.heardAt = Date.now();
+      this.receive(JSON.parse(e.data));
+    };
     ws.onclose = (e) => {
       if (ws === this.ws) this.closed(e);
     };
@@ -115,8 +119,26 @@ export class LiveStream {
     for (const piece of this.pieces) this.ws.send(piece.data); // the server skips what it already had
     if (this.ending) this.ws.send(JSON.stringify({ type: "end" }));
     clearInterval(this.timer);
-    this.timer = setInterval(() => this.ready && this.ws.send(JSON.stringify({ type: "heartbeat" })), HEARTBEAT_MS);
+    const silent = Math.max(SILENT_MS, 3000 * (event.heartbeat_s || 0));
+    let beatAt = Date.now();
+    this.timer = setInterval(() => {
+      if (!this.ready) return;
+      const now = Date.now();
+      if (now - this.heardAt > silent) return this.lost();
+      if (now - beatAt < HEARTBEAT_MS) return;
+      beatAt = now;
+      this.ws.send(JSON.stringify({ type: "heartbeat" }));
+    }, 1000);
     this.onState("live", event);
+  }
+
+  // The server went quiet (a link that died without a close, which can take minutes to show): give up
+  // on this socket without waiting for its closing handshake, and resume on a new one.
+  lost() {
+    const dead = this.ws;
+    this.ws = null; // its close event, whenever it comes, is no longer ours
+    dead.close(3001, "no answer from the server");
+    this.closed({ code: 1006, reason: "no answer from the server" });
   }
 
   closed(e) {
@@ -141,6 +163,7 @@ export class LiveStream {
       return this.fail("connection_lost", "the connection to the server was lost and could not be resumed");
     }
     this.reconnects += 1;
+    this.onState("reconnecting");
     const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
     this.attempt += 1;
     setTimeout(() => !this.over && this.connect(), delay);

@@ -104,11 +104,15 @@ export class TranscriptView {
     line.className = "line";
     line.dataset.index = String(index);
     line.dataset.start = String(segment.start);
-    const time = document.createElement("button");
-    time.type = "button";
+    // with audio to play, the time is a button (the keyboard's way to seek); without (live), a label
+    const seekable = Boolean(this.player.src);
+    const time = document.createElement(seekable ? "button" : "span");
     time.className = "time";
     time.textContent = clock(segment.start);
-    time.setAttribute("aria-label", `Play from ${clock(segment.start)}`);
+    if (seekable) {
+      time.type = "button";
+      time.setAttribute("aria-label", `Play from ${clock(segment.start)}`);
+    }
     line.append(time);
     if (segment.speaker) {
       const tag = document.createElement("span");
