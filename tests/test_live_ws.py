@@ -200,3 +200,12 @@ def test_cli_stream_prints_finals_with_speakers_and_resumes(server):
     assert {line.split("] ")[1].split(":")[0] for line in finals} == {"SPEAKER_00", "SPEAKER_01"}
     assert wer(load_reference(TWO_SPEAKERS)["text"], " ".join(line.split(": ", 1)[1] for line in finals)) < 0.25
     assert "resumed 1 time" in done.stderr
+
+
+def test_live_stages_run_on_the_local_worker_pool(tmp_path):
+    """`make run` serves through local_dev's worker processes: live stages travel over its wire too."""
+    with live_server(tmp_path / "pool", module="local_dev", args=("serve",), startup_timeout=300) as server:
+        run = stream(server, pcm16(TWO_SPEAKERS)[: 32000 * 13], speed=0)
+        workers = server.client().get("/api/workers").json()
+    assert "Dashwood" in run.transcript() and len({f["speaker"] for f in run.finals}) == 2
+    assert sum(w["calls_done"] for w in workers["workers"]) >= len(run.finals)
