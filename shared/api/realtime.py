@@ -95,7 +95,7 @@ class Realtime:
             out = []
             if event.speaker is not None and event.text:
                 out.append({"type": "conversation.item.input_audio_transcription.segment", "item_id": item_id,
-                            "content_index": 0, "id": f"seg_{event.item}", "start": event.start, "end": event.end,
+                            "content_index": 0, "id": "seg_" + item_id.removeprefix("item_"), "start": event.start, "end": event.end,
                             "speaker": event.speaker, "text": event.text})
             out.append({"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
                         "content_index": 0, "transcript": event.text,
@@ -124,7 +124,7 @@ class Realtime:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if self.ending:  # the error and the close are queued: let the sender deliver them
                 await asyncio.wait_for(asyncio.shield(tasks[1]), 30)
-        except (TimeoutError, asyncio.CancelledError):
+        except TimeoutError:
             pass
         finally:
             for t in tasks:
