@@ -99,6 +99,7 @@ export class FileMode {
   busy(on) {
     $("submit").disabled = on;
     $("cancel").disabled = !on;
+    $("live-toggle").disabled = on; // one transcript at a time in the one view
   }
 
   async run() {
