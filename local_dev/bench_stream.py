@@ -43,6 +43,7 @@ class Clip:
     rttm: str
     offline_text: str = ""
     offline_der: float | None = None
+    native_words: list[tuple[str, float]] = field(default_factory=list)  # final words and their ends
 
 
 @dataclass
@@ -117,6 +118,8 @@ def run_native(url: str, clip: Clip, speed: float, into: Measured) -> None:
     finals = run.finals
     final_at = {r.event["utterance"]: r.at for r in run.events if r.event["type"] == "final"}
     score(clip, finals, partials, final_at, speed, into)
+    if not clip.native_words:
+        clip.native_words = [(n, w["end"]) for f in finals for w in f["words"] for n in normalize_words(w["word"])]
 
 
 def concurrency(url: str, clip: Clip, levels: list[int]) -> list[tuple[int, float, float]]:
@@ -180,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         from local_dev.bench_stream_realtime import run_realtime
 
-                        run_realtime(server.url("/v1"), clip, speed, m, score)
+                        run_realtime(server.url("/v1"), clip, speed, m, clip.native_words)
                 print(f"  {protocol} at {speed:g}x: {time.monotonic() - t0:.0f} s", flush=True)
         levels = [int(n) for n in args.levels.split(",") if n]
         rows = concurrency(ws, max(clips, key=lambda c: c.duration), levels) if levels else []

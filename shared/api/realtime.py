@@ -22,7 +22,8 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from shared.api.live_ws import identity_of
+from shared.api.live_ws import CLOSE_IDLE, CLOSE_TOO_LONG, CLOSE_TOO_MANY, identity_of
+from shared.api.live_ws import CLOSE_INVALID_OPTION as CLOSE_UNSUPPORTED_INTENT
 from shared.api.realtime_config import Problem, TranscriptionSession, new_id
 from shared.domain import SAMPLE_RATE
 from shared.live import events as ev
@@ -33,11 +34,6 @@ from shared.live.session import LiveSession
 log = logging.getLogger(__name__)
 router = APIRouter()
 
-# close codes (README's table), the same as /ws/stream's
-CLOSE_UNSUPPORTED_INTENT = 4400
-CLOSE_IDLE = 4408
-CLOSE_TOO_LONG = 4413
-CLOSE_TOO_MANY = 4429
 JSON_OVERHEAD = 4096  # an append event's bytes beyond its base64 audio
 
 
@@ -56,8 +52,6 @@ class Realtime:
         self.items: dict[int, str] = {}
         self.previous_item: str | None = None
         self.client_commit = False
-        self.clearing = False
-        self.cleared: set[int] = set()  # engine items whose events are dropped
 
     # --- engine events -> server events (on the engine's threads, under its lock) ---
     def translate(self, event: ev.Event) -> list[dict]:
@@ -68,15 +62,8 @@ class Realtime:
                 return []
             return [{"type": "input_audio_buffer.speech_started", "item_id": item_id,
                      "audio_start_ms": round(event.start * 1000)}]
-        if getattr(event, "item", None) in self.cleared:
-            if isinstance(event, (ev.FinalUtterance, ev.ItemFailed)):
-                self.cleared.discard(event.item)
-            return []
         item_id = self.items.get(event.item, "")
         if isinstance(event, ev.SpeechStopped):
-            if self.clearing:
-                self.cleared.add(event.item)
-                return []
             out = []
             if vad and not self.client_commit:
                 out.append({"type": "input_audio_buffer.speech_stopped", "item_id": item_id,
@@ -131,7 +118,7 @@ class Realtime:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             if self.engine is not None and not self.ending:
-                self.engine.clear()  # the client left: its open utterance gets no final, nor any later one
+                self.engine.clear()  # the client left: its open utterance gets no final
 
     async def _sender(self) -> None:
         while True:
@@ -201,13 +188,7 @@ class Realtime:
             self.client_commit = False
 
     def _clear(self) -> None:
-        # LiveSession.clear() leaves its finals waiting forever for the dropped utterance's, so the open
-        # utterance is committed instead and its events are dropped here
-        self.clearing = True
-        try:
-            self.engine.commit()
-        finally:
-            self.clearing = False
+        self.engine.clear()
 
     async def _append(self, audio: Any) -> None:
         if not isinstance(audio, str):

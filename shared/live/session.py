@@ -100,6 +100,7 @@ class LiveSession:
         self._open: _Open | None = None
         self._next_item = 0
         self._closing: dict[int, _Closing] = {}
+        self._dropped: set[int] = set()  # cleared utterances: no final will come
         self._next_final = 0
         hints = config.options.speakers
         self.speakers = SpeakerTracker(config.speaker_threshold, hints)
@@ -130,12 +131,15 @@ class LiveSession:
             return True
 
     def clear(self) -> None:
-        """Drop the open utterance: no final for it."""
+        """Drop the open utterance: no final for it (and its voice names no speaker)."""
         with self._lock:
             if self._endpointer is not None:
                 self._endpointer.close()
+            if self._open is not None:
+                self._dropped.add(self._open.item)
             self._open = None
             self._trim()
+            self._flush()
 
     def finish(self, timeout: float | None = None) -> bool:
         """End of the stream: close what is open and wait until every final is out (True) or `timeout`."""
@@ -189,7 +193,14 @@ class LiveSession:
 
     def _flush(self) -> None:
         """Report the finals that are ready, in utterance order."""
-        while (closing := self._closing.get(self._next_final)) is not None and closing.waiting == 0:
+        while True:
+            if self._next_final in self._dropped:
+                self._dropped.discard(self._next_final)
+                self._next_final += 1
+                continue
+            closing = self._closing.get(self._next_final)
+            if closing is None or closing.waiting:
+                break
             item = self._next_final
             del self._closing[item]
             self._next_final += 1

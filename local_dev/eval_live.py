@@ -1,0 +1,94 @@
+"""`make eval-live`: live speakers (shared/live/speakers.py) on the dev conversations, and the choice of
+STREAM_SPEAKER_THRESHOLD: swept on the tune half, reported on the check half.
+
+A live session labels each utterance once, when it closes, from that utterance's voice and what it has
+heard before: no look-ahead, unlike the file diarizer. Speakers depend on the utterances' boundaries and
+voices only, so every conversation is cut by the live endpointer and embedded once (the speaker encoder,
+in-process), and the tracker is replayed per threshold. Scored as utterance-level turns: DER (collar 0.5,
+overlap skipped, as `make eval`), and how often the speaker count comes out right.
+
+    python -m local_dev.eval_live [--limit N] [--thresholds 0.2,0.25,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import numpy as np
+
+from local_dev import eval_sets
+from local_dev.scoring import der
+from shared.domain import SAMPLE_RATE, SpeakerHints
+
+FEED = 8000  # samples a feed (0.5 s), as a live client sends them
+
+
+def utterances(audio: np.ndarray) -> list[tuple[int, int]]:
+    from shared.live.endpoint import Endpointer
+
+    ep, bounds, start = Endpointer(), [], None
+    for at in range(0, len(audio), FEED):
+        for b in ep.feed(audio[at : at + FEED]):
+            if b.kind == "start":
+                start = b.sample
+            else:
+                bounds.append((start, b.sample))
+    bounds += [(start, b.sample) for b in ep.close(len(audio))]
+    return bounds
+
+
+def replay(voices, threshold: float, hints: SpeakerHints) -> str:
+    from shared.live.speakers import SpeakerTracker
+
+    tracker, rows = SpeakerTracker(threshold, hints), []
+    for (a, b), voice in voices:
+        speaker, _new = tracker.assign(voice, (b - a) / SAMPLE_RATE)
+        rows.append(f"SPEAKER file 1 {a / SAMPLE_RATE:.3f} {(b - a) / SAMPLE_RATE:.3f} <NA> <NA> {speaker} <NA> <NA>\n")
+    return "".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, default=0, help="conversations per half (0: all)")
+    parser.add_argument("--thresholds", default="0.2,0.25,0.3,0.35,0.4,0.45,0.5")
+    args = parser.parse_args(argv)
+    from shared.audio import decode
+    from shared.config import Settings
+    from shared.diarization.embedded import EmbeddedDiarizer
+
+    encoder = EmbeddedDiarizer.from_settings(Settings(_env_file=None, device="cpu"))
+    items = [i for i in eval_sets.load_items() if i.group == "conv-clean"]
+    halves: dict[str, list] = {"tune": [], "check": []}
+    for item in items:
+        if args.limit and len(halves[item.half]) >= args.limit:
+            continue
+        audio = decode(item.audio).samples
+        voices = [((a, b), encoder.embed_voice(audio[a:b])) for a, b in utterances(audio)]
+        halves[item.half].append((item, voices))
+        print(f"  {item.name}: {len(voices)} utterances", flush=True)
+    thresholds = [float(t) for t in args.thresholds.split(",")]
+
+    def scores(half: str, threshold: float, hinted: bool = False) -> tuple[float, float]:
+        ders, right = [], 0
+        for item, voices in halves[half]:
+            hints = SpeakerHints(num_speakers=item.num_speakers) if hinted else SpeakerHints()
+            rttm = replay(voices, threshold, hints)
+            ders.append(der(item.rttm, rttm))
+            right += len({line.split()[7] for line in rttm.splitlines()}) == item.num_speakers
+        return statistics.mean(ders), right / max(len(halves[half]), 1)
+
+    print("\n| threshold | tune DER | tune count right |\n|---:|---:|---:|")
+    tuned = {t: scores("tune", t) for t in thresholds}
+    for t, (d, c) in tuned.items():
+        print(f"| {t:g} | {d:.3f} | {c:.0%} |")
+    best = min(tuned, key=lambda t: tuned[t][0])
+    d, c = scores("check", best)
+    dh, _ = scores("check", best, hinted=True)
+    print(f"\nchosen on the tune half: {best:g}; check half ({len(halves['check'])} conversations): "
+          f"DER {d:.3f}, count right {c:.0%}; with num_speakers given: DER {dh:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
