@@ -87,12 +87,24 @@ def _see(*sources) -> None:
 # --- transcription (GPU) ---------------------------------------------------------------------------
 
 
+_SNAP = settings.transcriber.memory_snapshot
+
+
 class _WhisperShell:
     """Loads faster-whisper once per container. `model` (a modal.parameter on each class) overrides
-    WHISPER_MODEL, so one deployment can serve several models: Transcriber(model="large-v3-turbo")."""
+    WHISPER_MODEL, so one deployment can serve several models: Transcriber(model="large-v3-turbo").
+    Modal finds the lifecycle hooks below on the subclasses (it walks their MRO)."""
 
     model: str
     whisper = None
+
+    @modal.enter(snap=_SNAP)
+    def prepare(self) -> None:
+        self._prepare()
+
+    @modal.enter()
+    def load(self) -> None:
+        self._load()
 
     def _settings(self):
         return service_settings(**({"whisper_model": self.model} if self.model else {}))
@@ -130,7 +142,6 @@ _transcriber_kwargs = dict(
     experimental_options=GPU_SNAPSHOT,
     **settings.transcriber.decorator_kwargs(),
 )
-_SNAP = settings.transcriber.memory_snapshot
 
 
 @app.cls(**_transcriber_kwargs)
@@ -138,14 +149,6 @@ class Transcriber(_WhisperShell):
     """Whole batches (the pipeline's batching): `Transcriber().transcribe.map(batches, kwargs=...)`."""
 
     model: str = modal.parameter(default="")
-
-    @modal.enter(snap=_SNAP)
-    def prepare(self) -> None:
-        self._prepare()
-
-    @modal.enter()
-    def load(self) -> None:
-        self._load()
 
     @modal.method()
     def transcribe(self, batch: list[ChunkAudio], options: TranscribeOptions) -> list[ChunkTranscript]:
@@ -172,14 +175,6 @@ class ChunkTranscriber(_WhisperShell):
     one GPU batch of up to `dynamic_batch_max`: where one short clip alone would leave the GPU idle."""
 
     model: str = modal.parameter(default="")
-
-    @modal.enter(snap=_SNAP)
-    def prepare(self) -> None:
-        self._prepare()
-
-    @modal.enter()
-    def load(self) -> None:
-        self._load()
 
     @modal.batched(max_batch_size=settings.dynamic_batch_max, wait_ms=settings.dynamic_batch_wait_ms)
     def transcribe(self, chunks: list[ChunkAudio], options: list[TranscribeOptions]) -> list[ChunkTranscript]:

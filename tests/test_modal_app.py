@@ -307,3 +307,14 @@ def test_the_deployed_endpoint_requires_api_keys(monkeypatch, tmp_path):
         create_app(deployed)
     keyed = modal_app.web_settings(Settings(_env_file=None, audio_storage_path=tmp_path, api_keys="k"))
     assert keyed.require_api_keys and keyed.api_keys.get_secret_value() == "k"
+
+
+@pytest.mark.parametrize("name", ["Transcriber", "ChunkTranscriber"])
+def test_whisper_classes_load_once_per_container(name):
+    """The shared shell's @modal.enter hooks are found on each class (Modal walks the MRO)."""
+    from modal._partial_function import _find_partial_methods_for_user_cls, _PartialFunctionFlags
+
+    user_cls = getattr(modal_app, name)._get_user_cls()
+    hooks = _find_partial_methods_for_user_cls(user_cls, _PartialFunctionFlags.ENTER_PRE_SNAPSHOT)
+    after = _find_partial_methods_for_user_cls(user_cls, _PartialFunctionFlags.ENTER_POST_SNAPSHOT)
+    assert set(hooks) == {"prepare"} and set(after) == {"load"}
