@@ -43,12 +43,16 @@ bench-stream: install
 # accuracy on ../shared/data and conversations built from its voices (local_dev/eval.py), e.g.
 # make eval EVAL_ARGS="--half tune --limit 3". DIARIZER=pyannote runs in the pyannote environment
 # (make eval DIARIZER=pyannote PYANNOTE_MODEL=<hub id or local path> HUGGINGFACE_TOKEN=...).
-.PHONY: eval
+.PHONY: eval eval-live
 EVAL_ARGS ?=
 DIARIZER ?=
 EVAL_ENV = $(if $(filter pyannote,$(DIARIZER)),.venv-pyannote,$(VENV))
 eval: $(EVAL_ENV)/.installed
 	$(if $(DIARIZER),DIARIZER=$(DIARIZER) )$(EVAL_ENV)/bin/python -m local_dev.eval $(EVAL_ARGS)
+
+# live speakers: STREAM_SPEAKER_THRESHOLD swept on the tune half, reported on the check half
+eval-live: install
+	$(BIN)/python -m local_dev.eval_live
 
 # long-form: 15 min, 1 h, 4 h mp3s through the job API of a running server (make bench-long SIZES=2m)
 bench-long: install

@@ -58,11 +58,11 @@ class Measured:
     audio_s: float = 0.0
 
 
-def load_clips(minutes: float) -> list[Clip]:
+def load_clips(minutes: float, half: str = "check") -> list[Clip]:
     from local_dev.eval_sets import load_items
     from shared.audio import decode
 
-    items = [i for i in load_items(log=lambda *_: None) if i.group == "conv-clean" and i.half == "check"]
+    items = [i for i in load_items(log=lambda *_: None) if i.group == "conv-clean" and i.half == half]
     clips, total = [], 0.0
     for item in sorted(items, key=lambda i: i.name):
         samples = decode(Path(item.audio)).samples
@@ -72,6 +72,38 @@ def load_clips(minutes: float) -> list[Clip]:
         if total >= minutes * 60:
             break
     return clips
+
+
+def load_word_clips() -> list[tuple[Clip, str, str]]:
+    """The evaluation set's files with reference words (words-clean, -noisy, -quiet, -reverb, -mixed)."""
+    from local_dev.eval_sets import load_items
+    from shared.audio import decode
+
+    out = []
+    for item in load_items(log=lambda *_: None):
+        if item.kind == "words" and item.text:
+            samples = decode(Path(item.audio)).samples
+            pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+            out.append((Clip(item.name, Path(item.audio), pcm, len(samples) / 16000, item.rttm), item.text, item.group))
+    return out
+
+
+def word_accuracy(server: Server, url: str) -> str:
+    """WER against reference words, live finals beside the offline pipeline, on the same files."""
+    rows: dict[str, list] = {}
+    for clip, reference, group_name in load_word_clips():
+        offline(server, clip)
+        run = asyncio.run(StreamClient(url, speed=0).run(clip.pcm, timeout=600))
+        group = rows.setdefault(group_name, [0.0, [], [], []])
+        group[0] += clip.duration
+        group[1].append(reference)
+        group[2].append(clip.offline_text)
+        group[3].append(run.transcript())
+    lines = ["| files | audio (s) | WER offline | WER live finals | live - offline |", "|---|---:|---:|---:|---:|"]
+    for name, (seconds, refs, offs, lives) in sorted(rows.items()):
+        w_off, w_live = wer(" ".join(refs), " ".join(offs)), wer(" ".join(refs), " ".join(lives))
+        lines.append(f"| {name} | {seconds:.0f} | {w_off:.3f} | {w_live:.3f} | {100 * (w_live - w_off):+.1f} points |")
+    return "\n".join(lines)
 
 
 def offline(server: Server, clip: Clip) -> None:
@@ -162,10 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speeds", default="1,4")
     parser.add_argument("--protocols", default="native,realtime")
     parser.add_argument("--levels", default="1,2,4,6", help="concurrent streams to try ('' skips)")
+    parser.add_argument("--words", action=argparse.BooleanOptionalAction, default=True,
+                        help="WER against reference words on the words-* files, live beside offline")
+    parser.add_argument("--half", default="check", choices=["tune", "check"], help="tune: for choosing settings")
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
-    clips = load_clips(args.minutes)
-    print(f"{len(clips)} conversations, {sum(c.duration for c in clips):.0f} s of audio (check half)", flush=True)
+    clips = load_clips(args.minutes, args.half)
+    print(f"{len(clips)} conversations, {sum(c.duration for c in clips):.0f} s of audio ({args.half} half)", flush=True)
     server = Server(OUT / "server.log")
     server.start()
     try:
@@ -185,12 +220,15 @@ def main(argv: list[str] | None = None) -> int:
 
                         run_realtime(server.url("/v1"), clip, speed, m, clip.native_words)
                 print(f"  {protocol} at {speed:g}x: {time.monotonic() - t0:.0f} s", flush=True)
+        words_table = word_accuracy(server, ws) if args.words else ""
         levels = [int(n) for n in args.levels.split(",") if n]
         rows = concurrency(ws, max(clips, key=lambda c: c.duration), levels) if levels else []
     finally:
         server.stop()
     offline_der = statistics.mean(c.offline_der for c in clips)
     report = table(results).replace("{offline_der}", f"{offline_der:.3f}")
+    if words_table:
+        report += "\n\n" + words_table
     if rows:
         base = rows[0][1]
         sustained = max((n for n, p50, _ in rows if p50 <= 2 * base), default=0)

@@ -5,7 +5,8 @@ A live session labels each utterance once, when it closes, from that utterance's
 heard before: no look-ahead, unlike the file diarizer. Speakers depend on the utterances' boundaries and
 voices only, so every conversation is cut by the live endpointer and embedded once (the speaker encoder,
 in-process), and the tracker is replayed per threshold. Scored as utterance-level turns: DER (collar 0.5,
-overlap skipped, as `make eval`), and how often the speaker count comes out right.
+overlap skipped, as `make eval`), and how often the speaker count comes out right. The threshold is the
+one with the lowest tune DER or, within a point of it, the one counting speakers right most often.
 
     python -m local_dev.eval_live [--limit N] [--thresholds 0.2,0.25,...]
 """
@@ -38,10 +39,10 @@ def utterances(audio: np.ndarray) -> list[tuple[int, int]]:
     return bounds
 
 
-def replay(voices, threshold: float, hints: SpeakerHints) -> str:
+def replay(voices, threshold: float, hints: SpeakerHints, eager: float = 0.5) -> str:
     from shared.live.speakers import SpeakerTracker
 
-    tracker, rows = SpeakerTracker(threshold, hints), []
+    tracker, rows = SpeakerTracker(threshold, hints, eager=eager), []
     for (a, b), voice in voices:
         speaker, _new = tracker.assign(voice, (b - a) / SAMPLE_RATE)
         rows.append(f"SPEAKER file 1 {a / SAMPLE_RATE:.3f} {(b - a) / SAMPLE_RATE:.3f} <NA> <NA> {speaker} <NA> <NA>\n")
@@ -51,7 +52,8 @@ def replay(voices, threshold: float, hints: SpeakerHints) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=0, help="conversations per half (0: all)")
-    parser.add_argument("--thresholds", default="0.2,0.25,0.3,0.35,0.4,0.45,0.5")
+    parser.add_argument("--thresholds", default="0.1,0.125,0.15,0.175,0.2,0.25,0.3,0.4")
+    parser.add_argument("--eager", default="0.5,0.75,1.0", help="distance factor below min_speakers, swept with hints")
     args = parser.parse_args(argv)
     from shared.audio import decode
     from shared.config import Settings
@@ -60,20 +62,29 @@ def main(argv: list[str] | None = None) -> int:
     encoder = EmbeddedDiarizer.from_settings(Settings(_env_file=None, device="cpu"))
     items = [i for i in eval_sets.load_items() if i.group == "conv-clean"]
     halves: dict[str, list] = {"tune": [], "check": []}
+    cache = eval_sets.OUT_DIR / "live_voices"
+    cache.mkdir(parents=True, exist_ok=True)
     for item in items:
         if args.limit and len(halves[item.half]) >= args.limit:
             continue
-        audio = decode(item.audio).samples
-        voices = [((a, b), encoder.embed_voice(audio[a:b])) for a, b in utterances(audio)]
+        saved = cache / f"{item.name}.npz"
+        if saved.exists():
+            data = np.load(saved)
+            voices = [((int(a), int(b)), v) for (a, b), v in zip(data["bounds"], data["voices"])]
+        else:
+            audio = decode(item.audio).samples
+            voices = [((a, b), encoder.embed_voice(audio[a:b])) for a, b in utterances(audio)]
+            np.savez(saved, bounds=np.array([v[0] for v in voices]).reshape(-1, 2),
+                     voices=np.array([v[1] for v in voices]).reshape(-1, 256))
         halves[item.half].append((item, voices))
-        print(f"  {item.name}: {len(voices)} utterances", flush=True)
+    print(f"{sum(len(v) for v in halves.values())} conversations", flush=True)
     thresholds = [float(t) for t in args.thresholds.split(",")]
 
-    def scores(half: str, threshold: float, hinted: bool = False) -> tuple[float, float]:
+    def scores(half: str, threshold: float, hinted: bool = False, eager: float = 0.5) -> tuple[float, float]:
         ders, right = [], 0
         for item, voices in halves[half]:
             hints = SpeakerHints(num_speakers=item.num_speakers) if hinted else SpeakerHints()
-            rttm = replay(voices, threshold, hints)
+            rttm = replay(voices, threshold, hints, eager)
             ders.append(der(item.rttm, rttm))
             right += len({line.split()[7] for line in rttm.splitlines()}) == item.num_speakers
         return statistics.mean(ders), right / max(len(halves[half]), 1)
@@ -82,11 +93,19 @@ def main(argv: list[str] | None = None) -> int:
     tuned = {t: scores("tune", t) for t in thresholds}
     for t, (d, c) in tuned.items():
         print(f"| {t:g} | {d:.3f} | {c:.0%} |")
-    best = min(tuned, key=lambda t: tuned[t][0])
+    # the best DER, or within a point of it the threshold that counts speakers right most often (DER is
+    # flat near its minimum; the count is not)
+    lowest = min(d for d, _c in tuned.values())
+    best = max((t for t, (d, _c) in tuned.items() if d <= lowest + 0.01), key=lambda t: tuned[t][1])
+    eagers = {float(e): scores("tune", best, hinted=True, eager=float(e))[0] for e in args.eager.split(",")}
+    print("\n| eager (with num_speakers) | tune DER |\n|---:|---:|")
+    for e, d in eagers.items():
+        print(f"| {e:g} | {d:.3f} |")
+    eager = min(eagers, key=eagers.get)
     d, c = scores("check", best)
-    dh, _ = scores("check", best, hinted=True)
-    print(f"\nchosen on the tune half: {best:g}; check half ({len(halves['check'])} conversations): "
-          f"DER {d:.3f}, count right {c:.0%}; with num_speakers given: DER {dh:.3f}")
+    dh, _ = scores("check", best, hinted=True, eager=eager)
+    print(f"\nchosen on the tune half: threshold {best:g}, eager {eager:g}; check half ({len(halves['check'])} "
+          f"conversations): DER {d:.3f}, count right {c:.0%}; with num_speakers given: DER {dh:.3f}")
     return 0
 
 

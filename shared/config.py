@@ -97,8 +97,15 @@ class Settings(BaseSettings):
     stream_silence_ms: int = Field(default=600, ge=100, le=5000, description="silence that closes an utterance")
     stream_max_utterance_s: float = Field(default=30.0, gt=1.0, le=30.0, description="longest utterance")
     stream_partial_interval_ms: int = Field(default=500, ge=100, description="a partial every this much audio")
+    stream_vad_threshold: float = Field(
+        default=0.15, gt=0.0, lt=1.0, description="Silero probability that opens an utterance (as VAD_SPLIT_THRESHOLD)"
+    )
+    stream_vad_neg_threshold: float = Field(
+        default=0.05, gt=0.0, lt=1.0, description="an utterance closes once the probability stays under this"
+    )
     stream_speaker_threshold: float = Field(
-        default=0.3, gt=0.0, lt=2.0, description="live speakers: cosine distance to every speaker that founds a new one"
+        default=0.2, gt=0.0, lt=2.0,
+        description="live speakers: cosine distance to every speaker that founds a new one (make eval-live)"
     )
     stream_resume_s: float = Field(default=60.0, ge=0, description="a dropped session waits this long for a resume")
     stream_idle_s: float = Field(default=30.0, gt=0, description="a stream sending no audio this long is closed")

@@ -53,7 +53,7 @@ def test_speakers_found_by_distance_and_bounded_by_hints():
     short = SpeakerTracker(0.3)
     short.assign(a, 3.0)
     assert short.assign(b, 0.5) == ("SPEAKER_00", False)  # too short to found a speaker
-    eager = SpeakerTracker(0.3, SpeakerHints(min_speakers=2))
+    eager = SpeakerTracker(0.3, SpeakerHints(min_speakers=2), eager=0.5)
     eager.assign(a, 3.0)
     assert eager.assign(unit([0.8, 0.6, 0]), 3.0)[1]  # 0.2 away: enough while fewer than min_speakers
 

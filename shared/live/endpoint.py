@@ -31,13 +31,14 @@ class Endpointer:
         self,
         *,
         threshold: float = 0.5,
+        neg_threshold: float | None = None,
         silence_ms: int = 600,
         max_utterance_s: float = 30.0,
         prefix_padding_ms: int = 300,
         min_speech_ms: int = 250,
     ):
         self.threshold = threshold
-        self.neg_threshold = max(threshold - 0.15, 0.01)
+        self.neg_threshold = neg_threshold if neg_threshold is not None else max(threshold - 0.15, 0.01)
         self.silence = silence_ms * SAMPLE_RATE // 1000
         self.max_samples = int(max_utterance_s * SAMPLE_RATE)
         self.prefix = prefix_padding_ms * SAMPLE_RATE // 1000

@@ -43,12 +43,13 @@ class LiveConfig:
     options: TranscribeOptions = field(default_factory=TranscribeOptions)
     turn_detection: bool = True  # False: utterances end only when the client commits
     vad_threshold: float = 0.5
+    vad_neg_threshold: float | None = None  # default vad_threshold - 0.15
     silence_ms: int = 600
     prefix_padding_ms: int = 300
     max_utterance_s: float = 30.0
     partial_interval_s: float = 0.5
     partials: bool = True
-    speaker_threshold: float = 0.3
+    speaker_threshold: float = 0.2
 
     @classmethod
     def from_settings(cls, settings, options: TranscribeOptions, **overrides) -> "LiveConfig":
@@ -58,6 +59,8 @@ class LiveConfig:
             max_utterance_s=settings.stream_max_utterance_s,
             partial_interval_s=settings.stream_partial_interval_ms / 1000,
             speaker_threshold=settings.stream_speaker_threshold,
+            vad_threshold=settings.stream_vad_threshold,
+            vad_neg_threshold=settings.stream_vad_neg_threshold,
         )
         values.update(overrides)
         return cls(**values)
@@ -93,7 +96,8 @@ class LiveSession:
         self._buffer = np.zeros(0, np.float32)
         self._buffer_at = 0  # stream sample of _buffer[0]
         self._endpointer = (
-            Endpointer(threshold=config.vad_threshold, silence_ms=config.silence_ms,
+            Endpointer(threshold=config.vad_threshold, neg_threshold=config.vad_neg_threshold,
+                       silence_ms=config.silence_ms,
                        max_utterance_s=config.max_utterance_s, prefix_padding_ms=config.prefix_padding_ms)
             if config.turn_detection else None
         )
