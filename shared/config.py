@@ -98,10 +98,10 @@ class Settings(BaseSettings):
     stream_max_utterance_s: float = Field(default=30.0, gt=1.0, le=30.0, description="longest utterance")
     stream_partial_interval_ms: int = Field(default=500, ge=100, description="a partial every this much audio")
     stream_vad_threshold: float = Field(
-        default=0.15, gt=0.0, lt=1.0, description="Silero probability that opens an utterance (as VAD_SPLIT_THRESHOLD)"
+        default=0.2, gt=0.0, lt=1.0, description="Silero probability that opens an utterance"
     )
     stream_vad_neg_threshold: float = Field(
-        default=0.05, gt=0.0, lt=1.0, description="an utterance closes once the probability stays under this"
+        default=0.1, gt=0.0, lt=1.0, description="an utterance closes once the probability stays under this"
     )
     stream_speaker_threshold: float = Field(
         default=0.2, gt=0.0, lt=2.0,
