@@ -126,6 +126,7 @@ class LiveHub:
 
     # --- resumable streams ---
     def open(self, config: LiveConfig, identity: str, audio_format: str, rate: int) -> LiveStream:
+        self.sweep()  # parked streams past their resume window go whenever a stream opens, resumes or drops
         stream = LiveStream(config, self.models, identity, audio_format, rate)
         stream.parked_until = time.monotonic() + self.settings.stream_resume_s  # until its socket attaches
         with self._lock:
