@@ -158,7 +158,7 @@ def concurrency(url: str, clip: Clip, levels: list[int]) -> list[tuple[int, floa
     """Final latency p50/p95 with N real-time streams of the same clip at once."""
     rows = []
     for n in levels:
-        async def many():
+        async def many(n: int = n):
             clients = [StreamClient(url, speed=1.0) for _ in range(n)]
             return await asyncio.gather(*(c.run(clip.pcm, timeout=clip.duration + 600) for c in clients))
 

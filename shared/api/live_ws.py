@@ -15,7 +15,7 @@ import time
 from typing import Literal
 
 from fastapi import APIRouter, WebSocket
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from shared.api.auth import IDENTITY, client_address
