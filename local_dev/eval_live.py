@@ -25,10 +25,13 @@ from shared.domain import SAMPLE_RATE, SpeakerHints
 FEED = 8000  # samples a feed (0.5 s), as a live client sends them
 
 
-def utterances(audio: np.ndarray) -> list[tuple[int, int]]:
+def utterances(audio: np.ndarray, settings) -> list[tuple[int, int]]:
+    """The live session's utterances, cut as its endpointer cuts them with these settings."""
     from shared.live.endpoint import Endpointer
 
-    ep, bounds, start = Endpointer(), [], None
+    ep = Endpointer(threshold=settings.stream_vad_threshold, neg_threshold=settings.stream_vad_neg_threshold,
+                    silence_ms=settings.stream_silence_ms, max_utterance_s=settings.stream_max_utterance_s)
+    bounds, start = [], None
     for at in range(0, len(audio), FEED):
         for b in ep.feed(audio[at : at + FEED]):
             if b.kind == "start":
@@ -59,10 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     from shared.config import Settings
     from shared.diarization.embedded import EmbeddedDiarizer
 
-    encoder = EmbeddedDiarizer.from_settings(Settings(_env_file=None, device="cpu"))
+    settings = Settings(_env_file=None, device="cpu")
+    encoder = EmbeddedDiarizer.from_settings(settings)
     items = [i for i in eval_sets.load_items() if i.group == "conv-clean"]
     halves: dict[str, list] = {"tune": [], "check": []}
-    cache = eval_sets.OUT_DIR / "live_voices"
+    cut = f"{settings.stream_vad_threshold:g}-{settings.stream_vad_neg_threshold:g}-{settings.stream_silence_ms}"
+    cache = eval_sets.OUT_DIR / f"live_voices-{cut}"
     cache.mkdir(parents=True, exist_ok=True)
     for item in items:
         if args.limit and len(halves[item.half]) >= args.limit:
@@ -73,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             voices = [((int(a), int(b)), v) for (a, b), v in zip(data["bounds"], data["voices"])]
         else:
             audio = decode(item.audio).samples
-            voices = [((a, b), encoder.embed_voice(audio[a:b])) for a, b in utterances(audio)]
+            voices = [((a, b), encoder.embed_voice(audio[a:b])) for a, b in utterances(audio, settings)]
             np.savez(saved, bounds=np.array([v[0] for v in voices]).reshape(-1, 2),
                      voices=np.array([v[1] for v in voices]).reshape(-1, 256))
         halves[item.half].append((item, voices))
