@@ -11,8 +11,12 @@ most of that noise, and speakers are then counted on segments:
    `num_speakers` the tree is cut at exactly that many clusters instead (on segments, average linkage
    splits voices rather than isolating outliers: tune-half DER 5.2 % with the true count, against
    12.4 % for spectral clustering with k, before the embedder's level normalisation);
-2. without a known count, while a cluster covers under `min_speaker_s` of speech, the smallest is
-   merged into the most alike other one; a single voice stays one because none of its segment groups
+2. without a known count, a cluster that covers under `min_speaker_s` of speech is merged into the most
+   alike other one (smallest first), unless its centroid lies at least `distinct` (cosine distance)
+   from every other: a voice heard for only a second or two in a meeting is still a speaker when it
+   sounds like nobody else (tune half: count right 34 -> 38 of 51, DER 7.1 % -> 5.8 %; without the
+   exception, the 1-3 s speakers of 5-8 person conversations were folded into others); a single voice
+   stays one because none of its segment groups
    lies `threshold` apart (the one-speaker decision: a separate test on the affinity distribution did
    not separate one voice from an unbalanced pair on the tune half), and the count is then clamped to
    [min_speakers, max_speakers] by cutting the tree at the bound;
@@ -85,6 +89,7 @@ def cluster(
     max_speakers: int = 8,
     threshold: float = 0.27,
     min_speaker_s: float = 3.0,
+    distinct: float = 0.28,
     group: int = 4,
 ) -> np.ndarray:
     """Speaker labels 0..k-1 for windows in time order ([start, end] spans, embeddings, region index)."""
@@ -101,7 +106,7 @@ def cluster(
     if num_speakers:
         seg_labels = _ahc(seg_emb, k=hi)
     else:
-        seg_labels = _fold_small(seg_emb, _ahc(seg_emb, threshold=threshold), segs, spans, min_speaker_s)
+        seg_labels = _fold_small(seg_emb, _ahc(seg_emb, threshold=threshold), segs, spans, min_speaker_s, distinct)
         k = len(np.unique(seg_labels))
         if not lo <= k <= hi:
             seg_labels = _ahc(seg_emb, k=min(max(k, lo), hi))
@@ -112,10 +117,12 @@ def cluster(
 
 
 def _fold_small(
-    seg_emb: np.ndarray, labels: np.ndarray, segs: list[np.ndarray], spans: np.ndarray, min_s: float
+    seg_emb: np.ndarray, labels: np.ndarray, segs: list[np.ndarray], spans: np.ndarray, min_s: float,
+    distinct: float = np.inf,
 ) -> np.ndarray:
-    """While a cluster covers under `min_s` seconds of speech, merge the smallest such one into the most
-    alike other cluster (small ones may join each other: a voice split in two short halves stays one)."""
+    """Merge each cluster that covers under `min_s` seconds of speech into the most alike other cluster,
+    smallest first, unless its centroid is at least `distinct` away from every other cluster's (small
+    ones may join each other: a voice split in two short halves stays one)."""
     labels = labels.copy()
     seg_spans = [spans[s] for s in segs]
     while True:
@@ -125,10 +132,15 @@ def _fold_small(
         covered = np.array(
             [covered_seconds(np.concatenate([seg_spans[j] for j in np.flatnonzero(labels == c)])) for c in ids]
         )
-        smallest = int(np.argmin(covered))
-        if covered[smallest] >= min_s:
-            return labels
         c = centroids_of(seg_emb, labels, ids)
-        sim = c @ c[smallest]
-        sim[smallest] = -np.inf
-        labels[labels == ids[smallest]] = ids[int(np.argmax(sim))]
+        for small in np.argsort(covered, kind="stable"):
+            if covered[small] >= min_s:
+                return labels
+            sim = c @ c[small]
+            sim[small] = -np.inf
+            nearest = int(np.argmax(sim))
+            if 1.0 - sim[nearest] < distinct:
+                labels[labels == ids[small]] = ids[nearest]
+                break
+        else:
+            return labels

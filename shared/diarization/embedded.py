@@ -6,7 +6,8 @@
 3. Speakers are counted and clustered on segments, the mean of up to `segment_windows` consecutive
    windows of one speech region (shared/diarization/clustering.py): average linkage on cosine distance
    up to `distance_threshold`, or cut at exactly `num_speakers`; clusters covering under
-   `min_speaker_s` of speech are merged into the most alike one, the count is clamped to
+   `min_speaker_s` of speech are merged into the most alike one unless they lie `distinct_distance`
+   from every other (a voice heard briefly that sounds like nobody else), the count is clamped to
    [min_speakers, max_speakers], and cosine k-means steps on the single windows refine the result.
    Fragments shorter than a window (down to 0.3 s: a backchannel) join the speaker they sound most like.
 4. Every 10 ms frame of speech takes the speaker whose centroid best matches the windows covering it;
@@ -49,6 +50,7 @@ class EmbeddedDiarizer:
         distance_threshold: float = 0.27,
         segment_windows: int = 4,
         min_speaker_s: float = 3.0,
+        distinct_distance: float = 0.28,
         min_turn_s: float = 0.5,
         max_speakers: int = 8,
         cpu_threads: int | None = 1,
@@ -72,6 +74,7 @@ class EmbeddedDiarizer:
         self.distance_threshold = distance_threshold
         self.segment_windows = segment_windows
         self.min_speaker_s = min_speaker_s
+        self.distinct_distance = distinct_distance
         self.min_turn_s = min_turn_s
         self.max_speakers = max_speakers
         self.max_cluster_windows = max_cluster_windows
@@ -218,6 +221,7 @@ class EmbeddedDiarizer:
             max_speakers=hints.max_speakers or self.max_speakers,
             threshold=self.distance_threshold,
             min_speaker_s=self.min_speaker_s if min_speaker_s is None else min_speaker_s,
+            distinct=self.distinct_distance,
             group=self.segment_windows,
         )
 
