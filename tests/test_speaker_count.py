@@ -126,3 +126,18 @@ def test_a_short_backchannel_gets_the_voice_it_is(diarizer):
     # the reader's speech around it is not flipped
     assert majority(turns, reader["start"], cut / SAMPLE_RATE) == reader_label
     assert majority(turns, at + shift - 0.6, reader["end"] + shift) == reader_label
+
+
+def test_a_voice_heard_only_briefly_is_still_counted(diarizer):
+    """The reader's 22 s, then 2.3 s of JFK (one turn, under the 3 s a speaker needs before it can be
+    folded into another): his voice is unlike the reader's, so it is a second speaker, unasked."""
+    one, two, ref = load_audio(ONE_SPEAKER), load_audio(TWO_SPEAKERS), load_reference(TWO_SPEAKERS)
+    jfk = ref["turns"][3]  # 2.35 s
+    snippet = two[int(jfk["start"] * SAMPLE_RATE) : int(jfk["end"] * SAMPLE_RATE)]
+    gap = np.zeros(int(0.8 * SAMPLE_RATE), np.float32)
+    mixed = np.concatenate([one, gap, snippet, gap])
+    at = (len(one) + len(gap)) / SAMPLE_RATE
+
+    turns = diarizer.diarize(mixed)
+    assert len(speakers(turns)) == 2
+    assert majority(turns, at, at + len(snippet) / SAMPLE_RATE) != majority(turns, 0.0, at - 1.0)

@@ -1,6 +1,8 @@
 """The embedded diarizer: offline and token-free.
 
-1. Silero VAD finds speech (cut at short pauses, so turns can change there).
+1. Silero VAD finds speech (cut at short pauses, so turns can change there), at a lower threshold than
+   Silero's usual 0.5 / 0.35 (`vad_threshold`): quiet and short utterances then get a speaker too
+   (eval: DER 5.8 % -> 5.3 % on the tune half where it was chosen, 7.2 % -> 5.7 % on the check half).
 2. resemblyzer embeds overlapping 1.6 s windows of speech (a d-vector per window), each speech region
    brought to -30 dBFS first (resemblyzer's own level; its embeddings move with the level).
 3. Speakers are counted and clustered on segments, the mean of up to `segment_windows` consecutive
@@ -47,6 +49,8 @@ class EmbeddedDiarizer:
         window_s: float = 1.6,
         hop_s: float = 0.4,
         min_pause_ms: int = 250,
+        vad_threshold: float = 0.35,
+        vad_neg_threshold: float = 0.2,
         distance_threshold: float = 0.27,
         segment_windows: int = 4,
         min_speaker_s: float = 3.0,
@@ -71,6 +75,8 @@ class EmbeddedDiarizer:
         self.window_s = window_s
         self.hop_s = hop_s
         self.min_pause_ms = min_pause_ms
+        self.vad_threshold = vad_threshold
+        self.vad_neg_threshold = vad_neg_threshold
         self.distance_threshold = distance_threshold
         self.segment_windows = segment_windows
         self.min_speaker_s = min_speaker_s
@@ -93,7 +99,9 @@ class EmbeddedDiarizer:
     def diarize(self, audio: AudioSource | np.ndarray, hints: SpeakerHints | None = None) -> list[Turn]:
         hints = hints or SpeakerHints()
         audio = as_audio(audio)
-        regions = self.vad.speech_regions(audio, min_silence_ms=self.min_pause_ms)
+        regions = self.vad.speech_regions(
+            audio, min_silence_ms=self.min_pause_ms, threshold=self.vad_threshold, neg_threshold=self.vad_neg_threshold
+        )
         if not regions:
             return []
         windows = self._embed_windows(audio, regions)
