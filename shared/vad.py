@@ -7,7 +7,8 @@ and a word heard by both is kept once (see shared/transcriber.py).
 
 Chunking reads Silero's probabilities at lower thresholds than its usual 0.5 (`split_threshold`), and
 takes a second look at what is still "silence": stretches well above the clip's noise floor are handed
-to Whisper too, which rejects what it judges not to be speech. `speech_regions()` keeps Silero's 0.5.
+to Whisper too, which rejects what it judges not to be speech. `speech_regions()` defaults to Silero's
+0.5; the embedded diarizer passes its own 0.35 / 0.2.
 """
 
 from __future__ import annotations
