@@ -202,7 +202,8 @@ def build_conversation(
 
     t, prev, prev_start, prev_end = rng.uniform(0.2, 1.0), None, 0.0, 0.0
     while True:
-        if first_round:
+        introducing = bool(first_round)  # every voice speaks once before the conversation may end
+        if introducing:
             who = first_round.pop(0)
         else:
             w = np.array([0.0 if (s == prev and n_speakers > 1) else weight[i] for i, s in enumerate(names)])
@@ -210,7 +211,7 @@ def build_conversation(
         target = float(np.clip(rng.lognormal(np.log(p.turn_median_s), p.turn_sigma), *p.turn_range_s))
         audio, regions = speakers[who].piece(target)
         length = len(audio) / SR
-        if turns and t + length > duration_s and not first_round:
+        if turns and t + length > duration_s and not introducing:
             break
         start = t
         if prev is not None and n_speakers > 1 and rng.random() < p.overlap_p:

@@ -28,7 +28,7 @@ from local_dev import eval_corpus as corpus
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("EVAL_DATA_DIR", ROOT.parent / "shared" / "data"))
 OUT_DIR = ROOT / "bench-out" / "eval"
-VERSION = 3  # bump when anything below or in eval_corpus changes what is built
+VERSION = 4  # bump when anything below or in eval_corpus changes what is built
 SEED = 20261201
 N_CONVERSATIONS = 64
 # speakers per conversation: 64 conversations, more of 2-4 than of the rest (each count an even number,
@@ -102,6 +102,7 @@ def conversations(out: Path, seed: int, n: int, vad, log) -> list[Item]:
             conv = corpus.build_conversation(voices, count, float(rng.uniform(42.0, 118.0)), rng)
             if 30.0 <= conv.duration <= 120.0:
                 break
+        assert len({t.speaker for t in conv.turns}) == count, "every voice of a conversation speaks"
         name = f"conv{i:02d}-{count}spk"
         rttm = corpus.to_rttm(conv.turns, name)
         meta = dict(conv.meta, overlap_s=round(corpus.overlap_seconds(conv.turns), 2),

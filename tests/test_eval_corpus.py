@@ -81,6 +81,12 @@ def test_reference_turns_are_where_the_audio_is(voices):
         assert abs(peak - PITCH[t.speaker]) < 5, (t, peak)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_every_voice_speaks_even_when_the_time_runs_out_first(voices, seed):
+    conv = corpus.build_conversation(voices, 4, 5.0, np.random.default_rng(seed))
+    assert {t.speaker for t in conv.turns} == set(conv.speakers) and len(conv.speakers) == 4
+
+
 def test_overlap_and_backchannels_are_there(voices):
     conv = build(voices, 9, backchannel_p=1.0, overlap_p=0.5)
     assert conv.meta["backchannels"] >= 2 and conv.meta["overlaps"] >= 2
