@@ -16,9 +16,9 @@ most of that noise, and speakers are then counted on segments:
    from every other: a voice heard for only a second or two in a meeting is still a speaker when it
    sounds like nobody else (tune half: count right 34 -> 38 of 51, DER 7.1 % -> 5.8 %; without the
    exception, the 1-3 s speakers of 5-8 person conversations were folded into others); a single voice
-   stays one because none of its segment groups
-   lies `threshold` apart (the one-speaker decision: a separate test on the affinity distribution did
-   not separate one voice from an unbalanced pair on the tune half), and the count is then clamped to
+   stays one because none of its segment groups lies `threshold` apart (the one-speaker decision: a
+   separate test on the affinity distribution did not separate one voice from an unbalanced pair on the
+   tune half), and the count is then clamped to
    [min_speakers, max_speakers] by cutting the tree at the bound;
 3. a few cosine k-means steps on the single windows refine the boundaries between the clusters.
 """
@@ -117,7 +117,11 @@ def cluster(
 
 
 def _fold_small(
-    seg_emb: np.ndarray, labels: np.ndarray, segs: list[np.ndarray], spans: np.ndarray, min_s: float,
+    seg_emb: np.ndarray,
+    labels: np.ndarray,
+    segs: list[np.ndarray],
+    spans: np.ndarray,
+    min_s: float,
     distinct: float = np.inf,
 ) -> np.ndarray:
     """Merge each cluster that covers under `min_s` seconds of speech into the most alike other cluster,
