@@ -3,14 +3,21 @@
 - ``conv``: conversations of 1-8 real LibriSpeech voices (local_dev/eval_corpus.py), exact reference
   turns, split by conversation into a "tune" and a "check" half (balanced per speaker count), and a
   degraded copy (noise 5-15 dB SNR / reverberation / phone band) of a share of them, in the same half.
-- ``real``: the real multi-speaker dev recordings (pyaudioanalysis_diar, ami_en2002a_30s) with their RTTM.
+- ``same``: the same schedule of conversations (1-8 speakers, tune and check halves) built from the same
+  voices made to sound like one room and one channel (local_dev/eval_same_channel.py: LTAS equalised,
+  levels within +-2 dB, same-gender pairs as common as mixed ones, one shared room, noise bed, microphone
+  and, for a quarter, codec): groups same-clean and same-phone, its own seed stream and cache.
+- ``real``: the seven real multi-speaker dev recordings (pyaudioanalysis_diar's two, ami_en2002a_30s, the
+  four AMI EN2001a cuts of real_conversations) with their RTTM: the verdict for diarization.
 - ``words``: the transcribed dev recordings (LibriVox reader: single_track and its 5 utterances; JFK),
   each also quiet (-20 dB), noisy (pink noise, 10 dB SNR) and reverberant (RT60 0.6 s); and
   "two_rooms", the reader then JFK recorded "in another room" (reverberant, 10 dB below the reader's
   speech level), then the reader again, reverberant (plain faster-whisper hears all three; at 8 dB below
-  with a little more noise, tiny.en loses JFK itself: this case is on a knife's edge). Reference speech regions by energy on the clean original.
+  with a little more noise, tiny.en loses JFK itself: this case is on a knife's edge). Reference speech
+  regions by energy on the clean original.
 ``real`` and ``words`` files belong to neither half (half "dev"). Deterministic from the seed; the cache
-is keyed by the builder version, seed and size, so a change of any rebuilds it.
+is keyed by the builder version, seed and size, so a change of any rebuilds it (conv + words and same
+have their own keys).
 """
 
 from __future__ import annotations
@@ -24,11 +31,14 @@ from pathlib import Path
 import numpy as np
 
 from local_dev import eval_corpus as corpus
+from local_dev import eval_same_channel as same
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("EVAL_DATA_DIR", ROOT.parent / "shared" / "data"))
 OUT_DIR = ROOT / "bench-out" / "eval"
-VERSION = 4  # bump when anything below or in eval_corpus changes what is built
+VERSION = 4  # bump when anything below or in eval_corpus changes what the conv or words sets hold
+SAME_VERSION = 1  # bump when local_dev/eval_same_channel.py or same_channel() below changes what is built
+SAME_SALT = 5151  # the same-channel set's own seed stream: np.random.default_rng([seed, SAME_SALT, i])
 SEED = 20261201
 N_CONVERSATIONS = 64
 # speakers per conversation: 64 conversations, more of 2-4 than of the rest (each count an even number,
@@ -57,11 +67,23 @@ class Item:
 
 
 def load_items(*, seed: int = SEED, n_conversations: int = N_CONVERSATIONS, log=print) -> list[Item]:
-    """Every evaluation file, from the cache when it holds this build, else built now (a few minutes)."""
+    """Every evaluation file, from the caches when they hold this build, else built now (a few minutes).
+    Two caches: conv + words (key v{VERSION}) and the same-channel set (key same-v{SAME_VERSION}), so a
+    change to one leaves the other's files as they are; the real recordings are read in place."""
     if not DATA_DIR.is_dir():
         raise FileNotFoundError(f"make eval needs the development data in {DATA_DIR} (set EVAL_DATA_DIR)")
-    key = f"v{VERSION}-seed{seed}-n{n_conversations}"
-    out = OUT_DIR / key
+    vad = _Lazy(_silero)
+    tail = f"seed{seed}-n{n_conversations}"
+    base = _cached(OUT_DIR / f"v{VERSION}-{tail}", log, lambda out: conversations(out, seed, n_conversations, vad, log)
+                   + words_files(out, seed, vad))
+    same = _cached(OUT_DIR / f"same-v{SAME_VERSION}-{tail}", log,
+                   lambda out: same_channel(out, seed, n_conversations, vad, log))
+    conv = [i for i in base if i.kind == "conv"]
+    words = [i for i in base if i.kind == "words"]
+    return conv + same + real_recordings() + words
+
+
+def _cached(out: Path, log, build) -> list[Item]:
     manifest = out / "manifest.json"
     if manifest.exists():
         items = [Item(**d) for d in json.loads(manifest.read_text())]
@@ -69,10 +91,20 @@ def load_items(*, seed: int = SEED, n_conversations: int = N_CONVERSATIONS, log=
             return items
     log(f"building the evaluation set in {out} (once) ...")
     out.mkdir(parents=True, exist_ok=True)
-    vad = _silero()
-    items = conversations(out, seed, n_conversations, vad, log) + real_recordings() + words_files(out, seed, vad)
+    items = build(out)
     manifest.write_text(json.dumps([asdict(i) for i in items], indent=1))
     return items
+
+
+class _Lazy:
+    """The model VAD, loaded on the first call (only a build needs it)."""
+
+    def __init__(self, make):
+        self.make, self.fn = make, None
+
+    def __call__(self, x):
+        self.fn = self.fn or self.make()
+        return self.fn(x)
 
 
 # ------------------------------------------------------------------------------------------ conversations
@@ -120,30 +152,90 @@ def conversations(out: Path, seed: int, n: int, vad, log) -> list[Item]:
     return items
 
 
+_VOICES: dict = {}
+
+
 def load_voices(vad) -> dict[str, list[corpus.Source]]:
     from shared.audio import decode
 
+    if "all" in _VOICES:
+        return _VOICES["all"]
     voices: dict[str, list[corpus.Source]] = {}
     for path in sorted((DATA_DIR / "librispeech_voices").rglob("*.flac")):
         speaker = "ls" + re.match(r"\d+", path.name).group(0)
         x = decode(path).samples
         voices.setdefault(speaker, []).append(corpus.Source.of(speaker, x, within=vad(x)))
+    _VOICES["all"] = voices
     return voices
+
+
+def labelled_sex() -> dict[str, str]:
+    """LibriSpeech's own gender labels (SPEAKERS.TXT): only to report how often the F0 estimate agrees."""
+    out = {}
+    for path in (DATA_DIR / "librispeech_voices").rglob("SPEAKERS.TXT"):
+        for line in path.read_text().splitlines():
+            f = [x.strip() for x in line.split("|")]
+            if not line.startswith(";") and len(f) >= 2:
+                out["ls" + f[0]] = f[1]
+    return out
+
+
+# ------------------------------------------------------------------------------------------ same channel
+
+
+def same_channel(out: Path, seed: int, n: int, vad, log) -> list[Item]:
+    """The conversations' schedule again (same counts, same halves), built with eval_same_channel from
+    equalised voices, gender-balanced picks and one shared channel each; a quarter of them (ranks 4
+    and 5 of every 8 per count, so both halves) also through a telephone codec (group same-phone)."""
+    voices = load_voices(vad)
+    flat = [s for v in voices.values() for s in v]
+    target = same.mean_ltas(flat)
+    eq = {k: [same.equalised(s, target)[0] for s in v] for k, v in voices.items()}
+    f0 = {k: same.median_f0(np.concatenate([same.speech_part(s.audio, s.regions) for s in v]))
+          for k, v in voices.items()}
+    genders = {k: same.gender_of(f) for k, f in f0.items()}
+    label = labelled_sex()
+    agree = [genders[k] == label[k] for k in genders if k in label]
+    females = sum(g == "F" for g in genders.values())
+    log(f"  LTAS spread across sources {same.ltas_spread_db(flat):.1f} dB -> "
+        f"{same.ltas_spread_db(sum(eq.values(), [])):.1f} dB equalised; F0 gender {females} F / "
+        f"{len(genders) - females} M, agrees with SPEAKERS.TXT on {sum(agree)}/{len(agree)}")
+    items, rank = [], {}
+    for i, (count, half) in enumerate(schedule(n)):
+        rank[count] = rank.get(count, -1) + 1
+        codec = rank[count] % 8 in (4, 5)
+        rng = np.random.default_rng([seed, SAME_SALT, i])
+        while True:
+            conv = same.build(eq, genders, count, float(rng.uniform(42.0, 118.0)), rng, codec=codec)
+            if 30.0 <= conv.duration <= 120.0:
+                break
+        name = f"same{i:02d}-{count}spk" + ("-phone" if codec else "")
+        meta = dict(conv.meta, overlap_s=round(corpus.overlap_seconds(conv.turns), 2),
+                    speech_s=round(sum(t.end - t.start for t in conv.turns), 2),
+                    f0_hz={s: round(f0[s], 1) for s in conv.speakers},
+                    labelled_sex={s: label.get(s) for s in conv.speakers})
+        items.append(_save(out, name, "same-phone" if codec else "same-clean", half, conv.audio,
+                           corpus.to_rttm(conv.turns, name), count, meta=meta))
+        log(f"  {name}: {conv.duration:.1f} s, {meta['genders']}, {meta['channel']}")
+    return items
 
 
 # ------------------------------------------------------------------------------------------ dev recordings
 
 
 def real_recordings() -> list[Item]:
-    from shared.audio import decode
+    """The seven real multi-speaker recordings, read in place (nothing cached): pyaudioanalysis_diar's
+    two, ami_en2002a_30s, and the four AMI EN2001a cuts of real_conversations (one shared channel)."""
+    import soundfile
 
     files = [DATA_DIR / "pyaudioanalysis_diar" / f"{s}.wav" for s in ("diarizationExample", "diarizationExample2")]
     files.append(DATA_DIR / "ami_en2002a_30s" / "EN2002a_30s.wav")
+    files += sorted((DATA_DIR / "real_conversations").glob("*.wav"))
     items = []
     for wav in files:
         rttm = wav.with_suffix(".rttm").read_text()
         speakers = {line.split()[7] for line in rttm.splitlines() if line.startswith("SPEAKER")}
-        items.append(Item(wav.stem, "real", "dev", str(wav), rttm, len(speakers), decode(wav).duration))
+        items.append(Item(wav.stem, "real", "dev", str(wav), rttm, len(speakers), soundfile.info(str(wav)).duration))
     return items
 
 
