@@ -1,6 +1,6 @@
 """`make eval`: accuracy of the project's pipeline on the dev corpus (local_dev/eval_sets.py), in-process.
 
-    python -m local_dev.eval [--half tune|check|all] [--sets conv,real,words] [--limit N]
+    python -m local_dev.eval [--half tune|check|all] [--sets conv,same,real,words] [--limit N]
                              [--num-speakers-hint] [--only diar|words] [--json OUT]
 
 diar:  the configured diarizer (DIARIZER=embedded|pyannote, read by Settings) called directly on every
@@ -12,7 +12,10 @@ words: the full pipeline (VAD, transcription, diarization, word timestamps) on t
        5, tiny.en, int8, CPU) as the baseline: WER with deletions counted apart, and reference speech
        that no output segment covers (widened by 0.25 s), for both. Plain's segments are coarse (they
        span pauses and, at times, speech it skipped), so its missed seconds flatter it: compare deletions.
-Prints a line per file, then markdown tables (per half and group; local_dev/eval_report.py). Model loading
+Sets: conv (LibriSpeech voices, each on its own channel), same (the same voices through one shared
+channel: local_dev/eval_same_channel.py), real (the seven real recordings: the verdict), words.
+Prints a line per file, then markdown tables (per half, kind and group, and the real recordings one by
+one; local_dev/eval_report.py). Model loading
 and a warm-up are outside the timings. This measures only: parameters are chosen on the tune half.
 """
 
@@ -146,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local_dev.eval", description=__doc__.split("\n")[0])
     parser.add_argument("--half", choices=["tune", "check", "all"], default="all",
                         help="which half of the conversations (the dev recordings always run)")
-    parser.add_argument("--sets", default="conv,real,words", help="comma-separated: conv, real, words")
+    parser.add_argument("--sets", default="conv,same,real,words", help="comma-separated: conv, same, real, words")
     parser.add_argument("--limit", type=int, default=None, help="at most N files of each group")
     parser.add_argument("--num-speakers-hint", action="store_true", help="give the true speaker count")
     parser.add_argument("--only", choices=["diar", "words"], default=None)
