@@ -16,7 +16,8 @@ the ``same-*`` groups with it, tests feed it synthetic signals.
    speakers within +-LEVEL_DB of each other (per-turn jitter +-TURN_JITTER_DB).
 2. **Voices**: gender is estimated (no label is used) from the median F0 (YIN, 60-400 Hz) of the
    loudest half of each voice's speech frames, split at F0_SPLIT_HZ; the number of female voices of a
-   conversation is drawn so that, in expectation, same-gender pairs are as common as mixed ones.
+   conversation is drawn so that same-gender pairs are as common as mixed ones (in expectation, and
+   kept so over a set by steering each draw against the running imbalance).
 3. **One shared chain** over the finished mix: one synthetic room (eval_corpus.impulse_response, RT60
    0.25-0.7 s, direct-to-reverberant 0-6 dB), one noise bed (pink or brown, 15-30 dB below the speech),
    one microphone (2nd-order band-pass, low edge 80-200 Hz, high edge 5-7.5 kHz, tilt -2..+1 dB/octave)
@@ -150,13 +151,19 @@ def composition_weights(n: int) -> np.ndarray:
     return q
 
 
-def pick_voices(genders: dict[str, str], n: int, rng: np.random.Generator) -> list[str]:
-    """n distinct voices, their number of female voices drawn from composition_weights(n)."""
+def pick_voices(genders: dict[str, str], n: int, rng: np.random.Generator, lean: int = 0) -> list[str]:
+    """n distinct voices, their number of female voices drawn from composition_weights(n); `lean` (the
+    same-gender minus mixed pairs of the conversations picked so far) restricts the draw to compositions
+    that bring that balance back toward zero, so a set of conversations stays balanced, not just its
+    expectation."""
     female = sorted(s for s, g in genders.items() if g == "F")
     male = sorted(s for s, g in genders.items() if g != "F")
     w = composition_weights(n)
-    feasible = np.array([k <= len(female) and n - k <= len(male) for k in range(n + 1)], float)
-    w = w * feasible
+    w = w * np.array([k <= len(female) and n - k <= len(male) for k in range(n + 1)], float)
+    diff = np.array([np.subtract(*pairs(k, n)) for k in range(n + 1)])
+    toward = w * ((diff <= 0) if lean > 0 else (diff >= 0) if lean < 0 else 1)
+    if toward.sum() > 0:
+        w = toward
     k = int(rng.choice(n + 1, p=w / w.sum()))
     chosen = [str(s) for s in rng.choice(female, k, replace=False)] if k else []
     chosen += [str(s) for s in rng.choice(male, n - k, replace=False)] if n - k else []
@@ -188,10 +195,10 @@ def shared_channel(mix: np.ndarray, rng: np.random.Generator, speech, *, codec: 
 
 
 def build(voices: dict[str, list[corpus.Source]], genders: dict[str, str], n: int, duration_s: float,
-          rng: np.random.Generator, *, codec: bool = False) -> corpus.Conversation:
-    """A conversation of n voices (already equalised) picked by gender balance, levels within
-    +-LEVEL_DB, through one shared channel."""
-    names = pick_voices(genders, n, rng)
+          rng: np.random.Generator, *, codec: bool = False, lean: int = 0) -> corpus.Conversation:
+    """A conversation of n voices (already equalised; those of `genders`) picked by gender balance
+    (pick_voices, `lean`), levels within +-LEVEL_DB, through one shared channel."""
+    names = pick_voices(genders, n, rng, lean)
     params = corpus.Params(level_db=LEVEL_DB, turn_jitter_db=TURN_JITTER_DB, noise_floor_dbfs=-90.0)
     conv = corpus.build_conversation({s: voices[s] for s in names}, n, duration_s, rng, params)
     audio, info = shared_channel(conv.audio, rng, [(t.start, t.end) for t in conv.turns], codec=codec)

@@ -76,16 +76,21 @@ def test_same_gender_pairs_as_common_as_mixed(n):
     assert np.allclose(w, w[::-1])  # neither gender favoured
 
 
-def test_pick_voices_balances_pairs_over_many_conversations():
+@pytest.mark.parametrize("steer", [False, True])
+def test_pick_voices_balances_pairs_over_many_conversations(steer):
     genders = {f"f{i}": "F" for i in range(20)} | {f"m{i}": "M" for i in range(20)}
     rng = np.random.default_rng(4)
     same_pairs = mixed = 0
-    for _ in range(400):
-        names = same.pick_voices(genders, 2, rng)
-        assert len(set(names)) == 2
-        s, m = same.pairs(sum(genders[x] == "F" for x in names), 2)
+    for i in range(400):
+        n = 2 + i % 7
+        names = same.pick_voices(genders, n, rng, lean=same_pairs - mixed if steer else 0)
+        assert len(set(names)) == n
+        s, m = same.pairs(sum(genders[x] == "F" for x in names), n)
         same_pairs, mixed = same_pairs + s, mixed + m
-    assert abs(same_pairs - mixed) < 0.15 * 400
+    if steer:  # held within one conversation's worth of pairs all along
+        assert abs(same_pairs - mixed) <= 28
+    else:  # balanced in expectation
+        assert abs(same_pairs - mixed) < 0.08 * (same_pairs + mixed)
 
 
 def test_shared_channel_keeps_the_length_and_the_speech_level():
