@@ -6,7 +6,8 @@
 - ``same``: the same schedule of conversations (1-8 speakers, tune and check halves) built from the same
   voices made to sound like one room and one channel (local_dev/eval_same_channel.py: LTAS equalised,
   levels within +-2 dB, same-gender pairs as common as mixed ones, one shared room, noise bed, microphone
-  and, for a quarter, codec): groups same-clean and same-phone, its own seed stream and cache.
+  and, for a quarter, codec): groups same-clean and same-phone, its own seed stream and cache; its check
+  half uses only the conv check half's voices and its tune half only the others.
 - ``real``: the seven real multi-speaker dev recordings (pyaudioanalysis_diar's two, ami_en2002a_30s, the
   four AMI EN2001a cuts of real_conversations) with their RTTM: the verdict for diarization.
 - ``words``: the transcribed dev recordings (LibriVox reader: single_track and its 5 utterances; JFK),
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("EVAL_DATA_DIR", ROOT.parent / "shared" / "data"))
 OUT_DIR = ROOT / "bench-out" / "eval"
 VERSION = 4  # bump when anything below or in eval_corpus changes what the conv or words sets hold
-SAME_VERSION = 1  # bump when local_dev/eval_same_channel.py or same_channel() below changes what is built
+SAME_VERSION = 2  # bump when local_dev/eval_same_channel.py or same_channel() below changes what is built
 SAME_SALT = 5151  # the same-channel set's own seed stream: np.random.default_rng([seed, SAME_SALT, i])
 SEED = 20261201
 N_CONVERSATIONS = 64
@@ -76,9 +77,10 @@ def load_items(*, seed: int = SEED, n_conversations: int = N_CONVERSATIONS, log=
     tail = f"seed{seed}-n{n_conversations}"
     base = _cached(OUT_DIR / f"v{VERSION}-{tail}", log, lambda out: conversations(out, seed, n_conversations, vad, log)
                    + words_files(out, seed, vad))
-    same = _cached(OUT_DIR / f"same-v{SAME_VERSION}-{tail}", log,
-                   lambda out: same_channel(out, seed, n_conversations, vad, log))
     conv = [i for i in base if i.kind == "conv"]
+    reserved = {s for i in conv if i.half == "check" for s in i.meta["levels_db"]}
+    same = _cached(OUT_DIR / f"same-v{SAME_VERSION}-{tail}", log,
+                   lambda out: same_channel(out, seed, n_conversations, vad, log, reserved))
     words = [i for i in base if i.kind == "words"]
     return conv + same + real_recordings() + words
 
@@ -183,10 +185,13 @@ def labelled_sex() -> dict[str, str]:
 # ------------------------------------------------------------------------------------------ same channel
 
 
-def same_channel(out: Path, seed: int, n: int, vad, log) -> list[Item]:
+def same_channel(out: Path, seed: int, n: int, vad, log, check_voices: set[str]) -> list[Item]:
     """The conversations' schedule again (same counts, same halves), built with eval_same_channel from
     equalised voices, gender-balanced picks and one shared channel each; a quarter of them (ranks 4
-    and 5 of every 8 per count, so both halves) also through a telephone codec (group same-phone)."""
+    and 5 of every 8 per count, so both halves) also through a telephone codec (group same-phone).
+    Voices apart per half: the check half draws only from `check_voices` (the voices of the conv
+    set's check half), the tune half only from the others, so no check-half voice of either set is
+    heard in this set's tune half and what is learned on it can leave all check voices out."""
     voices = load_voices(vad)
     flat = [s for v in voices.values() for s in v]
     target = same.mean_ltas(flat)
@@ -200,15 +205,19 @@ def same_channel(out: Path, seed: int, n: int, vad, log) -> list[Item]:
     log(f"  LTAS spread across sources {same.ltas_spread_db(flat):.1f} dB -> "
         f"{same.ltas_spread_db(sum(eq.values(), [])):.1f} dB equalised; F0 gender {females} F / "
         f"{len(genders) - females} M, agrees with SPEAKERS.TXT on {sum(agree)}/{len(agree)}")
-    items, rank = [], {}
+    pool = {"check": {k: g for k, g in genders.items() if k in check_voices},
+            "tune": {k: g for k, g in genders.items() if k not in check_voices}}
+    items, rank, lean = [], {}, {"tune": 0, "check": 0}
     for i, (count, half) in enumerate(schedule(n)):
         rank[count] = rank.get(count, -1) + 1
         codec = rank[count] % 8 in (4, 5)
         rng = np.random.default_rng([seed, SAME_SALT, i])
         while True:
-            conv = same.build(eq, genders, count, float(rng.uniform(42.0, 118.0)), rng, codec=codec)
+            conv = same.build(eq, pool[half], count, float(rng.uniform(42.0, 118.0)), rng, codec=codec,
+                              lean=lean[half])
             if 30.0 <= conv.duration <= 120.0:
                 break
+        lean[half] += conv.meta["same_gender_pairs"] - conv.meta["mixed_gender_pairs"]
         name = f"same{i:02d}-{count}spk" + ("-phone" if codec else "")
         meta = dict(conv.meta, overlap_s=round(corpus.overlap_seconds(conv.turns), 2),
                     speech_s=round(sum(t.end - t.start for t in conv.turns), 2),
