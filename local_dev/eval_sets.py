@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("EVAL_DATA_DIR", ROOT.parent / "shared" / "data"))
 OUT_DIR = ROOT / "bench-out" / "eval"
 VERSION = 4  # bump when anything below or in eval_corpus changes what the conv or words sets hold
-SAME_VERSION = 2  # bump when local_dev/eval_same_channel.py or same_channel() below changes what is built
+SAME_VERSION = 3  # bump when local_dev/eval_same_channel.py or same_channel() below changes what is built
 SAME_SALT = 5151  # the same-channel set's own seed stream: np.random.default_rng([seed, SAME_SALT, i])
 SEED = 20261201
 N_CONVERSATIONS = 64
@@ -187,8 +187,9 @@ def labelled_sex() -> dict[str, str]:
 
 def same_channel(out: Path, seed: int, n: int, vad, log, check_voices: set[str]) -> list[Item]:
     """The conversations' schedule again (same counts, same halves), built with eval_same_channel from
-    equalised voices, gender-balanced picks and one shared channel each; a quarter of them (ranks 4
-    and 5 of every 8 per count, so both halves) also through a telephone codec (group same-phone).
+    equalised voices, picks gender-balanced within each half and speaker count, and one shared channel
+    each; a quarter of them (ranks 4 and 5 of every 8 per count, so both halves) also through a
+    telephone codec (group same-phone).
     Voices apart per half: the check half draws only from `check_voices` (the voices of the conv
     set's check half), the tune half only from the others, so no check-half voice of either set is
     heard in this set's tune half and what is learned on it can leave all check voices out."""
@@ -207,17 +208,18 @@ def same_channel(out: Path, seed: int, n: int, vad, log, check_voices: set[str])
         f"{len(genders) - females} M, agrees with SPEAKERS.TXT on {sum(agree)}/{len(agree)}")
     pool = {"check": {k: g for k, g in genders.items() if k in check_voices},
             "tune": {k: g for k, g in genders.items() if k not in check_voices}}
-    items, rank, lean = [], {}, {"tune": 0, "check": 0}
+    items, rank, lean = [], {}, {}  # lean: same-gender minus mixed pairs so far, per half and speaker count
     for i, (count, half) in enumerate(schedule(n)):
         rank[count] = rank.get(count, -1) + 1
         codec = rank[count] % 8 in (4, 5)
         rng = np.random.default_rng([seed, SAME_SALT, i])
         while True:
             conv = same.build(eq, pool[half], count, float(rng.uniform(42.0, 118.0)), rng, codec=codec,
-                              lean=lean[half])
+                              lean=lean.get((half, count), 0))
             if 30.0 <= conv.duration <= 120.0:
                 break
-        lean[half] += conv.meta["same_gender_pairs"] - conv.meta["mixed_gender_pairs"]
+        pairs = conv.meta["same_gender_pairs"] - conv.meta["mixed_gender_pairs"]
+        lean[half, count] = lean.get((half, count), 0) + pairs
         name = f"same{i:02d}-{count}spk" + ("-phone" if codec else "")
         meta = dict(conv.meta, overlap_s=round(corpus.overlap_seconds(conv.turns), 2),
                     speech_s=round(sum(t.end - t.start for t in conv.turns), 2),
