@@ -75,6 +75,11 @@ class Chunk(BaseModel):
     keep_start: float
     keep_end: float
     speech: list[tuple[float, float]] = Field(default_factory=list, description="VAD speech regions inside")
+    unsure: list[tuple[float, float]] = Field(
+        default_factory=list,
+        description="sound the VAD scored as silence (inside `speech` too): words heard only there need "
+        "Whisper's own confidence",
+    )
     pieces: list[tuple[float, float]] = Field(
         default_factory=list,
         description="clip spans whose samples, joined, are the chunk's audio (long pauses cut out); empty: [start, end]",

@@ -31,8 +31,18 @@ MAX_PASSES = 3  # decodes of one chunk: the first, and up to two more for speech
 MIN_UNHEARD_S = 1.0  # seconds of VAD speech after the last word that make a chunk worth decoding again
 RETRY_PAD_S = 0.2
 MIN_PIECE_S = 0.1  # a piece with less audio than this (none, at a clip's end) is not decoded
-NO_SPEECH_PROB = 0.6  # a segment Whisper itself thinks is silence (no-speech probability above this ...
-NO_SPEECH_LOGPROB = -1.0  # ... and average token log-probability below this) is dropped
+# Whisper's own evidence that a segment is not speech (see `heard_as_speech`). Measured with tiny.en on
+# the eval's words files, the missed-speech fixtures and a voice Silero scores under 0.1: speech segments
+# no-speech probability <= 0.52, average log-probability >= -0.42; crowd babble, music, modulated noise:
+# no-speech >= 0.57, log-probability <= -0.77 ("Thank you.", "you", "Okay.").
+NO_SPEECH_PROB = 0.5  # a segment Whisper thinks is more likely silence than speech ...
+NO_SPEECH_LOGPROB = -0.6  # ... whose tokens it is also unsure of is dropped
+UNSURE_LOGPROB = -0.55  # words heard only in sound the VAD rejected need at least this average log-probability ...
+UNSURE_NO_SPEECH = 0.7  # ... and a no-speech probability under this
+MAX_COMPRESSION = 2.4  # faster-whisper's compression_ratio_threshold: above it, a repetition loop
+# what Whisper says over noise it does not understand: kept only when it is sure there is speech
+STOCK_PHRASES = frozenset({"thank you", "thank you very much", "thanks for watching", "thank you for watching",
+                           "you", "okay", "bye", "so"})
 # faster-whisper's defaults, passed explicitly: the words' tokens are grouped with the same ones
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
@@ -173,15 +183,51 @@ class WhisperTranscriber:
             self.model.hf_tokenizer, self.multilingual, task=options.task.value, language=info.language
         )
         for seg in segments:
-            if seg.no_speech_prob > NO_SPEECH_PROB and seg.avg_logprob < NO_SPEECH_LOGPROB:
-                continue  # Whisper's own rule (as plain transcribe applies it): silence, not speech
             decode = Decode(
                 avg_logprob=seg.avg_logprob, compression_ratio=seg.compression_ratio,
                 no_speech_prob=seg.no_speech_prob, temperature=seg.temperature,
             )  # fmt: skip
             i = layout.piece_of(seg.seek)
-            out[i] += _owned_words(seg.words or [], pieces[i], layout.offset_s(i), decode, word_tokens(tokenizer, seg))
+            words = _owned_words(seg.words or [], pieces[i], layout.offset_s(i), decode, word_tokens(tokenizer, seg))
+            if words and heard_as_speech(decode, words, unsure_share(words, pieces[i].chunk.unsure)):
+                out[i] += words
         return out, info.language
+
+
+def heard_as_speech(decode: Decode, words: list[Word], unsure: float = 0.0) -> bool:
+    """Whether Whisper's own evidence lets a segment's words stand.
+
+    Dropped: a segment Whisper thinks is more likely silence than speech (no-speech probability over
+    NO_SPEECH_PROB) and whose tokens it is unsure of (average log-probability under NO_SPEECH_LOGPROB),
+    the rule plain transcribe applies at 0.6 / -1.0, made stricter because a chunk here holds only what
+    the VAD found, not 30 s of context; one of Whisper's stock phrases over noise ("Thank you.") when
+    it thinks silence more likely; a repetition loop. Words heard mostly (`unsure`: their share of time)
+    in sound the VAD scored as silence stand only when Whisper is confident of them.
+    """
+    if decode.compression_ratio > MAX_COMPRESSION:
+        return False
+    if decode.no_speech_prob > NO_SPEECH_PROB:
+        if decode.avg_logprob < NO_SPEECH_LOGPROB:
+            return False
+        if " ".join(normalized_words(words)) in STOCK_PHRASES:
+            return False
+    if unsure > 0.5:
+        return decode.avg_logprob >= UNSURE_LOGPROB and decode.no_speech_prob < UNSURE_NO_SPEECH
+    return True
+
+
+def normalized_words(words: list[Word]) -> list[str]:
+    text = "".join(w.word for w in words).lower()
+    return "".join(c if c.isalnum() or c in " '" else " " for c in text).split()
+
+
+def unsure_share(words: list[Word], unsure: list[tuple[float, float]]) -> float:
+    """The share of `words`' time (clip seconds) inside the `unsure` spans."""
+    if not unsure:
+        return 0.0
+    total = sum(w.end - w.start for w in words)
+    inside = sum(max(0.0, min(w.end, b) - max(w.start, a)) for w in words for a, b in unsure)
+    return inside / total if total > 0 else 1.0
 
 
 class BatchLayout:

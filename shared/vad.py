@@ -6,8 +6,11 @@ two cut points, and its audio reaches `overlap_s / 2` past each cut, so neighbou
 and a word heard by both is kept once (see shared/transcriber.py).
 
 Chunking reads Silero's probabilities at lower thresholds than its usual 0.5 (`split_threshold`), and
-takes a second look at what is still "silence": stretches well above the clip's noise floor are handed
-to Whisper too, which rejects what it judges not to be speech. `speech_regions()` defaults to Silero's
+takes a second look at what is still "silence": VAD chooses where to cut, not alone what is speech.
+Stretches LOUD_DB over the clip's noise floor that Silero rejects (a tinny, muffled or distant voice can
+score under 0.1 a few dB over the pauses) are handed to Whisper too, batched with the rest and marked
+on their chunk (`Chunk.unsure`); Whisper's own evidence decides what of them is speech
+(shared/transcriber.py). `speech_regions()` defaults to Silero's
 0.5; the embedded diarizer passes chunking's 0.15 / 0.05.
 """
 
@@ -27,9 +30,10 @@ CONTEXT = 64  # samples of the previous window it sees with each one
 BLOCK_WINDOWS = 10_000  # windows per ONNX call, as faster-whisper batches them (320 s of audio)
 FINE_SILENCE_MS = 100  # pauses looked for when speech runs on longer than a chunk
 MAX_PAUSE_S = 0.4  # a longer pause inside a chunk is shortened to this (its middle is cut out)
-LOUD_DB = 15.0  # second look: a window this far above the clip's noise floor carries sound ...
+LOUD_DB = 6.0  # second look: a window this far above the clip's noise floor carries sound ...
 LOUD_MIN_DB = -60.0  # ... (and at least this loud, dBFS)
 LOUD_MIN_S = 0.5  # a stretch of such windows this long inside a VAD "silence" is handed to Whisper too
+LOUD_BRIDGE_S = 0.5  # quieter dips shorter than this (between syllables, words) do not end a stretch
 HIGHPASS_HZ = 80.0  # Silero hears the audio above this (see SileroState)
 _HIGHPASS = butter(4, HIGHPASS_HZ, btype="high", fs=SAMPLE_RATE, output="sos")
 
@@ -163,10 +167,10 @@ class SileroVad:
             return []
         probs = self.speech_probabilities(audio)
         regions = self._chunk_regions(audio, probs=probs)
-        if self.second_look:
-            regions = _union(regions, loud_regions(window_levels(audio), regions))
-        regions = self._split_long(audio, regions, probs)
-        return plan_chunks(regions, audio.duration, max_chunk_s=self.max_chunk_s, overlap_s=self.overlap_s)
+        unsure = loud_regions(window_levels(audio), regions) if self.second_look else []
+        regions = self._split_long(audio, _union(regions, unsure), probs)
+        return plan_chunks(regions, audio.duration, max_chunk_s=self.max_chunk_s, overlap_s=self.overlap_s,
+                           unsure=unsure)
 
     def _chunk_regions(self, audio: AudioSource, **kwargs) -> list[Region]:
         """Speech as chunking sees it: at the lower split thresholds, so quiet, distant or reverberant
@@ -270,8 +274,10 @@ def window_levels(audio: AudioSource | np.ndarray) -> np.ndarray:
 
 def loud_regions(levels: np.ndarray, speech: list[Region]) -> list[Region]:
     """A second look at Silero's silences: stretches of at least LOUD_MIN_S outside `speech` whose level
-    stays LOUD_DB above the clip's noise floor (its 10th-percentile window). Distant or reverberant
-    speech can score low with Silero and still be plainly there; Whisper decides what it is."""
+    stays LOUD_DB above the clip's noise floor (its 10th-percentile window), across dips shorter than
+    LOUD_BRIDGE_S. Distant, muffled, tinny or reverberant speech can score under 0.1 with Silero and
+    still be plainly there, a few dB over the pauses; Whisper decides what it is (words heard only
+    there need Whisper's own confidence: shared/transcriber.py)."""
     if len(levels) == 0:
         return []
     floor = float(np.percentile(np.maximum(levels, -100.0), 10))
@@ -280,7 +286,7 @@ def loud_regions(levels: np.ndarray, speech: list[Region]) -> list[Region]:
     for r in speech:
         loud[int(r.start / step) : int(np.ceil(r.end / step))] = False
     out, start = [], None
-    bridge = int(0.3 / step)  # quiet dips shorter than this do not end a stretch
+    bridge = int(LOUD_BRIDGE_S / step)
     quiet_run = 0
     for i, is_loud in enumerate(np.append(loud, False).tolist()):
         if is_loud:
@@ -318,11 +324,14 @@ def quietest_point(audio: AudioSource | np.ndarray, lo: float, hi: float, frame_
     return (a + (int(np.argmin(energy)) + 0.5) * frame) / SAMPLE_RATE
 
 
-def plan_chunks(regions: list[Region], duration: float, *, max_chunk_s: float, overlap_s: float) -> list[Chunk]:
+def plan_chunks(regions: list[Region], duration: float, *, max_chunk_s: float, overlap_s: float,
+                unsure: list[Region] = ()) -> list[Chunk]:
     """Pack speech regions greedily into chunks of at most `max_chunk_s` seconds of audio.
 
     Inside a chunk, a pause longer than MAX_PAUSE_S is shortened to MAX_PAUSE_S by cutting out its
     middle: Whisper's 30 s windows then hold speech, not silence, so fewer chunks cover the clip.
+    `unsure` (the second look's regions: sound the VAD scored as silence) is noted on each chunk it
+    falls in (Chunk.unsure).
     """
     groups: list[list[Region]] = []
     for region in regions:
@@ -342,7 +351,9 @@ def plan_chunks(regions: list[Region], duration: float, *, max_chunk_s: float, o
         chunks.append(Chunk(index=i, start=round(start, 3), end=round(end, 3),
                             keep_start=round(keep_start, 3), keep_end=round(keep_end, 3),
                             speech=[(round(r.start, 3), round(r.end, 3)) for r in group],
-                            pieces=_pieces(group, start, end)))
+                            pieces=_pieces(group, start, end),
+                            unsure=[(round(max(r.start, start), 3), round(min(r.end, end), 3))
+                                    for r in unsure if r.end > start and r.start < end]))
     return chunks
 
 
