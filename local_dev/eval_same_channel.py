@@ -23,6 +23,13 @@ the ``same-*`` groups with it, tests feed it synthetic signals.
    one microphone (2nd-order band-pass, low edge 80-200 Hz, high edge 5-7.5 kHz, tilt -2..+1 dB/octave)
    that colours voices and noise alike, and for some conversations one codec (eval_corpus.phone).
 The reference turns are the builder's exact ones (the chain only adds a reverberant tail).
+
+Measured on the 351 LibriSpeech recordings (set same-v3, seed 20261201): LTAS spread across sources
+(RMS over bands of the per-band standard deviation) 6.0 dB before, 1.1 dB after equalisation; the F0
+gender estimate agrees with LibriSpeech's SPEAKERS.TXT on 241 of 261 voices (the labels are only
+reported, never used). Cosine between different speakers' voice centroids (local_dev/eval_separation.py,
+the embedded diarizer's encoder): conv-clean mean 0.59, same-clean 0.72, same-phone 0.77, the seven real
+recordings 0.69 -- the same-channel voices sit as close as real ones, the conv voices much further apart.
 """
 
 from __future__ import annotations
