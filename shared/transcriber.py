@@ -39,7 +39,7 @@ NO_SPEECH_PROB = 0.5  # a segment Whisper thinks is more likely silence than spe
 NO_SPEECH_LOGPROB = -0.6  # ... whose tokens it is also unsure of is dropped
 UNSURE_LOGPROB = -0.55  # words heard only in sound the VAD rejected need at least this average log-probability ...
 UNSURE_NO_SPEECH = 0.7  # ... and a no-speech probability under this
-MAX_COMPRESSION = 2.4  # faster-whisper's compression_ratio_threshold: above it, a repetition loop
+MAX_COMPRESSION = 2.4  # faster-whisper's compression_ratio_threshold: above it, a repetition loop (unsure sound)
 # what Whisper says over noise it does not understand: kept only when it is sure there is speech
 STOCK_PHRASES = frozenset({"thank you", "thank you very much", "thanks for watching", "thank you for watching",
                            "you", "okay", "bye", "so"})
@@ -201,18 +201,18 @@ def heard_as_speech(decode: Decode, words: list[Word], unsure: float = 0.0) -> b
     NO_SPEECH_PROB) and whose tokens it is unsure of (average log-probability under NO_SPEECH_LOGPROB),
     the rule plain transcribe applies at 0.6 / -1.0, made stricter because a chunk here holds only what
     the VAD found, not 30 s of context; one of Whisper's stock phrases over noise ("Thank you.") when
-    it thinks silence more likely; a repetition loop. Words heard mostly (`unsure`: their share of time)
-    in sound the VAD scored as silence stand only when Whisper is confident of them.
+    it thinks silence more likely. Words heard mostly (`unsure`: their share of time) in sound the VAD
+    scored as silence stand only when Whisper is confident of them and they are no repetition loop
+    (elsewhere a high compression ratio can be real: a speaker who repeats a sentence).
     """
-    if decode.compression_ratio > MAX_COMPRESSION:
-        return False
     if decode.no_speech_prob > NO_SPEECH_PROB:
         if decode.avg_logprob < NO_SPEECH_LOGPROB:
             return False
         if " ".join(normalized_words(words)) in STOCK_PHRASES:
             return False
     if unsure > 0.5:
-        return decode.avg_logprob >= UNSURE_LOGPROB and decode.no_speech_prob < UNSURE_NO_SPEECH
+        return (decode.avg_logprob >= UNSURE_LOGPROB and decode.no_speech_prob < UNSURE_NO_SPEECH
+                and decode.compression_ratio <= MAX_COMPRESSION)
     return True
 
 

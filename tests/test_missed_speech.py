@@ -134,7 +134,8 @@ def test_whisper_evidence_keeps_speech_and_drops_what_it_heard_in_noise():
     assert heard_as_speech(_decode(0.2, -0.5), thanks)  # ... and the same words said
     assert not heard_as_speech(_decode(0.3, -0.7), sentence, unsure=0.9)  # VAD-rejected sound: needs confidence
     assert heard_as_speech(_decode(0.3, -0.7), sentence, unsure=0.1)
-    assert not heard_as_speech(_decode(0.05, -0.2, compression=2.6), sentence)  # a repetition loop
+    assert not heard_as_speech(_decode(0.05, -0.2, compression=2.6), sentence, unsure=0.9)  # a repetition loop
+    assert heard_as_speech(_decode(0.18, -0.08, compression=2.9), sentence)  # a speaker repeating a sentence
 
 
 def test_unsure_share_is_the_words_time_inside_the_unsure_spans():
