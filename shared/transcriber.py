@@ -28,7 +28,7 @@ from shared.stages import LANGUAGE_PROBE_S
 log = logging.getLogger(__name__)
 
 MAX_PASSES = 3  # decodes of one chunk: the first, and up to two more for speech left unheard
-MIN_UNHEARD_S = 1.0  # seconds of VAD speech after the last word that make a chunk worth decoding again
+MIN_UNHEARD_S = 2.0  # seconds of VAD speech with no word heard in them that make a chunk worth decoding again
 RETRY_PAD_S = 0.2
 MIN_PIECE_S = 0.1  # a piece with less audio than this (none, at a clip's end) is not decoded
 # Whisper's own evidence that a segment is not speech (see `heard_as_speech`). Measured with tiny.en on
@@ -121,9 +121,11 @@ class WhisperTranscriber:
 
         Without timestamp tokens Whisper sometimes ends a chunk after its first sentence, with many
         seconds of speech still to come, or skips a quieter voice between louder ones (another room,
-        farther from the microphone). The chunk's VAD regions show that: every stretch of a second or
-        more of speech with no word in it (before the first word, between two, after the last) is
-        decoded again on its own (batched too), up to MAX_PASSES times.
+        farther from the microphone). The chunk's VAD regions show that: every stretch of MIN_UNHEARD_S
+        or more of speech with no word in it (before the first word, between two, after the last) is
+        decoded again on its own (batched too), up to MAX_PASSES times. Each re-decode costs a whole
+        30 s window; the 1-2 s stretches the bench conversation left unheard were breaths and gave only
+        "Okay." / "Yeah." (which Whisper's evidence drops), so shorter stretches are not decoded again.
         """
         words: list[list[Word]] = [[] for _ in batch]
         language = options.language or (None if self.multilingual else "en")

@@ -167,8 +167,11 @@ def test_short_unheard_speech_and_wordless_chunks_are_not_decoded_again():
                   speech=[(0.2, 4.0), (4.5, 5.2), (5.5, 9.0)])
     heard = [_word(0.3, 3.9, "a"), _word(5.6, 8.9, "b")]
     audio = load_audio(QUIET)
-    assert _unheard_spans(ChunkAudio(chunk, audio), heard) == []  # 0.7 s unheard: under a second
+    assert _unheard_spans(ChunkAudio(chunk, audio), heard) == []  # 0.7 s unheard: under MIN_UNHEARD_S
     assert _unheard_spans(ChunkAudio(chunk, audio), []) == []
+    breath = Chunk(index=0, start=0.0, end=10.0, keep_start=0.0, keep_end=10.0, speech=[(0.2, 4.0), (4.2, 5.7), (6.0, 9.0)])
+    heard = [_word(0.3, 3.9, "a"), _word(6.1, 8.9, "b")]
+    assert _unheard_spans(ChunkAudio(breath, audio), heard) == []  # 1.5 s: a breath, not worth a 30 s window
 
 
 def test_words_of_a_second_look_are_merged_in_time_order_without_doubles():
