@@ -1,12 +1,17 @@
 """The embedded diarizer: offline and token-free.
 
-1. Silero VAD finds speech (cut at short pauses, so turns can change there) at the thresholds chunking
-   uses, 0.15 / 0.05 (`vad_threshold`), far below Silero's usual 0.5 / 0.35: far-field, reverberant and
-   band-limited voices score low, and speech without a speaker is scored as missed. Chosen on the
-   eval's same-channel tune half; on the seven real recordings it cut speech the diarizer never saw
-   from 23.2 s to 6.9 s of 204 s and DER from 20.7 % to 16.6 % (docs/accuracy.md).
-2. resemblyzer embeds overlapping 1.6 s windows of speech (a d-vector per window), each speech region
-   brought to -30 dBFS first (resemblyzer's own level; its embeddings move with the level).
+1. Silero VAD finds speech (cut at short pauses, so turns can change there): it starts where Silero is
+   as sure as 0.35 and ends only once the score stays under 0.05 (`vad_threshold`,
+   `vad_neg_threshold`), so the quiet ends of far-field, reverberant and band-limited utterances keep
+   their speaker without the low-scoring noise and reverberation between them founding new ones.
+   Chosen on the eval's same-channel tune half among 0.35/0.2 (the old default), 0.35/0.05, 0.25/0.1,
+   0.25/0.05 and 0.15/0.05; on the seven real recordings, reference speech outside every region fell
+   from 24.5 s to 9.0 s of 204 s.
+2. resemblyzer embeds overlapping 1.6 s windows of speech (a d-vector per window), each window brought
+   to -30 dBFS (resemblyzer's mel is power, not log: its embeddings move with the level, and a region
+   joined across a short pause may run from a quiet stretch into a loud one). With 1. this took the
+   same-channel tune half from DER 18.8 % to 15.5 %, the conversations' tune half from 5.1 % to 4.7 %
+   and the real recordings from 21.3 % to 19.6 % (docs/accuracy.md has the check halves).
 3. Speakers are counted and clustered on segments, the mean of up to `segment_windows` consecutive
    windows of one speech region (shared/diarization/clustering.py): average linkage on cosine distance
    up to `distance_threshold`, or cut at exactly `num_speakers`; clusters covering under
@@ -51,7 +56,7 @@ class EmbeddedDiarizer:
         window_s: float = 1.6,
         hop_s: float = 0.4,
         min_pause_ms: int = 250,
-        vad_threshold: float = 0.15,
+        vad_threshold: float = 0.35,
         vad_neg_threshold: float = 0.05,
         distance_threshold: float = 0.27,
         segment_windows: int = 4,
@@ -142,7 +147,8 @@ class EmbeddedDiarizer:
 
         with self._lock, torch.inference_mode():
             for r, region in enumerate(regions):
-                mel = wav_to_mel_spectrogram(self._levelled(read_seconds(audio, region.start, region.end)))
+                wav = self._levelled(read_seconds(audio, region.start, region.end))
+                mel = wav_to_mel_spectrogram(wav)
                 if len(mel) < win:
                     if len(mel) >= 30:  # under 0.3 s there is too little voice to tell anyone apart
                         spans.append((region.start, region.start + len(mel) * FRAME_S))
@@ -156,7 +162,7 @@ class EmbeddedDiarizer:
                     spans.append((region.start + s * FRAME_S, region.start + (s + win) * FRAME_S))
                     region_of.append(r)
                     rows.append(None)
-                    batch.append(mel[s : s + win])
+                    batch.append(self._levelled_mel(mel, wav, s, win))
                     batch_at.append(len(rows) - 1)
                     if len(batch) == EMBED_BATCH:
                         for i, e in zip(batch_at, embed(batch)):
@@ -175,6 +181,18 @@ class EmbeddedDiarizer:
             return wav
         rms = float(np.sqrt(np.mean(np.square(wav, dtype=np.float64)))) if len(wav) else 0.0
         return wav if rms < 1e-5 else (wav * (10 ** (self.level_dbfs / 20) / rms)).astype(np.float32)
+
+    def _levelled_mel(self, mel: np.ndarray, wav: np.ndarray, start: int, frames: int) -> np.ndarray:
+        """One window's mel frames, scaled as if the window alone had been levelled: a region that runs
+        from a quiet stretch into a loud one (joined across a short pause) would otherwise show the
+        encoder the quiet part 20 dB down. The mel is power, so a gain g on the samples is g^2 here."""
+        window = mel[start : start + frames]
+        if self.level_dbfs is None:
+            return window
+        hop = round(FRAME_S * 16000)
+        samples = wav[start * hop : (start + frames) * hop]
+        rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if len(samples) else 0.0
+        return window if rms < 1e-5 else window * np.float32((10 ** (self.level_dbfs / 20) / rms) ** 2)
 
     # --- 3. clustering ---
     def _cluster_windows(self, windows: "Windows", hints: SpeakerHints) -> np.ndarray:
