@@ -353,9 +353,20 @@ def _owned_words(
     chunk = item.chunk
     out = []
     for w, ids in zip(words, tokens or [()] * len(words)):
-        start = round(chunk.to_clip_time(w.start - offset), 3)
-        end = round(chunk.to_clip_time(w.end - offset), 3)
+        start, end = _across_cuts(chunk, chunk.to_clip_time(w.start - offset), chunk.to_clip_time(w.end - offset))
+        start, end = round(start, 3), round(end, 3)
         if start < chunk.keep_end and end > chunk.keep_start:
             word = Word(start=start, end=end, word=w.word, probability=round(w.probability, 4))
             out.append(word.heard_in(decode, ids) if decode else word)
     return out
+
+
+def _across_cuts(chunk: Chunk, start: float, end: float) -> tuple[float, float]:
+    """A word whose clip times span a pause cut out of the chunk's audio (shared/vad.py MAX_PAUSE_S)
+    was heard on one side of it: it keeps the side where more of it lies (the aligner can stretch the
+    first word after a cut back over sound before it, e.g. noise the second look handed to Whisper)."""
+    spans = chunk.spans()
+    for (_, cut_start), (cut_end, _) in zip(spans, spans[1:]):
+        if start < cut_start and end > cut_end:
+            return (cut_end, end) if end - cut_end > cut_start - start else (start, cut_start)
+    return start, end

@@ -25,7 +25,7 @@ from scoring import words_of
 
 from shared.domain import Chunk, ChunkAudio, Decode, TranscribeOptions, Word
 from shared.pipeline import transcribe
-from shared.transcriber import _unheard_spans, heard_as_speech, merge_words, unsure_share
+from shared.transcriber import _across_cuts, _unheard_spans, heard_as_speech, merge_words, unsure_share
 
 FIXTURES = Path(__file__).parent / "fixtures"
 QUIET = FIXTURES / "quiet_utterance.flac"
@@ -172,6 +172,16 @@ def test_short_unheard_speech_and_wordless_chunks_are_not_decoded_again():
     breath = Chunk(index=0, start=0.0, end=10.0, keep_start=0.0, keep_end=10.0, speech=[(0.2, 4.0), (4.2, 5.7), (6.0, 9.0)])
     heard = [_word(0.3, 3.9, "a"), _word(6.1, 8.9, "b")]
     assert _unheard_spans(ChunkAudio(breath, audio), heard) == []  # 1.5 s: a breath, not worth a 30 s window
+
+
+def test_a_word_spanning_a_pause_cut_out_keeps_the_side_it_was_heard_on():
+    """quiet_utterance: noise, a 0.56 s pause cut out of the chunk's audio, then "He": the aligner
+    stretched "He" back over the noise (16.59-17.79 s); it belongs after the cut."""
+    chunk = Chunk(index=0, start=13.848, end=20.59, keep_start=13.8, keep_end=20.59,
+                  pieces=[(13.848, 16.808), (17.37, 20.59)])
+    assert _across_cuts(chunk, 16.587, 17.789) == (17.37, 17.789)
+    assert _across_cuts(chunk, 16.5, 17.4) == (16.5, 16.808)
+    assert _across_cuts(chunk, 17.4, 17.9) == (17.4, 17.9)
 
 
 def test_words_of_a_second_look_are_merged_in_time_order_without_doubles():
