@@ -39,7 +39,6 @@ LOUD_DB = 6.0  # second look: a window this far above the clip's noise floor car
 LOUD_MIN_DB = -60.0  # ... (and at least this loud, dBFS)
 LOUD_MIN_S = 0.5  # a stretch of such windows this long inside a VAD "silence" is handed to Whisper too
 LOUD_BRIDGE_S = 0.5  # quieter dips shorter than this (between syllables, words) do not end a stretch
-LOCAL_FLOOR_S = 3.0  # ... and LOUD_DB over the floor within this many seconds around it (see local_floor)
 HIGHPASS_HZ = 80.0  # Silero hears the audio above this (see SileroState)
 _HIGHPASS = butter(4, HIGHPASS_HZ, btype="high", fs=SAMPLE_RATE, output="sos")
 
@@ -337,8 +336,7 @@ def window_levels(audio: AudioSource | np.ndarray) -> np.ndarray:
 
 def loud_regions(levels: np.ndarray, speech: list[Region]) -> list[Region]:
     """A second look at Silero's silences: stretches of at least LOUD_MIN_S outside `speech` whose level
-    stays LOUD_DB above the clip's noise floor (its 10th-percentile window) and the local one around it
-    (`local_floor`), across dips shorter than
+    stays LOUD_DB above the clip's noise floor (its 10th-percentile window), across dips shorter than
     LOUD_BRIDGE_S. Distant, muffled, tinny or reverberant speech can score under 0.1 with Silero and
     still be plainly there, a few dB over the pauses; Whisper decides what it is (words heard only
     there need Whisper's own confidence: shared/transcriber.py)."""
@@ -346,7 +344,7 @@ def loud_regions(levels: np.ndarray, speech: list[Region]) -> list[Region]:
         return []
     levels = np.maximum(levels, -100.0)
     floor = float(np.percentile(levels, 10))
-    loud = levels >= np.maximum(max(floor + LOUD_DB, LOUD_MIN_DB), local_floor(levels) + LOUD_DB)
+    loud = levels >= max(floor + LOUD_DB, LOUD_MIN_DB)
     step = WINDOW / SAMPLE_RATE
     for r in speech:
         loud[int(r.start / step) : int(np.ceil(r.end / step))] = False
@@ -365,19 +363,6 @@ def loud_regions(levels: np.ndarray, speech: list[Region]) -> list[Region]:
                     out.append(Region(max(0.0, (start - 1) * step), min(len(levels) * step, (end + 1) * step)))
                 start, quiet_run = None, 0
     return out
-
-
-def local_floor(levels: np.ndarray, half_s: float = LOCAL_FLOOR_S, hop_s: float = 1.0) -> np.ndarray:
-    """The noise floor around each window: the 10th-percentile level within `half_s` of it (computed
-    every `hop_s`, interpolated between). A floor that swells and fades (ventilation cycling, traffic)
-    is not sound over the floor; measured on 5 minutes with 45 s of speech over a pink floor swelling
-    by +-4 dB: 181 s of it went to Whisper against the clip's floor alone, 113 s with this one (the
-    bench conversation 15.7 -> 4.1 s), and as much of a tinny voice as before (0.79 of it)."""
-    step = WINDOW / SAMPLE_RATE
-    half, hop = int(half_s / step), max(1, int(hop_s / step))
-    centres = np.arange(0, len(levels), hop)
-    values = [np.percentile(levels[max(0, c - half) : c + half + 1], 10) for c in centres]
-    return np.interp(np.arange(len(levels)), centres, values)
 
 
 def _union(a: list[Region], b: list[Region]) -> list[Region]:
