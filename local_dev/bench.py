@@ -8,6 +8,11 @@ same model, compute type and threads:
 Each runs in its own process (a warm-up on 20 s first, model load excluded), so peak RSS is its own.
 Targets: c/a <= 0.5, c/b <= 1.1, WER(c) <= WER(a) + 1 point. Ratios, not absolute times, are what
 compare across these noisy machines.
+
+Then, on 5 minutes of mostly silence (local_dev/bench_audio.py build_silence_heavy_audio: 45 s of
+speech over a noise floor with clicks and tunes), what looking past the VAD costs: (b), and (c) with and
+without the VAD's second look (c0: only what Silero calls speech reaches Whisper), and the words each
+gets (no words may come from the clicks and tunes). `--skip-silence` leaves this out.
 """
 
 from __future__ import annotations
@@ -26,6 +31,11 @@ CONFIGS = {
     "a": "faster-whisper transcribe, beam 5",
     "b": "faster-whisper BatchedInferencePipeline, batch 8",
     "c": "whospoke pipeline (+diarization, +words)",
+}
+SILENCE_CONFIGS = {
+    "b": CONFIGS["b"],
+    "c": CONFIGS["c"],
+    "c0": "whospoke pipeline, no second look past the VAD",
 }
 
 
@@ -65,7 +75,9 @@ def run_config(name: str, wav: Path, threads: int) -> dict:
         settings = Settings(_env_file=None, whisper_model="tiny.en", device="cpu", compute_type="int8",
                             cpu_threads=max(1, threads // workers), transcribe_workers=workers,
                             batch_size=8, beam_size=5)
-        runner = InProcessRunner(StageWorker(settings).load())
+        worker = StageWorker(settings).load()
+        worker.vad.second_look = name != "c0"
+        runner = InProcessRunner(worker)
         options = TranscribeOptions(diarize=True, word_timestamps=True, language="en")
 
         def go(x):
@@ -94,10 +106,11 @@ def measure(name: str, wav: Path, threads: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--child", choices=list(CONFIGS), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=list({**CONFIGS, **SILENCE_CONFIGS}), help=argparse.SUPPRESS)
     parser.add_argument("--wav", type=Path)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--skip-concurrency", action="store_true", help="only the a/b/c comparison")
+    parser.add_argument("--skip-concurrency", action="store_true", help="no concurrency section")
+    parser.add_argument("--skip-silence", action="store_true", help="no silence-heavy section")
     parser.add_argument("--long", nargs="?", const="15m,1h,4h", metavar="SIZES",
                         help="then the long-form section (local_dev/bench_long.py), default sizes 15m,1h,4h")
     args = parser.parse_args(argv)
@@ -137,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for label, value, target, ok in checks:
         print(f"{label}: {value:.3f} (target {target}) {'met' if ok else 'NOT met'}")
+    if not args.skip_silence:
+        silence_section(args.threads)
     if not args.skip_concurrency:
         try:
             from local_dev.bench_concurrency import main as concurrency_main
@@ -151,6 +166,25 @@ def main(argv: list[str] | None = None) -> int:
         print()
         return long_main(["--sizes", args.long])
     return 0
+
+
+def silence_section(threads: int) -> None:
+    from local_dev.bench_audio import build_silence_heavy_audio
+    from local_dev.scoring import word_errors
+
+    wav, ref_text = build_silence_heavy_audio()
+    print(f"\nmostly silence: {wav.name}\n")
+    print("| config | time (s) | CPU (s) | RTF | words | deleted | inserted |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    results = {}
+    for name, label in SILENCE_CONFIGS.items():
+        results[name] = r = measure(name, wav, threads)
+        e = word_errors(ref_text, r["text"])
+        print(f"| ({name}) {label} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | {r['rtf']:.4f} | {e['ref_words']} "
+              f"| {e['deletions']} | {e['insertions']} |", flush=True)
+    b, c, c0 = (results[k] for k in ("b", "c", "c0"))
+    print(f"second look's cost: c/c0 {c['seconds'] / c0['seconds']:.2f} time, {c['cpu_seconds'] / c0['cpu_seconds']:.2f} CPU; "
+          f"c/b {c['seconds'] / b['seconds']:.2f} time, {c['cpu_seconds'] / b['cpu_seconds']:.2f} CPU")
 
 
 if __name__ == "__main__":

@@ -230,6 +230,55 @@ def build_bench_audio(out_dir: Path | str = DEFAULT_OUT_DIR, seconds: float = 32
     return wav_path, ref_text, rttm_path
 
 
+SILENT_NAME = "bench_silence_heavy"
+
+
+def build_silence_heavy_audio(out_dir: Path | str = DEFAULT_OUT_DIR, seconds: float = 300.0, seed: int = 7):
+    """A mostly silent recording, for what looking past the VAD costs (shared/vad.py loud_regions):
+    four utterances (the reader's 0870, 0890, 0920 and JFK's clip, -26 dBFS, ~45 s of speech) spread over
+    `seconds` of a steady pink noise floor at -55 dBFS, with 40 keyboard clicks and thumps (-30 dBFS,
+    10-80 ms) and two 6 s tunes from a phone speaker (-38 dBFS) between them. Returns (wav, ref_text)."""
+    root = data_dir()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+
+    def at(x: np.ndarray, dbfs: float) -> np.ndarray:
+        return x * 10 ** (dbfs / 20) / np.sqrt(np.mean(np.square(x, dtype=np.float64)))
+
+    spectrum = np.fft.rfft(rng.standard_normal(n)) / np.sqrt(np.maximum(np.arange(n // 2 + 1), 1))
+    audio = at(np.fft.irfft(spectrum, n), -55.0)
+    sources = [(f"{LIBRI}/sense_and_sensibility_01_austen_64kb-{u}.wav", f"{LIBRI}/sense_and_sensibility_01_austen_64kb-{u}.ref.txt")
+               for u in ("0870", "0890", "0920")] + [("jfk/jfk_16k.wav", "jfk/ref.txt")]
+    texts = []
+    for k, (wav, ref) in enumerate(sources):
+        start = int(seconds * (0.07 + 0.77 * k / (len(sources) - 1)) * SR)
+        clip = decode(root / wav).samples
+        audio[start : start + len(clip)] += at(clip, -26.0)
+        texts.append((root / ref).read_text().strip())
+    for t in rng.uniform(0.1 * seconds, 0.97 * seconds, 40):
+        i, m = int(t * SR), int(rng.uniform(0.01, 0.08) * SR)
+        audio[i : i + m] += at(rng.standard_normal(m) * np.exp(-np.arange(m) / (m / 4)), -30.0)
+    tt = np.arange(6 * SR) / SR
+    tune = np.zeros_like(tt)
+    for k in range(12):
+        a, b = int(k * 0.5 * SR), int((k * 0.5 + 0.45) * SR)
+        tune[a:b] += np.sin(2 * np.pi * [523, 587, 659, 698, 784, 880][k % 6] * tt[a:b]) * np.exp(-4 * (tt[a:b] - tt[a]))
+    for t in (0.2 * seconds, 0.67 * seconds):
+        audio[int(t * SR) : int(t * SR) + len(tt)] += at(tune, -38.0)
+    wav_path = out_dir / f"{SILENT_NAME}.wav"
+    pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype(np.int16)
+    with wave.open(str(wav_path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SR)
+        w.writeframes(pcm.tobytes())
+    ref_text = "\n".join(texts) + "\n"
+    (out_dir / f"{SILENT_NAME}.ref.txt").write_text(ref_text)
+    return wav_path, ref_text
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Build the benchmark conversation audio + references.")
     ap.add_argument("out_dir", nargs="?", type=Path, default=DEFAULT_OUT_DIR)
