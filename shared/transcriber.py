@@ -34,9 +34,13 @@ MIN_PIECE_S = 0.1  # a piece with less audio than this (none, at a clip's end) i
 # Whisper's own evidence that a segment is not speech (see `heard_as_speech`). Measured with tiny.en on
 # the eval's words files, the missed-speech fixtures and a voice Silero scores under 0.1: speech segments
 # no-speech probability <= 0.52, average log-probability >= -0.42; crowd babble, music, modulated noise:
-# no-speech >= 0.57, log-probability <= -0.77 ("Thank you.", "you", "Okay.").
-NO_SPEECH_PROB = 0.5  # a segment Whisper thinks is more likely silence than speech ...
-NO_SPEECH_LOGPROB = -0.6  # ... whose tokens it is also unsure of is dropped
+# no-speech >= 0.57, log-probability <= -0.77 ("Thank you.", "you", "Okay."). But a short utterance
+# decoded alone (a live one, "Ask not!" after a pause) scores 0.55-0.61 and -0.74 to -1.37 too: so
+# outside the stock phrases only Whisper's own rule applies there.
+NO_SPEECH_PROB = 0.6  # Whisper's rule (plain transcribe's): no-speech probability above this ...
+NO_SPEECH_LOGPROB = -1.0  # ... and average log-probability under this: silence, not speech
+STOCK_NO_SPEECH = 0.5  # a stock phrase with no-speech probability above this ...
+STOCK_LOGPROB = -0.5  # ... and average log-probability under this is what Whisper says over noise
 UNSURE_LOGPROB = -0.55  # words heard only in sound the VAD rejected need at least this average log-probability ...
 UNSURE_NO_SPEECH = 0.7  # ... and a no-speech probability under this
 MAX_COMPRESSION = 2.4  # faster-whisper's compression_ratio_threshold: above it, a repetition loop (unsure sound)
@@ -199,19 +203,18 @@ class WhisperTranscriber:
 def heard_as_speech(decode: Decode, words: list[Word], unsure: float = 0.0) -> bool:
     """Whether Whisper's own evidence lets a segment's words stand.
 
-    Dropped: a segment Whisper thinks is more likely silence than speech (no-speech probability over
-    NO_SPEECH_PROB) and whose tokens it is unsure of (average log-probability under NO_SPEECH_LOGPROB),
-    the rule plain transcribe applies at 0.6 / -1.0, made stricter because a chunk here holds only what
-    the VAD found, not 30 s of context; one of Whisper's stock phrases over noise ("Thank you.") when
-    it thinks silence more likely. Words heard mostly (`unsure`: their share of time) in sound the VAD
-    scored as silence stand only when Whisper is confident of them and they are no repetition loop
-    (elsewhere a high compression ratio can be real: a speaker who repeats a sentence).
+    Dropped: what Whisper itself calls silence (no-speech probability over NO_SPEECH_PROB and average
+    log-probability under NO_SPEECH_LOGPROB, plain transcribe's rule); one of Whisper's stock phrases
+    over noise ("Thank you.", "Thank you very much.": crowd babble) when it thinks silence more likely
+    and is unsure of it. Words heard mostly (`unsure`: their share of time) in sound the VAD scored as
+    silence stand only when Whisper is confident of them and they are no repetition loop (elsewhere a
+    high compression ratio can be real: a speaker who repeats a sentence).
     """
-    if decode.no_speech_prob > NO_SPEECH_PROB:
-        if decode.avg_logprob < NO_SPEECH_LOGPROB:
-            return False
-        if " ".join(normalized_words(words)) in STOCK_PHRASES:
-            return False
+    if decode.no_speech_prob > NO_SPEECH_PROB and decode.avg_logprob < NO_SPEECH_LOGPROB:
+        return False
+    if (decode.no_speech_prob > STOCK_NO_SPEECH and decode.avg_logprob < STOCK_LOGPROB
+            and " ".join(normalized_words(words)) in STOCK_PHRASES):
+        return False
     if unsure > 0.5:
         return (decode.avg_logprob >= UNSURE_LOGPROB and decode.no_speech_prob < UNSURE_NO_SPEECH
                 and decode.compression_ratio <= MAX_COMPRESSION)

@@ -128,10 +128,13 @@ def test_whisper_evidence_keeps_speech_and_drops_what_it_heard_in_noise():
     assert heard_as_speech(_decode(0.52, -0.23), sentence, unsure=0.6)  # the tinny voice
     assert heard_as_speech(_decode(0.3, -0.39), sentence, unsure=0.95)
     assert not heard_as_speech(_decode(0.81, -0.96), thanks)  # babble
-    assert not heard_as_speech(_decode(0.57, -0.86), sentence)  # babble, a whole made-up sentence
     assert not heard_as_speech(_decode(0.87, -0.77), [_word(0.0, 0.3, "you.")], unsure=0.6)  # music
-    assert not heard_as_speech(_decode(0.7, -0.3), thanks)  # a stock phrase Whisper thinks is silence
+    assert not heard_as_speech(_decode(0.7, -0.8), thanks)  # a stock phrase Whisper thinks is silence
     assert heard_as_speech(_decode(0.2, -0.5), thanks)  # ... and the same words said
+    assert heard_as_speech(_decode(0.7, -0.3), thanks)  # ... and said clearly enough
+    ask_not = [_word(0.0, 0.4, "Ask"), _word(0.4, 0.8, "not!")]  # a short live utterance decoded alone
+    assert heard_as_speech(_decode(0.55, -0.74), ask_not)
+    assert not heard_as_speech(_decode(0.61, -1.37), ask_not)  # Whisper's own rule (0.6 / -1.0)
     assert not heard_as_speech(_decode(0.3, -0.7), sentence, unsure=0.9)  # VAD-rejected sound: needs confidence
     assert heard_as_speech(_decode(0.3, -0.7), sentence, unsure=0.1)
     assert not heard_as_speech(_decode(0.05, -0.2, compression=2.6), sentence, unsure=0.9)  # a repetition loop
