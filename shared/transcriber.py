@@ -370,6 +370,7 @@ def _across_cuts(chunk: Chunk, start: float, end: float) -> tuple[float, float]:
     first word after a cut back over sound before it, e.g. noise the second look handed to Whisper)."""
     spans = chunk.spans()
     for (_, cut_start), (cut_end, _) in zip(spans, spans[1:]):
-        if start < cut_start and end > cut_end:
-            return (cut_end, end) if end - cut_end > cut_start - start else (start, cut_start)
+        before, after = cut_start - start, end - cut_end
+        if before >= 0.02 and after >= 0.02:  # heard on both sides (not a word that merely touches a cut)
+            return (cut_end, end) if after > before else (start, cut_start)
     return start, end
