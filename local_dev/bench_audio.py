@@ -193,13 +193,7 @@ def build_bench_audio(out_dir: Path | str = DEFAULT_OUT_DIR, seconds: float = 32
         mask[int(round(t["start"] * SR)) : int(round(t["end"] * SR))] = False
     audio[mask] = (rng.standard_normal(int(mask.sum())) * GAP_NOISE_RMS).astype(np.float32)
 
-    wav_path = out_dir / f"{NAME}.wav"
-    pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype(np.int16)
-    with wave.open(str(wav_path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SR)
-        w.writeframes(pcm.tobytes())
+    wav_path = write_wav(out_dir / f"{NAME}.wav", audio)
 
     ref_text = "\n".join(t["text"] for t in turns) + "\n"
     (out_dir / f"{NAME}.ref.txt").write_text(ref_text)
@@ -267,13 +261,7 @@ def build_silence_heavy_audio(out_dir: Path | str = DEFAULT_OUT_DIR, seconds: fl
         tune[a:b] += np.sin(2 * np.pi * [523, 587, 659, 698, 784, 880][k % 6] * tt[a:b]) * np.exp(-4 * (tt[a:b] - tt[a]))
     for t in (0.2 * seconds, 0.67 * seconds):
         audio[int(t * SR) : int(t * SR) + len(tt)] += at(tune, -38.0)
-    wav_path = out_dir / f"{SILENT_NAME}.wav"
-    pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype(np.int16)
-    with wave.open(str(wav_path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SR)
-        w.writeframes(pcm.tobytes())
+    wav_path = write_wav(out_dir / f"{SILENT_NAME}.wav", audio)
     ref_text = "\n".join(texts) + "\n"
     (out_dir / f"{SILENT_NAME}.ref.txt").write_text(ref_text)
     return wav_path, ref_text
@@ -301,3 +289,14 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def write_wav(path: Path, audio: np.ndarray) -> Path:
+    """16-bit PCM mono WAV at SR."""
+    pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype(np.int16)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SR)
+        w.writeframes(pcm.tobytes())
+    return path
