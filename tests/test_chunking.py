@@ -121,14 +121,14 @@ def test_streamed_vad_finds_the_regions_of_faster_whispers_whole_clip_call(min_s
     from faster_whisper.vad import VadOptions, get_speech_timestamps
     from scipy.signal import sosfilt
 
-    from shared.vad import _HIGHPASS
+    from shared.silero import HIGHPASS_SOS
 
     two, one = load_audio(TWO_SPEAKERS), load_audio(ONE_SPEAKER)
     clip = np.concatenate([two, np.zeros(3 * 16000, np.float32), one * 0.3] * 13)
     assert len(clip) > 2 * 320 * 16000
     options = VadOptions(threshold=0.5, min_speech_duration_ms=250, min_silence_duration_ms=min_silence_ms,
                          speech_pad_ms=30)
-    heard = sosfilt(_HIGHPASS, clip).astype(np.float32)
+    heard = sosfilt(HIGHPASS_SOS, clip).astype(np.float32)
     whole = [(r["start"] / 16000, r["end"] / 16000) for r in get_speech_timestamps(heard, options)]
     streamed = [(r.start, r.end) for r in SileroVad().speech_regions(clip, min_silence_ms=min_silence_ms)]
     assert streamed == whole

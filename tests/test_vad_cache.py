@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from shared.pcm import ArrayAudio, PcmRef
-from shared.vad import ProbabilityCache
+from shared.silero import ProbabilityCache
 
 
 def _slow(calls: list, value: float):
@@ -68,11 +68,11 @@ def test_a_failed_computation_is_not_kept():
 
 
 def test_split_and_the_diarizers_regions_score_the_clip_once(worker, monkeypatch):
-    import shared.vad as vad
+    import shared.silero as silero
 
     scored = []
-    real = vad._score_clip
-    monkeypatch.setattr(vad, "_score_clip", lambda audio: scored.append(audio) or real(audio))
+    real = silero.score_clip
+    monkeypatch.setattr(silero, "score_clip", lambda audio: scored.append(audio) or real(audio))
     audio = ArrayAudio((np.random.default_rng(0).standard_normal(16000 * 3) * 0.01).astype(np.float32))
     worker.vad.split(audio)
     worker.vad.speech_regions(audio, threshold=0.15, neg_threshold=0.05)
