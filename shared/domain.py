@@ -16,7 +16,14 @@ if TYPE_CHECKING:
 
 SAMPLE_RATE = 16_000
 
-CLIP_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+# Clip, job and live-session ids: 32 lowercase hex digits (uuid4().hex). ID_PATTERN is the JSON-schema
+# form (OpenAPI, pydantic); is_id() the check (fullmatch: "$" with re.match let a trailing newline through).
+ID_PATTERN = "^[0-9a-f]{32}$"
+_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def is_id(value: str | None) -> bool:
+    return bool(value) and _ID.fullmatch(value) is not None
 
 
 class OutputFormat(str, Enum):

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO
 
-from shared.domain import CLIP_ID_RE, ClipInfo
+from shared.domain import ClipInfo, is_id
 from shared.errors import ClipNotFound, InvalidClipId
 from shared.pcm import PcmRef
 
@@ -47,7 +47,7 @@ def new_clip_id() -> str:
 
 
 def check_clip_id(clip_id: str) -> str:
-    if not CLIP_ID_RE.match(clip_id or ""):
+    if not is_id(clip_id):
         raise InvalidClipId(f"malformed clip_id {clip_id!r}: expected 32 lowercase hex characters")
     return clip_id
 

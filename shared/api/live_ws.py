@@ -20,7 +20,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from shared.api.auth import IDENTITY, client_address
 from shared.api.params import TranscribeParams, merge_params
-from shared.domain import SAMPLE_RATE
+from shared.domain import ID_PATTERN, SAMPLE_RATE
 from shared.errors import InvalidParameter
 from shared.live import events as ev
 from shared.live.registry import LiveHub, LiveStream, ResumeRefused, TooManyStreams
@@ -44,7 +44,7 @@ class StreamParams(TranscribeParams):
     format: Literal["pcm16", "webm", "ogg"] = Field("pcm16", description="binary frames: PCM16 mono, or Opus")
     rate: int = Field(SAMPLE_RATE, ge=8000, le=48000, description="pcm16 sample rate")
     partials: bool = Field(True, description="send partial words of the open utterance")
-    session: str | None = Field(None, pattern=r"^[0-9a-f]{32}$", description="resume this session")
+    session: str | None = Field(None, pattern=ID_PATTERN, description="resume this session")
     last_event: int = Field(0, ge=0, description="resume: the last event seq received")
     offset: int | None = Field(None, ge=0, description="resume: the input byte the client resends from")
 

@@ -14,6 +14,7 @@ from starlette.types import Scope
 from shared.api.auth import PROTECTED
 from shared.api.params import FormatParams, TranscribeParams, form_body_schema
 from shared.config import Settings
+from shared.domain import ID_PATTERN
 
 ERROR_SCHEMA = "ErrorResponse"
 ERROR_COMPONENT = {
@@ -99,7 +100,6 @@ def error_response(status: int) -> dict:
     return response
 
 
-ID_PATTERN = "^[0-9a-f]{32}$"  # clip and job ids (shared/storage.py, shared/jobs/model.py)
 
 
 def _id_patterns(operation: dict) -> None:

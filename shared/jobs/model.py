@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import datetime
 from enum import Enum
@@ -10,10 +9,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from shared.domain import OutputFormat, TranscribeOptions, Transcript
+from shared.domain import OutputFormat, TranscribeOptions, Transcript, is_id
 from shared.errors import ServiceError
 
-JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 class JobStatus(str, Enum):
@@ -129,6 +127,6 @@ class JobConflict(ServiceError):
 
 
 def check_job_id(job_id: str) -> str:
-    if not JOB_ID_RE.match(job_id or ""):
+    if not is_id(job_id):
         raise InvalidJobId(f"malformed job_id {job_id!r}: expected 32 lowercase hex characters")
     return job_id

@@ -1,0 +1,25 @@
+"""One id type for clips, jobs and live sessions: 32 lowercase hex digits, matched whole."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from shared.domain import is_id
+from shared.jobs.model import InvalidJobId, check_job_id
+from shared.storage import InvalidClipId, check_clip_id
+
+
+@pytest.mark.parametrize("bad", [None, "", "a" * 31, "a" * 33, "A" * 32, "g" * 32, "a" * 32 + "\n", " " + "a" * 31])
+def test_malformed_ids_are_refused(bad):
+    assert not is_id(bad)
+    with pytest.raises(InvalidClipId):
+        check_clip_id(bad)
+    with pytest.raises(InvalidJobId):
+        check_job_id(bad)
+
+
+def test_a_new_id_is_one():
+    new = uuid.uuid4().hex
+    assert is_id(new) and check_clip_id(new) == new and check_job_id(new) == new
