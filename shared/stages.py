@@ -104,23 +104,35 @@ class StageWorker:
                 self._models[name] = build()
             return self._models[name]
 
+    # Each model's module is imported inside its build, under the worker's lock: stages start on several
+    # threads at once, and two threads importing scipy's submodules together can fail half-way
+    # (KeyError: 'scipy', seen when VAD_SPLIT and DIARIZE loaded their models side by side).
     @property
     def vad(self) -> "SileroVad":
-        from shared.vad import SileroVad
+        def build():
+            from shared.vad import SileroVad
 
-        return self._model("vad", lambda: SileroVad.from_settings(self.settings))
+            return SileroVad.from_settings(self.settings)
+
+        return self._model("vad", build)
 
     @property
     def transcriber(self) -> "WhisperTranscriber":
-        from shared.transcriber import WhisperTranscriber
+        def build():
+            from shared.transcriber import WhisperTranscriber
 
-        return self._model("transcriber", lambda: WhisperTranscriber.from_settings(self.settings))
+            return WhisperTranscriber.from_settings(self.settings)
+
+        return self._model("transcriber", build)
 
     @property
     def diarizer(self) -> "Diarizer":
-        from shared.diarization import build_diarizer
+        def build():
+            from shared.diarization import build_diarizer
 
-        return self._model("diarizer", lambda: build_diarizer(self.settings))
+            return build_diarizer(self.settings)
+
+        return self._model("diarizer", build)
 
     @property
     def partial_transcriber(self) -> "WhisperTranscriber":
@@ -135,19 +147,27 @@ class StageWorker:
     def _live_model(self, name: str, key: str) -> "WhisperTranscriber":
         if name == self.settings.whisper_model:
             return self.transcriber
-        from shared.transcriber import WhisperTranscriber
-
         settings = self.settings.model_copy(update={"whisper_model": name})
-        return self._model(key, lambda: WhisperTranscriber.from_settings(settings))
+
+        def build():
+            from shared.transcriber import WhisperTranscriber
+
+            return WhisperTranscriber.from_settings(settings)
+
+        return self._model(key, build)
 
     @property
     def voice_encoder(self) -> "EmbeddedDiarizer":
         """Live speakers' encoder: the embedded diarizer's (one is loaded beside pyannote for this)."""
-        from shared.diarization.embedded import EmbeddedDiarizer
-
         if self.settings.resolved_diarizer == "embedded":
             return self.diarizer  # type: ignore[return-value]
-        return self._model("voice_encoder", lambda: EmbeddedDiarizer.from_settings(self.settings))
+
+        def build():
+            from shared.diarization.embedded import EmbeddedDiarizer
+
+            return EmbeddedDiarizer.from_settings(self.settings)
+
+        return self._model("voice_encoder", build)
 
     def load(self, stages: tuple[Stage, ...] = tuple(Stage), *, warm: bool = True) -> "StageWorker":
         """Load every model the given stages need now, and run each once on noise (`warm`), so the first

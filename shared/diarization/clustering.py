@@ -26,6 +26,7 @@ most of that noise, and speakers are then counted on segments:
 from __future__ import annotations
 
 import numpy as np
+from sklearn.cluster import AgglomerativeClustering
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -59,8 +60,6 @@ def segments(region_of: np.ndarray, group: int) -> list[np.ndarray]:
 
 
 def _ahc(x: np.ndarray, *, k: int | None = None, threshold: float | None = None) -> np.ndarray:
-    from sklearn.cluster import AgglomerativeClustering
-
     if len(x) < 2:
         return np.zeros(len(x), dtype=int)
     return AgglomerativeClustering(
