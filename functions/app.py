@@ -7,7 +7,7 @@
       | Diarizer.diarize    -> speaker turns, concurrently with transcription (GPU)
     run_job (CPU)           one job of POST /api/transcriptions, spawned by the web endpoint: the same
                             pipeline, the same ModalRunner; job state in a modal.Dict, clips on the Volume
-    deliver_webhook (CPU)   a finished job's signed webhook, with retries (shared/webhooks.py)
+    deliver_webhook (CPU)   a finished job's signed webhook, with retries (shared/jobs/webhooks.py)
     sweep_jobs (schedule)   lapsed leases, lost spawns, overdue webhooks, expired jobs
     transcribe_file (CPU)   one input of a batch: the same pipeline, the same ModalRunner
     batch (local entry)     `modal run -m functions.app::batch --src DIR|LIST|URL,...` -> every format
@@ -35,11 +35,11 @@ import numpy as np
 from functions.modal_runner import CHUNK_TARGET, LocalCalls, ModalCalls, ModalRunner, modal_targets, transcribe_packed
 from functions.settings import DATA_PATH, MODELS_PATH, get_modal_settings
 from images import modal_images
-from shared.domain import Chunk, ChunkAudio, ChunkTranscript, SpeakerHints, TranscribeOptions, Turn
+from shared.core.domain import Chunk, ChunkAudio, ChunkTranscript, SpeakerHints, TranscribeOptions, Turn
 
 if TYPE_CHECKING:
     from functions.modal_jobs import JobWorker
-    from shared.pcm import AudioSource
+    from shared.media.pcm import AudioSource
 
 settings = get_modal_settings()
 app = modal.App(settings.app_name)
@@ -62,7 +62,7 @@ GPU_SNAPSHOT = {"enable_gpu_snapshot": "true"} if settings.gpu_snapshot else {}
 
 def service_settings(**overrides):
     """The service's own Settings, from the environment `container_env` gave this container."""
-    from shared.config import Settings
+    from shared.core.config import Settings
 
     s = Settings()
     return s.model_copy(update=overrides) if overrides else s
@@ -77,7 +77,7 @@ def _commit(volume: modal.Volume) -> None:
 def _see(*sources) -> None:
     """Stages get audio by reference: the PCM file a web or job container wrote on the data Volume.
     A container that started before that commit reloads its view once to see it."""
-    from shared.pcm import PcmRef
+    from shared.media.pcm import PcmRef
 
     missing = [s for s in sources if isinstance(s, PcmRef) and not s.exists()]
     if missing and not modal.is_local():
@@ -122,7 +122,7 @@ class _WhisperShell:
         them there and commits), then the model."""
         if self.whisper is not None:
             return
-        from shared.transcriber import WhisperTranscriber, resolve_whisper_model
+        from shared.pipeline.transcriber import WhisperTranscriber, resolve_whisper_model
 
         s = self._settings()
         name = resolve_whisper_model(s.whisper_model)
@@ -164,7 +164,7 @@ class Transcriber(_WhisperShell):
     @modal.method()
     def live_partial(self, audios: list[np.ndarray], options: TranscribeOptions) -> list:
         """Live partials (on the instance whose `model` is STREAM_PARTIAL_MODEL): one greedy batched pass."""
-        from shared.live.partials import decode_partials
+        from shared.pipeline.partials import decode_partials
 
         return decode_partials(self.whisper, audios, options)
 
@@ -202,11 +202,11 @@ class Diarizer:
     def prepare(self) -> None:
         import torch  # noqa: F401 - the snapshot keeps the import (seconds), the GPU comes after
 
-        import shared.diarization  # noqa: F401
+        import shared.pipeline.diarization  # noqa: F401
 
     @modal.enter()
     def load(self) -> None:
-        from shared.diarization import build_diarizer
+        from shared.pipeline.diarization import build_diarizer
 
         self.diarizer = build_diarizer(service_settings())
         _commit(models_volume)  # a pyannote pipeline downloaded on the first start stays for the next
@@ -219,7 +219,7 @@ class Diarizer:
     @modal.method()
     def embed_voice(self, audios: list[np.ndarray]) -> list[np.ndarray]:
         """Live speakers: the embedded diarizer's encoder (one is built beside pyannote for this)."""
-        from shared.diarization.embedded import EmbeddedDiarizer
+        from shared.pipeline.diarization.embedded import EmbeddedDiarizer
 
         if self.voice is None:
             has = hasattr(self.diarizer, "embed_voice")
@@ -243,7 +243,7 @@ class Vad:
 
     @modal.enter()
     def load(self) -> None:
-        from shared.vad import SileroVad
+        from shared.pipeline.vad import SileroVad
 
         self.vad = SileroVad.from_settings(service_settings())
 
@@ -434,7 +434,7 @@ def batch(
 def bench(src: str, language: str = "en"):
     """`modal run -m functions.app::bench --src bench-out/bench_conversation.wav`: RTFs and $ per audio h."""
     from functions import costs
-    from shared.audio import decode
+    from shared.media.decode import decode
 
     samples = decode(Path(src).read_bytes()).samples
     rtf = costs.measure(build_runner().calls, samples, batch_size=settings.transcribe_batch_size,

@@ -1,7 +1,7 @@
 """Batch transcription around the shared pipeline: find inputs, shard them, transcribe one, write outputs.
 
 Used by the Modal batch entry point (functions/app.py: `modal run functions/app.py::batch`, which fans
-the inputs out with `run_batch`) and by the Kubernetes Indexed Job (functions/k8s.py `shard`). The transcription itself is `shared.pipeline`,
+the inputs out with `run_batch`) and by the Kubernetes Indexed Job (functions/k8s.py `shard`). The transcription itself is `shared.pipeline.flow`,
 the same code the API and the CLI run; only the Runner differs (Modal functions, or models in-process).
 """
 
@@ -14,14 +14,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
-from shared.audio import decode
-from shared.config import Settings
-from shared.domain import OutputFormat, TranscribeOptions
-from shared.pipeline import transcribe
-from shared.render import render, to_rttm
-from shared.runner import Runner
-from shared.service import check_language
-from shared.storage import atomic_write
+from shared.media.decode import decode
+from shared.core.config import Settings
+from shared.core.domain import OutputFormat, TranscribeOptions
+from shared.pipeline.flow import transcribe
+from shared.service.formats import render, to_rttm
+from shared.pipeline.runner import Runner
+from shared.service.transcription import check_language
+from shared.media.clip_store import atomic_write
 
 AUDIO_SUFFIXES = frozenset(
     {".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".mp4", ".webm", ".mkv", ".wma", ".aiff", ".aif"}

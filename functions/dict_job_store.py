@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shared.domain import Transcript
+from shared.core.domain import Transcript
 from shared.jobs import transitions as T
 from shared.jobs.model import DeliveryAttempt, Job, JobNotFound, JobStatus, WebhookState
 from shared.jobs.store import JobStore, Step

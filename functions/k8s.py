@@ -213,8 +213,8 @@ def to_yaml(manifest: dict[str, Any]) -> str:
 def run_shard(input_spec: str, output_dir: str, *, index: int, count: int, formats: list[str], runner=None) -> dict[str, int]:
     """Transcribe shard `index` of `count` of the inputs with the shared pipeline, in-process."""
     from functions.batch import discover, output_stem, outputs_exist, shard, transcribe_audio, write_outputs
-    from shared.config import Settings
-    from shared.domain import TranscribeOptions
+    from shared.core.config import Settings
+    from shared.core.domain import TranscribeOptions
 
     settings = Settings()
     root = input_spec if Path(input_spec).is_dir() else None
@@ -227,8 +227,8 @@ def run_shard(input_spec: str, output_dir: str, *, index: int, count: int, forma
         return counts
     own = runner is None
     if own:
-        from shared.runner import InProcessRunner
-        from shared.stages import StageWorker
+        from shared.pipeline.runner import InProcessRunner
+        from shared.pipeline.stages import StageWorker
 
         runner = InProcessRunner(StageWorker(settings).load())
     try:

@@ -3,9 +3,9 @@ holds only their decorated shells).
 
     web (POST /api/transcriptions) --store.create--> modal.Dict --dispatch--> run_job.spawn(job_id)
     run_job      claim the job (compare-and-set in the Dict), reload the Volume, load the clip, run the
-                 SAME pipeline through the ModalRunner (JobRunner.run: progress, cancel, errors), store
+                 SAME pipeline through the ModalRunner (JobExecutor.run: progress, cancel, errors), store
                  the result; then deliver_webhook.spawn(job_id) if the job has a webhook
-    deliver_webhook   shared/webhooks.py's WebhookSender.deliver, attempt after attempt with its backoff,
+    deliver_webhook   shared/jobs/webhooks.py's WebhookSender.deliver, attempt after attempt with its backoff,
                  while the next attempt falls within this call's time budget
     sweep_jobs   on a schedule: jobs whose worker went silent (lease lapsed: it died or stalled) go back to
                  the queue (or fail after JOB_MAX_ATTEMPTS) and are spawned again; jobs queued for long (a lost spawn) are
@@ -38,12 +38,12 @@ from typing import Any
 
 from functions.dict_job_store import DICT_ENTRY_TTL_S, DictJobStore
 from functions.volume_clips import VolumeClipStore
-from shared.config import Settings
+from shared.core.config import Settings
 from shared.jobs.model import DeliveryAttempt, Job, JobNotFound, WebhookState, check_job_id
-from shared.jobs.runner import JobRunner
-from shared.runner import Runner
-from shared.service import TranscriptionService
-from shared.webhooks import WebhookSender
+from shared.jobs.executor import JobExecutor
+from shared.pipeline.runner import Runner
+from shared.service.transcription import TranscriptionService
+from shared.jobs.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,9 @@ class JobWorker:
                 self._service = TranscriptionService(self.settings, self.runner_factory(), self.clips)
             return self._service
 
-    def job_runner(self) -> JobRunner:
+    def job_runner(self) -> JobExecutor:
         """The local job runner's logic (progress, cancel, errors, finish), without its threads."""
-        return JobRunner(
+        return JobExecutor(
             self.store,
             self.service,
             max_attempts=self.settings.job_max_attempts,

@@ -1,6 +1,6 @@
 """The Runner port on Modal: each stage is a call to a deployed GPU/CPU function, fanned out with .map().
 
-The pipeline (shared/pipeline.py) is the same code that runs locally; only the Runner differs. This
+The pipeline (shared/pipeline/flow.py) is the same code that runs locally; only the Runner differs. This
 adapter turns `submit(stage, ...)` into one remote call on a thread (a Future), and `map(stage, items)`
 into one Modal `.map()` whose results come back in input order.
 
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 
-from shared.domain import ChunkAudio, ChunkTranscript, TranscribeOptions
-from shared.runner import Runner
-from shared.stages import Stage
+from shared.core.domain import ChunkAudio, ChunkTranscript, TranscribeOptions
+from shared.pipeline.runner import Runner
+from shared.pipeline.stages import Stage
 
 log = logging.getLogger(__name__)
 

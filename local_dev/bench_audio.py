@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.audio import decode
+from shared.media.decode import decode
 
 SR = 16000
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -228,7 +228,7 @@ SILENT_NAME = "bench_silence_heavy"
 
 
 def build_silence_heavy_audio(out_dir: Path | str = DEFAULT_OUT_DIR, seconds: float = 300.0, seed: int = 7):
-    """A mostly silent recording, for what looking past the VAD costs (shared/vad.py loud_regions):
+    """A mostly silent recording, for what looking past the VAD costs (shared/pipeline/vad.py loud_regions):
     four utterances (the reader's 0870, 0890, 0920 and JFK's clip, -26 dBFS, ~45 s of speech) spread over
     `seconds` of a steady pink noise floor at -55 dBFS, with 40 keyboard clicks and thumps (-30 dBFS,
     10-80 ms) and two 6 s tunes from a phone speaker (-38 dBFS) between them. Returns (wav, ref_text)."""

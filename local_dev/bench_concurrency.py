@@ -26,16 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.config import Settings
-from shared.domain import SAMPLE_RATE, TranscribeOptions
-from shared.pipeline import transcribe
+from shared.core.config import Settings
+from shared.core.domain import SAMPLE_RATE, TranscribeOptions
+from shared.pipeline.flow import transcribe
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
 
 
 def load_clips() -> tuple[list[np.ndarray], list[np.ndarray]]:
-    from shared.audio import decode
+    from shared.media.decode import decode
 
     whole, turns = [], []
     for name in ("two_speakers", "one_speaker"):
@@ -135,8 +135,8 @@ def row(r: dict) -> str:
 
 
 def part_throughput(args, base, whole, pool, results) -> None:
-    from shared.runner import InProcessRunner
-    from shared.stages import StageWorker
+    from shared.pipeline.runner import InProcessRunner
+    from shared.pipeline.stages import StageWorker
 
     print(f"## Concurrency: {args.requests} concurrent requests (~25 s of speech each, diarized), CPU, "
           f"{args.rounds} interleaved rounds")

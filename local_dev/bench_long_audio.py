@@ -278,7 +278,7 @@ def reference_texts(keys: Iterable[str], cache_path: Path, log: Callable[[str], 
     if missing:
         from faster_whisper import WhisperModel
 
-        from shared.transcriber import resolve_whisper_model
+        from shared.pipeline.transcriber import resolve_whisper_model
 
         root = data_dir()
         log(f"reference: transcribing {len(missing)} clips alone with faster-whisper tiny.en "

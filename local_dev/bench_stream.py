@@ -60,7 +60,7 @@ class Measured:
 
 def load_clips(minutes: float, half: str = "check") -> list[Clip]:
     from local_dev.eval_sets import load_items
-    from shared.audio import decode
+    from shared.media.decode import decode
 
     items = [i for i in load_items(log=lambda *_: None) if i.group == "conv-clean" and i.half == half]
     clips, total = [], 0.0
@@ -77,7 +77,7 @@ def load_clips(minutes: float, half: str = "check") -> list[Clip]:
 def load_word_clips() -> list[tuple[Clip, str, str]]:
     """The evaluation set's files with reference words (words-clean, -noisy, -quiet, -reverb, -mixed)."""
     from local_dev.eval_sets import load_items
-    from shared.audio import decode
+    from shared.media.decode import decode
 
     out = []
     for item in load_items(log=lambda *_: None):

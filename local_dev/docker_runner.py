@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from local_dev.gpus import WorkerSpec
 from local_dev.settings import DEFAULT_IMAGE
-from shared.stages import Role, role_of
+from shared.pipeline.stages import Role, role_of
 
 if TYPE_CHECKING:
-    from shared.config import Settings
+    from shared.core.config import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = "images/Dockerfile.worker"

@@ -54,7 +54,7 @@ def ref_spans(item: eval_sets.Item) -> list[tuple[float, float]]:
 
 
 def hints_for(item: eval_sets.Item, use: bool):
-    from shared.domain import SpeakerHints
+    from shared.core.domain import SpeakerHints
 
     return SpeakerHints(num_speakers=item.num_speakers) if use else SpeakerHints()
 
@@ -75,8 +75,8 @@ def score_diarization(item: eval_sets.Item, turns: list, seconds: float) -> dict
 
 
 def run_diarization(items, settings, use_hints: bool, records: dict, out) -> None:
-    from shared.audio import decode
-    from shared.diarization import build_diarizer
+    from shared.media.decode import decode
+    from shared.pipeline.diarization import build_diarizer
 
     diarizer = build_diarizer(settings)
     print(f"# diarization: {diarizer.name}, hints {'on' if use_hints else 'off'}, {len(items)} files", file=out)
@@ -97,12 +97,12 @@ def run_diarization(items, settings, use_hints: bool, records: dict, out) -> Non
 def run_words(items, settings, use_hints: bool, records: dict, out) -> None:
     from faster_whisper import WhisperModel
 
-    from shared.audio import decode
-    from shared.domain import TranscribeOptions
-    from shared.pipeline import transcribe
-    from shared.runner import InProcessRunner
-    from shared.stages import StageWorker
-    from shared.transcriber import resolve_whisper_model
+    from shared.media.decode import decode
+    from shared.core.domain import TranscribeOptions
+    from shared.pipeline.flow import transcribe
+    from shared.pipeline.runner import InProcessRunner
+    from shared.pipeline.stages import StageWorker
+    from shared.pipeline.transcriber import resolve_whisper_model
 
     items = [i for i in items if i.text]
     runner = InProcessRunner(StageWorker(settings).load())
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=eval_sets.SEED)
     args = parser.parse_args(argv)
 
-    from shared.config import Settings
+    from shared.core.config import Settings
 
     settings = Settings()
     items = select(eval_sets.load_items(seed=args.seed), args.half, set(args.sets.split(",")), args.limit)

@@ -20,7 +20,7 @@ import numpy as np
 
 from local_dev import eval_sets
 from local_dev.scoring import der
-from shared.domain import SAMPLE_RATE, SpeakerHints
+from shared.core.domain import SAMPLE_RATE, SpeakerHints
 
 FEED = 8000  # samples a feed (0.5 s), as a live client sends them
 
@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--thresholds", default="0.1,0.125,0.15,0.175,0.2,0.25,0.3,0.4")
     parser.add_argument("--eager", default="0.5,0.75,1.0", help="distance factor below min_speakers, swept with hints")
     args = parser.parse_args(argv)
-    from shared.audio import decode
-    from shared.config import Settings
-    from shared.diarization.embedded import EmbeddedDiarizer
+    from shared.media.decode import decode
+    from shared.core.config import Settings
+    from shared.pipeline.diarization.embedded import EmbeddedDiarizer
 
     settings = Settings(_env_file=None, device="cpu")
     encoder = EmbeddedDiarizer.from_settings(settings)

@@ -21,7 +21,7 @@ SR = 16_000
 
 
 def speaker_cosines(item: eval_sets.Item, embed) -> list[float]:
-    from shared.audio import decode
+    from shared.media.decode import decode
 
     x = decode(item.audio).samples
     ann = sc.rttm_annotation(item.rttm)
@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="at most N files of each group")
     args = parser.parse_args(argv)
 
-    from shared.config import Settings
-    from shared.diarization import build_diarizer
+    from shared.core.config import Settings
+    from shared.pipeline.diarization import build_diarizer
 
     diarizer = build_diarizer(Settings())
     groups = args.groups.split(",")

@@ -158,7 +158,7 @@ _VOICES: dict = {}
 
 
 def load_voices(vad) -> dict[str, list[corpus.Source]]:
-    from shared.audio import decode
+    from shared.media.decode import decode
 
     if "all" in _VOICES:
         return _VOICES["all"]
@@ -251,7 +251,7 @@ def real_recordings() -> list[Item]:
 
 
 def words_files(out: Path, seed: int, vad) -> list[Item]:
-    from shared.audio import decode
+    from shared.media.decode import decode
 
     originals = [(f"libri_{u}", LIBRI, f"sense_and_sensibility_01_austen_64kb-{u}") for u in LIBRI_UTTERANCES]
     originals += [("libri_single_track", LIBRI, "single_track"), ("jfk", "jfk", "jfk_16k")]
@@ -311,7 +311,7 @@ def two_rooms(out: Path, clips: dict, seed: int, vad) -> Item:
 
 def _silero():
     """A generous model VAD (threshold 0.35, 0.15 s padding) for the energy detector to stay inside."""
-    from shared.vad import SileroVad
+    from shared.pipeline.vad import SileroVad
 
     vad = SileroVad(threshold=0.35)
 

@@ -11,11 +11,11 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from shared.stages import ROLE_STAGES, Role, Stage
+from shared.pipeline.stages import ROLE_STAGES, Role, Stage
 
 if TYPE_CHECKING:
     from local_dev.settings import PoolSettings
-    from shared.config import Settings
+    from shared.core.config import Settings
 
 @dataclass(frozen=True)
 class Device:

@@ -10,10 +10,10 @@ import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
 from local_dev.gpus import Device, WorkerSpec
-from shared.stages import ROLE_STAGES, Role
+from shared.pipeline.stages import ROLE_STAGES, Role
 
 if TYPE_CHECKING:
-    from shared.config import Settings
+    from shared.core.config import Settings
 
 _ENV_LOCK = threading.Lock()
 

@@ -28,11 +28,11 @@ from local_dev.pool_calls import Call, Job, PoolClosed, Worker, WorkerCrashed, f
 from local_dev.pool_stats import with_gpu_usage, worker_row
 from local_dev.settings import PoolSettings
 from local_dev.supervisor import WorkerSupervisor
-from shared.runner import Runner
-from shared.stages import Stage
+from shared.pipeline.runner import Runner
+from shared.pipeline.stages import Stage
 
 if TYPE_CHECKING:
-    from shared.config import Settings
+    from shared.core.config import Settings
 
 __all__ = ["LocalPool", "PoolClosed", "WorkerCrashed", "serving_pool"]
 
@@ -54,7 +54,7 @@ class LocalPool(WorkerSupervisor, Runner):
         environment) are the pool's own. `specs` default to plan_workers (NVML scan, CPU fallback);
         `workers` overrides the per-device count. `external=N` waits for N workers started elsewhere
         (docker compose) instead of launching any. `worker_factory` ("module:callable", default
-        shared.stages:StageWorker) builds the object each worker runs stages on."""
+        shared.pipeline.stages:StageWorker) builds the object each worker runs stages on."""
         self.settings = settings
         self.pool_settings = pool or PoolSettings()
         self.launcher: Launcher = launcher or (ExternalLauncher() if external else ProcessLauncher())

@@ -13,7 +13,7 @@ from local_dev import scheduler
 from local_dev.gpus import WorkerSpec
 from local_dev.launchers import WorkerHandle
 from local_dev.pool_stats import WorkerCounters
-from shared.stages import Stage
+from shared.pipeline.stages import Stage
 
 _keys = itertools.count(1)
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from shared.stages import Stage
+from shared.pipeline.stages import Stage
 
 
 @dataclass(frozen=True)

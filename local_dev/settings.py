@@ -1,5 +1,5 @@
 """The local worker pool's settings (`python -m local_dev serve`), read once from the environment and
-`.env` like the core Settings (shared/config.py), which the workers receive; these stay in the serving
+`.env` like the core Settings (shared/core/config.py), which the workers receive; these stay in the serving
 process. The names are in `.env.example`'s local_dev section."""
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Listener
 
     from local_dev.settings import PoolSettings
-    from shared.config import Settings
+    from shared.core.config import Settings
 
 log = logging.getLogger("local_dev.pool")
 

@@ -55,7 +55,7 @@ class Failed:
 
 @dataclass(frozen=True)
 class Init:
-    settings: Any  # shared.config.Settings for this worker (its device, its share of the cores)
+    settings: Any  # shared.core.config.Settings for this worker (its device, its share of the cores)
     stages: tuple[str, ...]
     preload: bool
     factory: str | None  # "module:callable" that builds the stage runner; None: StageWorker

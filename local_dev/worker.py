@@ -23,7 +23,7 @@ from typing import Any
 
 from local_dev import wire
 
-DEFAULT_FACTORY = "shared.stages:StageWorker"
+DEFAULT_FACTORY = "shared.pipeline.stages:StageWorker"
 
 
 def spawn_main(address: tuple[str, int], authkey: bytes, worker_id: int, env: dict[str, str]) -> None:
@@ -59,7 +59,7 @@ def serve(
         worker = _load_factory(init.factory or DEFAULT_FACTORY)(init.settings)
         started = time.perf_counter()
         if init.preload:
-            from shared.stages import Stage
+            from shared.pipeline.stages import Stage
 
             worker.load(tuple(Stage(s) for s in init.stages))
         ready = {"load_seconds": time.perf_counter() - started, **_device_check(init.settings)}

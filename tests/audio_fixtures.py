@@ -20,7 +20,7 @@ import av
 import numpy as np
 
 from local_dev.scoring import normalize_words  # noqa: F401 - re-exported for tests
-from shared.audio import decode
+from shared.media.decode import decode
 
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 TWO_SPEAKERS = FIXTURES_DIR / "two_speakers.flac"  # LibriVox reader + JFK, 6 alternating turns, ~28 s

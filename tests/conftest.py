@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a
 
 from live_server import live_server  # noqa: E402
 
-from shared.config import Settings  # noqa: E402
+from shared.core.config import Settings  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -20,14 +20,14 @@ def settings(tmp_path_factory) -> Settings:
 
 @pytest.fixture(scope="session")
 def worker(settings):
-    from shared.stages import StageWorker
+    from shared.pipeline.stages import StageWorker
 
     return StageWorker(settings).load()
 
 
 @pytest.fixture(scope="session")
 def runner(worker):
-    from shared.runner import InProcessRunner
+    from shared.pipeline.runner import InProcessRunner
 
     with InProcessRunner(worker) as r:
         yield r

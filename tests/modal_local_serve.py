@@ -24,7 +24,7 @@ def main() -> None:
     from modal_doubles import LocalDeployment
 
     from functions import app as modal_app
-    from shared.config import get_settings
+    from shared.core.config import get_settings
 
     settings = get_settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

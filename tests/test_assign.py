@@ -6,8 +6,8 @@ import pickle
 
 import pytest
 
-from shared.assign import build_segments
-from shared.domain import Chunk, ChunkTranscript, Decode, TranscribedSegment, Turn, Word
+from shared.pipeline.assign import build_segments
+from shared.core.domain import Chunk, ChunkTranscript, Decode, TranscribedSegment, Turn, Word
 
 CONFIDENT = Decode(avg_logprob=-0.1, compression_ratio=1.4, no_speech_prob=0.02, temperature=0.0)
 DOUBTFUL = Decode(avg_logprob=-0.9, compression_ratio=2.6, no_speech_prob=0.3, temperature=0.2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from audio_fixtures import ONE_SPEAKER, encode_as
 
-from shared.audio import AudioDecodeError, decode
+from shared.media.decode import AudioDecodeError, decode
 
 DURATION = 21.98
 

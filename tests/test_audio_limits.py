@@ -13,10 +13,10 @@ from audio_fixtures import ONE_SPEAKER, encode_as, load_audio
 from jobs_support import ThreadedServer
 
 from shared.api.app import create_app
-from shared.audio import AudioTooLong, decode, decode_to_pcm
-from shared.config import Settings
-from shared.pcm import PcmRef
-from shared.runner import Runner
+from shared.media.decode import AudioTooLong, decode, decode_to_pcm
+from shared.core.config import Settings
+from shared.media.pcm import PcmRef
+from shared.pipeline.runner import Runner
 
 LIMIT_S = 15.0  # the fixture is 22 s
 

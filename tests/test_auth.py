@@ -10,7 +10,7 @@ from test_jobs_api import NoModels
 
 from shared.api.app import create_app
 from shared.api.auth import ConfigurationError, parse_api_keys
-from shared.config import Settings
+from shared.core.config import Settings
 
 KEYS = "first-key, second-key"
 ANY_ID = "0" * 32

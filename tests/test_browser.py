@@ -24,7 +24,7 @@ from jobs_support import API_KEY, ThreadedServer, keyed_server
 from test_jobs_api import NoModels
 
 from shared.api.app import create_app
-from shared.config import Settings
+from shared.core.config import Settings
 
 pytestmark = pytest.mark.timeout(300)
 

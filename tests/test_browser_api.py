@@ -14,10 +14,10 @@ from test_jobs_api import NoModels
 
 from shared.api.app import create_app
 from shared.api.web import STATIC_DIR
-from shared.config import Settings
-from shared.domain import Segment, TranscribeOptions, Transcript, Word
+from shared.core.config import Settings
+from shared.core.domain import Segment, TranscribeOptions, Transcript, Word
 from shared.jobs.model import Job, JobStatus, new_job_id
-from shared.jobs.service import JOBS_DB
+from shared.jobs.manager import JOBS_DB
 from shared.jobs.sqlite_store import SqliteJobStore
 
 TRANSCRIPT = Transcript(

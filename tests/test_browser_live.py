@@ -19,7 +19,7 @@ from test_browser import alert_text, assert_clean, by_id, line_with, lines, load
 from test_jobs_api import NoModels
 
 from shared.api.app import create_app
-from shared.config import Settings
+from shared.core.config import Settings
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -7,9 +7,9 @@ import pytest
 from audio_fixtures import ONE_SPEAKER, TWO_SPEAKERS, load_audio, load_reference
 from scoring import wer, words_of
 
-from shared.domain import Chunk, ChunkAudio, TranscribeOptions
-from shared.transcriber import _owned_words, join_words
-from shared.vad import Region, SileroVad, plan_chunks
+from shared.core.domain import Chunk, ChunkAudio, TranscribeOptions
+from shared.pipeline.transcriber import _owned_words, join_words
+from shared.pipeline.vad import Region, SileroVad, plan_chunks
 
 
 def test_plan_chunks_cuts_in_the_middle_of_gaps_and_tiles_the_clip():
@@ -121,7 +121,7 @@ def test_streamed_vad_finds_the_regions_of_faster_whispers_whole_clip_call(min_s
     from faster_whisper.vad import VadOptions, get_speech_timestamps
     from scipy.signal import sosfilt
 
-    from shared.silero import HIGHPASS_SOS
+    from shared.pipeline.silero import HIGHPASS_SOS
 
     two, one = load_audio(TWO_SPEAKERS), load_audio(ONE_SPEAKER)
     clip = np.concatenate([two, np.zeros(3 * 16000, np.float32), one * 0.3] * 13)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 
 def run_cli(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "shared.cli.main", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=300, **kwargs)
 
 

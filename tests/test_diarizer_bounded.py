@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from audio_fixtures import TWO_SPEAKERS, load_audio, load_reference
 
-from shared.diarization.embedded import EmbeddedDiarizer
-from shared.domain import SpeakerHints
-from shared.pcm import PcmRef, PcmWriter
+from shared.pipeline.diarization.embedded import EmbeddedDiarizer
+from shared.core.domain import SpeakerHints
+from shared.media.pcm import PcmRef, PcmWriter
 
 pytestmark = pytest.mark.slow
 

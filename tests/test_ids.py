@@ -6,9 +6,9 @@ import uuid
 
 import pytest
 
-from shared.domain import is_id
+from shared.core.domain import is_id
 from shared.jobs.model import InvalidJobId, check_job_id
-from shared.storage import InvalidClipId, check_clip_id
+from shared.media.clip_store import InvalidClipId, check_clip_id
 
 
 @pytest.mark.parametrize("bad", [None, "", "a" * 31, "a" * 33, "A" * 32, "g" * 32, "a" * 32 + "\n", " " + "a" * 31])

@@ -14,8 +14,8 @@ from audio_fixtures import ONE_SPEAKER
 from jobs_support import WEBHOOK_SECRET, ThreadedServer, assert_error, wait_for_job
 
 from shared.api.app import create_app
-from shared.config import Settings
-from shared.runner import Runner
+from shared.core.config import Settings
+from shared.pipeline.runner import Runner
 
 
 class NoModels(Runner):

@@ -13,13 +13,13 @@ from jobs_support import ThreadedServer, assert_error
 from test_jobs_api import NoModels
 
 from shared.api.app import create_app
-from shared.config import Settings
-from shared.domain import ClipInfo, Segment, TranscribeOptions, Transcript
-from shared.errors import ClipNotFound
+from shared.core.config import Settings
+from shared.core.domain import ClipInfo, Segment, TranscribeOptions, Transcript
+from shared.core.errors import ClipNotFound
 from shared.jobs.model import Job, JobStatus, Progress, new_job_id
-from shared.jobs.runner import JobRunner
+from shared.jobs.executor import JobExecutor
 from shared.jobs.sqlite_store import SqliteJobStore
-from shared.storage import ClipStore, new_clip_id
+from shared.media.clip_store import ClipStore, new_clip_id
 
 
 class SlowService:
@@ -73,7 +73,7 @@ def wait_until(predicate, timeout=10.0):
 def test_cancel_stops_a_running_job(store, tmp_path):
     service = SlowService(ClipStore(tmp_path))
     finished = []
-    runner = JobRunner(store, service, on_finished=finished.append, poll_s=0.05).start()
+    runner = JobExecutor(store, service, on_finished=finished.append, poll_s=0.05).start()
     try:
         job = queue(store)
         assert service.started.wait(5)
@@ -89,7 +89,7 @@ def test_cancel_stops_a_running_job(store, tmp_path):
 
 def test_clean_shutdown_puts_the_job_back(store, tmp_path):
     service = SlowService(ClipStore(tmp_path), seconds=30)
-    runner = JobRunner(store, service, poll_s=0.05).start()
+    runner = JobExecutor(store, service, poll_s=0.05).start()
     job = queue(store)
     assert service.started.wait(5)
     started = time.monotonic()
@@ -102,7 +102,7 @@ def test_clean_shutdown_puts_the_job_back(store, tmp_path):
 def test_failures_keep_their_code(store, tmp_path):
     finished = []
     service = SlowService(ClipStore(tmp_path), seconds=0.1, error=ClipNotFound("no clip with id x"))
-    runner = JobRunner(store, service, on_finished=finished.append, poll_s=0.05).start()
+    runner = JobExecutor(store, service, on_finished=finished.append, poll_s=0.05).start()
     try:
         job = queue(store)
         wait_until(lambda: store.get(job.job_id).finished)
@@ -116,7 +116,7 @@ def test_failures_keep_their_code(store, tmp_path):
 def test_expiry_deletes_uploaded_clips_only(store, tmp_path):
     clips = ClipStore(tmp_path / "store")
     service = SlowService(clips, seconds=0.05)
-    runner = JobRunner(store, service, poll_s=0.05, result_ttl_s=60)
+    runner = JobExecutor(store, service, poll_s=0.05, result_ttl_s=60)
     uploaded, shared = add_clip(clips, tmp_path), add_clip(clips, tmp_path)
     a, b = queue(store, uploaded, owns_clip=True), queue(store, shared)
     runner.start()

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from shared.domain import Segment, TranscribeOptions, Transcript
+from shared.core.domain import Segment, TranscribeOptions, Transcript
 from shared.jobs.model import DeliveryAttempt, Job, JobConflict, JobError, JobNotFound, JobStatus, Progress, Webhook
 from shared.jobs.model import new_job_id, new_webhook_id
 from shared.jobs.sqlite_store import SqliteJobStore

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.domain import Segment, TranscribeOptions, Transcript
+from shared.core.domain import Segment, TranscribeOptions, Transcript
 from shared.jobs import transitions as T
 from shared.jobs.model import Job, JobError, JobStatus, Progress, Webhook, WebhookState
 from shared.jobs.transitions import Refusal, Stored

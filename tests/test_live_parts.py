@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from audio_fixtures import ONE_SPEAKER, TWO_SPEAKERS, encode_as, load_audio, reference_turns
 
-from shared.domain import SAMPLE_RATE, SpeakerHints, Word
+from shared.core.domain import SAMPLE_RATE, SpeakerHints, Word
 from shared.live.agreement import LocalAgreement
 from shared.live.audio_in import ContainerInput, Pcm16Input
 from shared.live.endpoint import Endpointer

@@ -6,7 +6,7 @@ import pytest
 from audio_fixtures import ONE_SPEAKER, TWO_SPEAKERS, load_audio, load_reference
 from scoring import wer
 
-from shared.domain import SAMPLE_RATE, TranscribeOptions
+from shared.core.domain import SAMPLE_RATE, TranscribeOptions
 from shared.live import events as ev
 from shared.live.models import LiveModels
 from shared.live.session import PREROLL_S, LiveConfig, LiveSession

@@ -192,7 +192,7 @@ def test_cli_stream_prints_finals_with_speakers_and_resumes(server):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "shared.cli", "stream", str(TWO_SPEAKERS), "--url", ws_url(server),
+    done = subprocess.run([sys.executable, "-m", "shared.cli.main", "stream", str(TWO_SPEAKERS), "--url", ws_url(server),
                            "--speed", "0", "--resume-test"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     finals = [line for line in done.stdout.splitlines() if line.startswith("[")]

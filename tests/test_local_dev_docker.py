@@ -30,8 +30,8 @@ from local_dev.docker_runner import (
 from local_dev.gpus import Device, WorkerSpec, plan_workers
 from local_dev.pool import LocalPool
 from local_dev.settings import PoolSettings
-from shared.config import Settings
-from shared.stages import ROLE_STAGES, Role, Stage
+from shared.core.config import Settings
+from shared.pipeline.stages import ROLE_STAGES, Role, Stage
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -229,7 +229,7 @@ def test_worker_command_refuses_to_start_without_the_key(monkeypatch, capsys):
 def test_external_workers_as_compose_runs_them(monkeypatch):
     """`serve --external-workers 2` + two `python -m local_dev worker` commands, as docker compose runs
     them: roles from the command line, and a worker that dies is taken back when it reconnects."""
-    from shared.domain import TranscribeOptions
+    from shared.core.domain import TranscribeOptions
     from test_local_dev_pool import batch
 
     monkeypatch.setenv("WORKER_AUTHKEY", "compose-secret")

@@ -8,8 +8,8 @@ import pytest
 
 from local_dev.gpus import Device, filter_visible, plan_workers, scan_gpus
 from local_dev.settings import PoolSettings
-from shared.config import Settings
-from shared.stages import ROLE_STAGES, Role, Stage
+from shared.core.config import Settings
+from shared.pipeline.stages import ROLE_STAGES, Role, Stage
 
 
 def S(**values) -> Settings:

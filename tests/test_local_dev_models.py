@@ -25,12 +25,12 @@ from audio_fixtures import ONE_SPEAKER, TWO_SPEAKERS
 from scoring import assert_same_transcript
 from local_dev.pool import LocalPool
 from local_dev.settings import PoolSettings
-from shared.audio import decode
-from shared.config import Settings
-from shared.domain import TranscribeOptions
-from shared.pipeline import transcribe
-from shared.runner import InProcessRunner
-from shared.stages import StageWorker
+from shared.media.decode import decode
+from shared.core.config import Settings
+from shared.core.domain import TranscribeOptions
+from shared.pipeline.flow import transcribe
+from shared.pipeline.runner import InProcessRunner
+from shared.pipeline.stages import StageWorker
 
 pytestmark = pytest.mark.slow
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from local_dev.scheduler import Policy, Slot, Waiting, merge_key, merged_args, plan, split_result, unservable
-from shared.domain import TranscribeOptions
-from shared.stages import ROLE_STAGES, Role, Stage
+from shared.core.domain import TranscribeOptions
+from shared.pipeline.stages import ROLE_STAGES, Role, Stage
 
 ALL = ROLE_STAGES[Role.ALL]
 T = Stage.TRANSCRIBE

@@ -14,11 +14,11 @@ import jiwer
 import numpy as np
 import pytest
 
-from shared.config import Settings
-from shared.domain import TranscribeOptions
-from shared.pipeline import transcribe
-from shared.runner import InProcessRunner
-from shared.stages import StageWorker
+from shared.core.config import Settings
+from shared.core.domain import TranscribeOptions
+from shared.pipeline.flow import transcribe
+from shared.pipeline.runner import InProcessRunner
+from shared.pipeline.stages import StageWorker
 from tests.audio_fixtures import SAMPLE_RATE
 from tests.live_server import live_server
 from tests.long_recording import assemble, fixture_pieces, words_in
@@ -142,8 +142,8 @@ def test_a_long_mp3_through_the_job_api_of_the_local_dev_server(recording, runne
             assert job["progress"]["total"] == pytest.approx(len(audio) / SAMPLE_RATE, abs=0.2)
             assert len(set(progress)) >= 4 and progress == sorted(progress)  # a poller sees it advance
             result = client.get(f"{job_url}/result").json()
-    from shared.audio import decode
-    from shared.domain import Word
+    from shared.media.decode import decode
+    from shared.core.domain import Word
 
     words = [Word(**w) for s in result["segments"] for w in s["words"]]
     local = transcribe(decode(mp3).samples, TranscribeOptions(word_timestamps=True, language="en"), runner)

@@ -23,9 +23,9 @@ import pytest
 from audio_fixtures import load_audio, load_reference
 from scoring import words_of
 
-from shared.domain import Chunk, ChunkAudio, Decode, TranscribeOptions, Word
-from shared.pipeline import transcribe
-from shared.transcriber import _across_cuts, _unheard_spans, heard_as_speech, merge_words, unsure_share
+from shared.core.domain import Chunk, ChunkAudio, Decode, TranscribeOptions, Word
+from shared.pipeline.flow import transcribe
+from shared.pipeline.transcriber import _across_cuts, _unheard_spans, heard_as_speech, merge_words, unsure_share
 
 FIXTURES = Path(__file__).parent / "fixtures"
 QUIET = FIXTURES / "quiet_utterance.flac"
@@ -83,7 +83,7 @@ def test_diarizer_regions_keep_silero_default(worker):
 
 
 def test_second_look_finds_sound_in_a_vad_silence_and_not_the_noise_floor():
-    from shared.vad import Region, loud_regions
+    from shared.pipeline.vad import Region, loud_regions
 
     levels = np.full(400, -70.0, np.float32)  # 32 ms windows: 12.8 s at the noise floor
     levels[100:140] = -40.0  # 1.3 s of sound that Silero scored as silence

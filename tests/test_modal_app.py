@@ -296,7 +296,7 @@ def test_the_deployed_endpoint_requires_api_keys(monkeypatch, tmp_path):
     Secret stops it from starting instead of serving an open API."""
     from shared.api.app import create_app
     from shared.api.auth import ConfigurationError
-    from shared.config import Settings
+    from shared.core.config import Settings
 
     local = Settings(_env_file=None, audio_storage_path=tmp_path)
     assert modal_app.web_settings(local) is local  # tests and local_serve: as configured

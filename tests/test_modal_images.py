@@ -198,15 +198,15 @@ with TestClient(A.web.local()) as c:
     bad = c.post("/api/transcribe", params={"clip_id": r.json()["clip_id"], "language": "xx"})
     assert bad.status_code == 422, bad.text
     assert c.get("/openapi.json").status_code == 200
-from shared.audio import decode
+from shared.media.decode import decode
 samples = decode(fixture).samples
 assert A.Vad().split.local(samples)
-import functions.batch, shared.render
+import functions.batch, shared.service.formats
 """,
     "transcriber": """
 from functions import app as A
-from shared.audio import decode
-from shared.domain import Chunk, ChunkAudio, TranscribeOptions
+from shared.media.decode import decode
+from shared.core.domain import Chunk, ChunkAudio, TranscribeOptions
 samples = decode(fixture).samples[: 16000 * 5]
 chunk = Chunk(index=0, start=0, end=5, keep_start=0, keep_end=5)
 out = A.Transcriber().transcribe.local([ChunkAudio(chunk, samples)], TranscribeOptions(language="en"))
@@ -214,7 +214,7 @@ assert out and out[0].segments, out
 """,
     "diarizer": """
 from functions import app as A
-from shared.audio import decode
+from shared.media.decode import decode
 assert A.Diarizer().diarize.local(decode(fixture).samples)
 """,
     # images/Dockerfile.worker: local_dev's worker and the Kubernetes shard runner, all models in-process

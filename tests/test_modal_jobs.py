@@ -31,11 +31,11 @@ from functions.modal_jobs import JobWorker, ModalSpawn
 from functions.settings import DATA_PATH, get_modal_settings
 from functions.volume_clips import VolumeClipStore
 from shared.api.app import create_app
-from shared.config import Settings
-from shared.domain import ClipInfo, Segment, SpeakerHints, TranscribeOptions, Transcript
+from shared.core.config import Settings
+from shared.core.domain import ClipInfo, Segment, SpeakerHints, TranscribeOptions, Transcript
 from shared.jobs.model import JobError, JobStatus
-from shared.jobs.service import JobService
-from shared.storage import new_clip_id
+from shared.jobs.manager import JobService
+from shared.media.clip_store import new_clip_id
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*executing locally.*:UserWarning")
 

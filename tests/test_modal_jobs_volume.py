@@ -25,11 +25,11 @@ from test_jobs_api import NoModels
 from functions.dict_job_store import DictJobStore
 from functions.volume_clips import StorageBusy, VolumeClipStore
 from shared.api.app import create_app
-from shared.audio import decode
-from shared.config import Settings
-from shared.domain import ClipInfo
-from shared.errors import ClipNotFound
-from shared.storage import new_clip_id
+from shared.media.decode import decode
+from shared.core.config import Settings
+from shared.core.domain import ClipInfo
+from shared.core.errors import ClipNotFound
+from shared.media.clip_store import new_clip_id
 
 
 class SharedVolume:

@@ -13,10 +13,10 @@ from audio_fixtures import ONE_SPEAKER, TWO_SPEAKERS, reference_text, reference_
 from functions import app as modal_app
 from functions.batch import ALL_FORMATS, run_batch
 from functions.modal_runner import transcribe_packed
-from shared.audio import decode
-from shared.config import Settings
-from shared.domain import SAMPLE_RATE, ChunkAudio, SpeakerHints, TranscribeOptions
-from shared.vad import SileroVad
+from shared.media.decode import decode
+from shared.core.config import Settings
+from shared.core.domain import SAMPLE_RATE, ChunkAudio, SpeakerHints, TranscribeOptions
+from shared.pipeline.vad import SileroVad
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*executing locally.*:UserWarning")]
 
@@ -91,11 +91,11 @@ def test_transcribe_packed_groups_by_options():
 
         def transcribe_batch(self, batch, options):
             calls.append(([c.chunk.index for c in batch], options.language))
-            from shared.domain import ChunkTranscript
+            from shared.core.domain import ChunkTranscript
 
             return [ChunkTranscript(chunk=c.chunk, language=options.language, segments=[]) for c in batch]
 
-    from shared.domain import Chunk
+    from shared.core.domain import Chunk
 
     spans = [Chunk(index=i, start=i, end=i + 1, keep_start=i, keep_end=i + 1) for i in range(4)]
     chunks = _batch(np.zeros(SAMPLE_RATE * 5, np.float32), spans)

@@ -27,8 +27,8 @@ from functions.modal_runner import (
     StageCalls,
     is_retryable,
 )
-from shared.domain import SAMPLE_RATE, Chunk, ChunkAudio, TranscribeOptions
-from shared.stages import Stage
+from shared.core.domain import SAMPLE_RATE, Chunk, ChunkAudio, TranscribeOptions
+from shared.pipeline.stages import Stage
 
 # .local() runs outside a container: Modal warns that Volumes are not mounted; the tests know.
 pytestmark = pytest.mark.filterwarnings("ignore:.*executing locally.*:UserWarning")
@@ -379,12 +379,12 @@ def test_the_pipeline_through_modal_functions_matches_the_in_process_runner(monk
     from audio_fixtures import TWO_SPEAKERS
 
     from functions import app as modal_app
-    from shared.audio import decode
-    from shared.config import Settings
-    from shared.domain import SpeakerHints
-    from shared.pipeline import transcribe
-    from shared.runner import InProcessRunner
-    from shared.stages import StageWorker
+    from shared.media.decode import decode
+    from shared.core.config import Settings
+    from shared.core.domain import SpeakerHints
+    from shared.pipeline.flow import transcribe
+    from shared.pipeline.runner import InProcessRunner
+    from shared.pipeline.stages import StageWorker
 
     monkeypatch.setenv("MAX_CHUNK_S", "8")  # several chunks, so TRANSCRIBE really fans out
     samples = decode(TWO_SPEAKERS).samples

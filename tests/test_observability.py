@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared.api.app import create_app
 from shared.api.ops import GPU_METRICS, GpuCollector
-from shared.config import Settings
+from shared.core.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 KIT = ROOT / "local_dev" / "observability"

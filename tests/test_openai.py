@@ -9,7 +9,7 @@ import webvtt
 from audio_fixtures import TWO_SPEAKERS
 from jobs_support import API_KEY, keyed_client, keyed_server, short_clip
 
-from shared.transcriber import resolve_whisper_model
+from shared.pipeline.transcriber import resolve_whisper_model
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ import pytest
 from jobs_support import WEBHOOK_SECRET, ThreadedServer, assert_error
 
 from shared.api.app import create_app
-from shared.config import Settings
+from shared.core.config import Settings
 
 KEY = "schema-test-key"
 ANY_ID = "0" * 32

@@ -11,10 +11,10 @@ import pytest
 from audio_fixtures import ONE_SPEAKER, TWO_SPEAKERS, load_audio, load_reference
 from scoring import speaker_accuracy, wer
 
-from shared.domain import SpeakerHints, TranscribeOptions
-from shared.pipeline import PipelineRun, transcribe
-from shared.runner import InProcessRunner, Runner
-from shared.stages import Stage
+from shared.core.domain import SpeakerHints, TranscribeOptions
+from shared.pipeline.flow import PipelineRun, transcribe
+from shared.pipeline.runner import InProcessRunner, Runner
+from shared.pipeline.stages import Stage
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.domain import SAMPLE_RATE, SpeakerHints, Turn
+from shared.core.domain import SAMPLE_RATE, SpeakerHints, Turn
 
 pytestmark = pytest.mark.pyannote
 
@@ -58,7 +58,7 @@ def pipeline_config(offline, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def diarizer(pipeline_config):
-    from shared.diarization.pyannote_diarizer import PyannoteDiarizer
+    from shared.pipeline.diarization.pyannote_diarizer import PyannoteDiarizer
 
     return PyannoteDiarizer(str(pipeline_config), device="cpu")
 
@@ -132,7 +132,7 @@ def test_num_speakers_two_gives_two(two_speakers, sample):
 
 
 def test_overlapping_variant(pipeline_config, sample):
-    from shared.diarization.pyannote_diarizer import PyannoteDiarizer
+    from shared.pipeline.diarization.pyannote_diarizer import PyannoteDiarizer
 
     diarizer = PyannoteDiarizer(str(pipeline_config), exclusive=False)
     turns = diarizer.diarize(sample, SpeakerHints(num_speakers=2))
@@ -175,9 +175,9 @@ def test_concurrent_calls_match_sequential(diarizer, sample):
 
 
 def test_build_diarizer_pyannote_and_auto(pipeline_config, monkeypatch):
-    from shared.config import Settings
-    from shared.diarization import build_diarizer
-    from shared.diarization.pyannote_diarizer import PyannoteDiarizer
+    from shared.core.config import Settings
+    from shared.pipeline.diarization import build_diarizer
+    from shared.pipeline.diarization.pyannote_diarizer import PyannoteDiarizer
 
     monkeypatch.setenv("PYANNOTE_MODEL", str(pipeline_config))
     monkeypatch.setenv("DEVICE", "cpu")
@@ -196,7 +196,7 @@ def test_build_diarizer_pyannote_and_auto(pipeline_config, monkeypatch):
 
 
 def test_folder_path_works_too(pipeline_config, sample):
-    from shared.diarization.pyannote_diarizer import PyannoteDiarizer
+    from shared.pipeline.diarization.pyannote_diarizer import PyannoteDiarizer
 
     diarizer = PyannoteDiarizer(str(pipeline_config.parent))
     assert_contract(diarizer.diarize(sample[: 5 * SAMPLE_RATE]), 5.0)
@@ -204,7 +204,7 @@ def test_folder_path_works_too(pipeline_config, sample):
 
 def test_community_architecture_resnet34(offline, tmp_path, sample):
     """WeSpeakerResNet34 embeddings, as in pyannote/speaker-diarization-community-1 (slow on CPU: 10 s)."""
-    from shared.diarization.pyannote_diarizer import PyannoteDiarizer
+    from shared.pipeline.diarization.pyannote_diarizer import PyannoteDiarizer
 
     config = _load_builder().build_random_pipeline(tmp_path, embedding="resnet34", segmentation_step=0.5)
     turns = PyannoteDiarizer(str(config)).diarize(sample[: 10 * SAMPLE_RATE], SpeakerHints(max_speakers=2))
@@ -213,8 +213,8 @@ def test_community_architecture_resnet34(offline, tmp_path, sample):
 
 
 def test_missing_local_path_fails_clearly(offline, tmp_path):
-    from shared.config import Settings
-    from shared.diarization.pyannote_diarizer import PyannoteDiarizer
+    from shared.core.config import Settings
+    from shared.pipeline.diarization.pyannote_diarizer import PyannoteDiarizer
 
     with pytest.raises(FileNotFoundError, match="PYANNOTE_MODEL"):
         PyannoteDiarizer(str(tmp_path / "nope" / "config.yaml"))
@@ -224,7 +224,7 @@ def test_missing_local_path_fails_clearly(offline, tmp_path):
 
 def test_hub_id_is_not_fetched_offline(offline):
     """A hub id goes to the hub (here: refused, offline) and the error says what to do."""
-    from shared.diarization.pyannote_diarizer import PyannoteDiarizer
+    from shared.pipeline.diarization.pyannote_diarizer import PyannoteDiarizer
 
     with pytest.raises(RuntimeError, match="HUGGINGFACE_TOKEN"):
         PyannoteDiarizer("pyannote/speaker-diarization-community-1")

@@ -16,7 +16,7 @@ from test_jobs_api import NoModels
 from shared.api.app import create_app
 from shared.api.auth import ConfigurationError
 from shared.api.ratelimit import RateLimit, rate_limit_item
-from shared.config import Settings
+from shared.core.config import Settings
 
 ANY_ID = "0" * 32
 

@@ -10,8 +10,8 @@ import srt
 import webvtt
 from pyannote.database.util import load_rttm
 
-from shared.domain import Segment, Transcript, Word
-from shared.render import render
+from shared.core.domain import Segment, Transcript, Word
+from shared.service.formats import render
 
 TRANSCRIPT = Transcript(
     language="en",

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from audio_fixtures import ONE_SPEAKER, SAMPLE_RATE, TWO_SPEAKERS, load_audio, load_reference
 
-from shared.diarization.embedded import EmbeddedDiarizer
-from shared.domain import SpeakerHints
+from shared.pipeline.diarization.embedded import EmbeddedDiarizer
+from shared.core.domain import SpeakerHints
 
 pytestmark = pytest.mark.slow
 

@@ -1,10 +1,10 @@
-"""Worker roles: the one table of which worker serves which stage (shared/stages.py)."""
+"""Worker roles: the one table of which worker serves which stage (shared/pipeline/stages.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from shared.stages import ROLE_STAGES, SERVED_BY, Role, Stage, role_of
+from shared.pipeline.stages import ROLE_STAGES, SERVED_BY, Role, Stage, role_of
 
 
 def test_every_stage_is_served_by_a_split_role():

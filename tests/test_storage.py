@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from shared.domain import ClipInfo
-from shared.errors import ClipNotFound, InvalidClipId
-from shared.storage import ClipStore, atomic_write, new_clip_id
+from shared.core.domain import ClipInfo
+from shared.core.errors import ClipNotFound, InvalidClipId
+from shared.media.clip_store import ClipStore, atomic_write, new_clip_id
 
 
 def _info(clip_id: str) -> ClipInfo:

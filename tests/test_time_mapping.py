@@ -13,9 +13,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.domain import SAMPLE_RATE, Chunk, ChunkAudio
-from shared.pcm import ArrayAudio, PcmRef, PcmWriter, seconds_to_sample
-from shared.transcriber import BatchLayout, _owned_words
+from shared.core.domain import SAMPLE_RATE, Chunk, ChunkAudio
+from shared.media.pcm import ArrayAudio, PcmRef, PcmWriter, seconds_to_sample
+from shared.pipeline.transcriber import BatchLayout, _owned_words
 
 FPS = 100  # faster-whisper's frames_per_second for 16 kHz audio (hop 160)
 

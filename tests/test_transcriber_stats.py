@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 from audio_fixtures import FIXTURES_DIR, ONE_SPEAKER, SAMPLE_RATE, load_audio
 
-from shared.domain import ChunkAudio, TranscribeOptions
-from shared.pipeline import transcribe
-from shared.transcriber import MAX_PASSES, resolve_whisper_model, word_tokens
+from shared.core.domain import ChunkAudio, TranscribeOptions
+from shared.pipeline.flow import transcribe
+from shared.pipeline.transcriber import MAX_PASSES, resolve_whisper_model, word_tokens
 
 TWO_ROOMS = FIXTURES_DIR / "two_rooms.flac"  # the quiet voice is found by a second decode of its chunk
 

@@ -1,5 +1,5 @@
 """Silero scores a clip once per process: chunking and the embedded diarizer ask for the same clip's
-probabilities at the same time (shared/vad.py ProbabilityCache)."""
+probabilities at the same time (shared/pipeline/vad.py ProbabilityCache)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 
-from shared.pcm import ArrayAudio, PcmRef
-from shared.silero import ProbabilityCache
+from shared.media.pcm import ArrayAudio, PcmRef
+from shared.pipeline.silero import ProbabilityCache
 
 
 def _slow(calls: list, value: float):
@@ -68,7 +68,7 @@ def test_a_failed_computation_is_not_kept():
 
 
 def test_split_and_the_diarizers_regions_score_the_clip_once(worker, monkeypatch):
-    import shared.silero as silero
+    import shared.pipeline.silero as silero
 
     scored = []
     real = silero.score_clip

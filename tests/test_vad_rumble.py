@@ -3,7 +3,7 @@
 A far voice through a band-limited channel (reverberant room, telephone band, mu-law) over brown noise
 20 dB below it: plainly audible, yet Silero scored it under 0.05 for most of its length, so chunking
 and the diarizer never saw it (13.8 of 20.1 s missed at 0.15 / 0.05, 18.0 s at the diarizer's old
-0.35 / 0.2). Silero now hears the audio high-passed at 80 Hz (shared/vad.py), and the diarizer's speech
+0.35 / 0.2). Silero now hears the audio high-passed at 80 Hz (shared/pipeline/vad.py), and the diarizer's speech
 ends only once Silero's score stays under 0.05.
 
 The reader is the LibriVox fixture (tests/fixtures); the room, band and noise are made here."""
@@ -16,8 +16,8 @@ from audio_fixtures import ONE_SPEAKER, load_audio, load_reference
 
 from local_dev.eval_corpus import add_noise, phone, reverberate
 from local_dev.scoring import uncovered_seconds
-from shared.diarization.embedded import EmbeddedDiarizer
-from shared.vad import SileroVad
+from shared.pipeline.diarization.embedded import EmbeddedDiarizer
+from shared.pipeline.vad import SileroVad
 
 pytestmark = pytest.mark.slow
 

@@ -18,10 +18,10 @@ from jobs_support import WEBHOOK_SECRET, WebhookReceiver
 from standardwebhooks import Webhook as ReferenceWebhook
 from standardwebhooks import WebhookVerificationError
 
-from shared.domain import Segment, TranscribeOptions, Transcript
+from shared.core.domain import Segment, TranscribeOptions, Transcript
 from shared.jobs.model import Job, JobError, JobStatus, Progress, Webhook, new_job_id, new_webhook_id
 from shared.jobs.sqlite_store import SqliteJobStore
-from shared.webhooks import (
+from shared.jobs.webhooks import (
     InvalidWebhookUrl,
     PinnedTransport,
     UnresolvableHost,
@@ -283,7 +283,7 @@ def resolver(monkeypatch):
 
 
 def test_deliveries_are_counted_by_outcome(store):
-    from shared.webhooks import DELIVERIES
+    from shared.jobs.webhooks import DELIVERIES
 
     def count(outcome):
         return DELIVERIES.labels(outcome)._value.get()
@@ -374,7 +374,7 @@ def test_pinned_transport_checks_before_it_connects():
 
 
 def test_webhook_secret_setting_is_secret():
-    from shared.config import Settings
+    from shared.core.config import Settings
 
     s = Settings(_env_file=None, webhook_secret=WEBHOOK_SECRET)
     assert WEBHOOK_SECRET not in repr(s) and WEBHOOK_SECRET not in str(s.model_dump())

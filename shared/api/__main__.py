@@ -7,7 +7,7 @@ import uvicorn
 
 from shared.api.app import create_app
 from shared.api.auth import ConfigurationError
-from shared.config import get_settings
+from shared.core.config import get_settings
 
 
 def main() -> None:

@@ -7,28 +7,28 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 
-from shared.api import audio, jobs, live_ws, openai_compat, realtime, stream
+from shared.api import clips, jobs, live_ws, openai_compat, realtime, stream
 from shared.api.auth import install_auth
-from shared.api.errors import install_error_handlers
+from shared.api.error_responses import install_error_handlers
 from shared.api.openapi import install_openapi
 from shared.api.ops import install_metrics, meter_audio
 from shared.api.ratelimit import install_rate_limit
 from shared.api.uploads import BodySizeLimit
 from shared.api.web import install_web
-from shared.config import Settings, get_settings
-from shared.jobs.service import Dispatch, JobService
+from shared.core.config import Settings, get_settings
+from shared.jobs.manager import Dispatch, JobService
 from shared.jobs.store import JobStore
 from shared.live.registry import LiveHub
-from shared.runner import InProcessRunner, Runner
-from shared.service import TranscriptionService
-from shared.storage import ClipStore
+from shared.pipeline.runner import InProcessRunner, Runner
+from shared.service.transcription import TranscriptionService
+from shared.media.clip_store import ClipStore
 
 log = logging.getLogger(__name__)
 
 
 def default_runner(settings: Settings) -> Runner:
     """Models in this process, loaded now so the first request does not wait for them."""
-    from shared.stages import StageWorker
+    from shared.pipeline.stages import StageWorker
 
     return InProcessRunner(StageWorker(settings).load())
 
@@ -74,7 +74,7 @@ def create_app(
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
-    app.include_router(audio.router)
+    app.include_router(clips.router)
     app.include_router(jobs.router)
     app.include_router(stream.router)
     app.include_router(live_ws.router)

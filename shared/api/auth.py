@@ -29,7 +29,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from pydantic import SecretStr
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.config import Settings
+from shared.core.config import Settings
 
 PROTECTED = ("/api", "/v1", "/ws", "/metrics")
 IDENTITY = "whospoke.identity"  # scope key: "key:<digest>" or "addr:<address>"

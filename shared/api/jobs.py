@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from shared.api.audio import get_service, transcript_response
+from shared.api.clips import get_service, transcript_response
 from shared.api.params import (
     FormatParams,
     TranscribeParams,
@@ -22,8 +22,8 @@ from shared.api.params import (
     transcribe_options,
 )
 from shared.api.uploads import UPLOAD_FIELD, receive_upload
-from shared.domain import OutputFormat, TranscribeOptions, Transcript
-from shared.errors import InvalidParameter
+from shared.core.domain import OutputFormat, TranscribeOptions, Transcript
+from shared.core.errors import InvalidParameter
 from shared.jobs.model import (
     DeliveryAttempt,
     Job,
@@ -35,9 +35,9 @@ from shared.jobs.model import (
     job_json,
     job_links,
 )
-from shared.jobs.service import JobService
-from shared.service import TranscriptionService
-from shared.storage import check_clip_id
+from shared.jobs.manager import JobService
+from shared.service.transcription import TranscriptionService
+from shared.media.clip_store import check_clip_id
 
 router = APIRouter(prefix="/api", tags=["jobs"])
 

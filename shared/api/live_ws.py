@@ -20,8 +20,8 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from shared.api.auth import IDENTITY, client_address
 from shared.api.params import TranscribeParams, merge_params
-from shared.domain import ID_PATTERN, SAMPLE_RATE
-from shared.errors import InvalidParameter
+from shared.core.domain import ID_PATTERN, SAMPLE_RATE
+from shared.core.errors import InvalidParameter
 from shared.live import events as ev
 from shared.live.registry import LiveHub, LiveStream, ResumeRefused, TooManyStreams
 from shared.live.session import LiveConfig

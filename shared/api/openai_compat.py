@@ -24,14 +24,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.api.audio import get_service
-from shared.api.errors import HTTP_CODES
+from shared.api.clips import get_service
+from shared.api.error_responses import HTTP_CODES
 from shared.api.params import ConflictingParameter
 from shared.api.uploads import UPLOAD_FIELD, receive_upload
-from shared.domain import Segment, SpeakerHints, Task, TranscribeOptions, Transcript
-from shared.errors import InvalidParameter, ServiceError
-from shared.render import to_srt, to_txt, to_vtt
-from shared.service import TranscriptionService
+from shared.core.domain import Segment, SpeakerHints, Task, TranscribeOptions, Transcript
+from shared.core.errors import InvalidParameter, ServiceError
+from shared.service.formats import to_srt, to_txt, to_vtt
+from shared.service.transcription import TranscriptionService
 
 STARTED = int(time.time())
 

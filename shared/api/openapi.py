@@ -13,8 +13,8 @@ from starlette.types import Scope
 
 from shared.api.auth import PROTECTED
 from shared.api.params import FormatParams, TranscribeParams, form_body_schema
-from shared.config import Settings
-from shared.domain import ID_PATTERN
+from shared.core.config import Settings
+from shared.core.domain import ID_PATTERN
 
 ERROR_SCHEMA = "ErrorResponse"
 ERROR_COMPONENT = {

@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.webhooks import DELIVERIES
+from shared.jobs.webhooks import DELIVERIES
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class HttpMetrics:
 def meter_audio(runner) -> None:
     """Count the audio of every transcription: each splits its audio once (Stage.VAD_SPLIT), whatever
     the runner. The runner's own `submit` is wrapped once, so its type and attributes stay as they are."""
-    from shared.stages import Stage
+    from shared.pipeline.stages import Stage
 
     if getattr(runner, "_audio_metered", False):
         return
@@ -196,7 +196,7 @@ def meter_audio(runner) -> None:
 
 
 def _seconds(audio) -> float:
-    from shared.domain import SAMPLE_RATE
+    from shared.core.domain import SAMPLE_RATE
 
     samples = getattr(audio, "num_samples", None)
     if samples is None:

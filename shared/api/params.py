@@ -18,8 +18,8 @@ from typing import Annotated, TypeVar
 from fastapi import Query, Request
 from pydantic import BaseModel, Field, ValidationError
 
-from shared.domain import OutputFormat, SpeakerHints, Task, TranscribeOptions
-from shared.errors import InvalidParameter
+from shared.core.domain import OutputFormat, SpeakerHints, Task, TranscribeOptions
+from shared.core.errors import InvalidParameter
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 FILE_FIELD = "file"

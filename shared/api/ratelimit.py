@@ -22,8 +22,8 @@ from limits.storage import storage_from_string
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.api.auth import IDENTITY, PROTECTED, ConfigurationError, client_address, is_protected
-from shared.api.errors import error_response
-from shared.config import Settings
+from shared.api.error_responses import error_response
+from shared.core.config import Settings
 
 LIMITED = tuple(p for p in PROTECTED if p != "/metrics")  # a scraper is not a client
 

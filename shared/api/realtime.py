@@ -25,7 +25,7 @@ from starlette.websockets import WebSocketDisconnect
 from shared.api.live_ws import CLOSE_IDLE, CLOSE_TOO_LONG, CLOSE_TOO_MANY, identity_of
 from shared.api.live_ws import CLOSE_INVALID_OPTION as CLOSE_UNSUPPORTED_INTENT
 from shared.api.realtime_config import Problem, TranscriptionSession, new_id
-from shared.domain import SAMPLE_RATE
+from shared.core.domain import SAMPLE_RATE
 from shared.live import events as ev
 from shared.live.audio_in import Pcm16Input
 from shared.live.registry import LiveHub, TooManyStreams

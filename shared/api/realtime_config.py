@@ -10,10 +10,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from shared.domain import TranscribeOptions
-from shared.errors import UnsupportedLanguage
+from shared.core.domain import TranscribeOptions
+from shared.core.errors import UnsupportedLanguage
 from shared.live.session import LiveConfig
-from shared.service import check_language
+from shared.service.transcription import check_language
 
 
 def new_id(prefix: str) -> str:

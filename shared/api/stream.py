@@ -21,12 +21,12 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from shared.api.audio import get_service
+from shared.api.clips import get_service
 from shared.api.params import transcribe_options
-from shared.domain import ClipInfo, TranscribeOptions
-from shared.errors import ServiceError
-from shared.service import TranscriptionService
-from shared.storage import check_clip_id
+from shared.core.domain import ClipInfo, TranscribeOptions
+from shared.core.errors import ServiceError
+from shared.service.transcription import TranscriptionService
+from shared.media.clip_store import check_clip_id
 
 log = logging.getLogger(__name__)
 

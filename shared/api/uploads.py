@@ -12,9 +12,9 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.api.errors import error_response
-from shared.errors import FileTooLarge, InvalidParameter
-from shared.storage import ClipStore
+from shared.api.error_responses import error_response
+from shared.core.errors import FileTooLarge, InvalidParameter
+from shared.media.clip_store import ClipStore
 
 UPLOAD_FIELD = "file"
 

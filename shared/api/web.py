@@ -15,8 +15,8 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from shared.errors import ServiceError
-from shared.service import whisper_languages
+from shared.core.errors import ServiceError
+from shared.service.transcription import whisper_languages
 
 STATIC_DIR = Path(__file__).with_name("static")
 CSP = "; ".join([

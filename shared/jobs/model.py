@@ -9,8 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from shared.domain import OutputFormat, TranscribeOptions, Transcript, is_id
-from shared.errors import ServiceError
+from shared.core.domain import OutputFormat, TranscribeOptions, Transcript, is_id
+from shared.core.errors import ServiceError
 
 
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from shared.domain import OutputFormat, TranscribeOptions, Transcript
+from shared.core.domain import OutputFormat, TranscribeOptions, Transcript
 from shared.jobs import transitions as T
 from shared.jobs.model import DeliveryAttempt, Job, JobError, JobNotFound, JobStatus, Progress, Webhook
 from shared.jobs.store import JobStore, Step

@@ -19,7 +19,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 
-from shared.domain import Transcript
+from shared.core.domain import Transcript
 from shared.jobs import transitions as T
 from shared.jobs.model import DeliveryAttempt, Job, JobConflict, JobError, JobNotFound, JobStatus
 from shared.jobs.transitions import Refusal, Stored

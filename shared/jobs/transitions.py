@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from shared.domain import Transcript
+from shared.core.domain import Transcript
 from shared.jobs.model import Job, JobError, JobStatus, Progress, WebhookState
 
 INTERRUPTED = "interrupted"

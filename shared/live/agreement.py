@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from shared.domain import Word
+from shared.core.domain import Word
 
 SLACK_S = 0.1  # a hypothesis word starting this close before the last committed word's end may be new
 MAX_NGRAM = 5  # words of the committed tail a new hypothesis may repeat at its head

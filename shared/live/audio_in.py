@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from shared.domain import SAMPLE_RATE
+from shared.core.domain import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.domain import SAMPLE_RATE
-from shared.silero import WINDOW, SileroState
+from shared.core.domain import SAMPLE_RATE
+from shared.pipeline.silero import WINDOW, SileroState
 
 END_PAD_MS = 200  # audio kept after the last speech window, so a soft word end is not clipped
 CUT_SEARCH_S = 5.0  # a forced cut falls in the utterance's last seconds, at its least speech-like window

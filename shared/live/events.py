@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.domain import Word
+from shared.core.domain import Word
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from shared.domain import SAMPLE_RATE, Chunk, ChunkAudio, TranscribeOptions
-from shared.pcm import ArrayAudio
-from shared.runner import Runner
-from shared.stages import Stage
+from shared.core.domain import SAMPLE_RATE, Chunk, ChunkAudio, TranscribeOptions
+from shared.media.pcm import ArrayAudio
+from shared.pipeline.runner import Runner
+from shared.pipeline.stages import Stage
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from shared.live.audio_in import ContainerInput, Pcm16Input
 from shared.live.events import Event
 from shared.live.models import LiveModels
 from shared.live.session import LiveConfig, LiveSession
-from shared.runner import Runner
+from shared.pipeline.runner import Runner
 
 LOG_EVENTS = 20_000  # events kept for replay per stream (a long session's oldest partials go first)
 

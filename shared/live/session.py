@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shared.domain import SAMPLE_RATE, TranscribeOptions, Word
+from shared.core.domain import SAMPLE_RATE, TranscribeOptions, Word
 from shared.live.agreement import LocalAgreement
 from shared.live.endpoint import Boundary, Endpointer
 from shared.live.events import (

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.diarization import speaker_label
-from shared.domain import SpeakerHints
+from shared.pipeline.diarization import speaker_label
+from shared.core.domain import SpeakerHints
 
 
 class SpeakerTracker:

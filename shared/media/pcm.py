@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.domain import SAMPLE_RATE
+from shared.core.domain import SAMPLE_RATE
 
 DTYPE = np.dtype("<f4")
 

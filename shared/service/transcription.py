@@ -8,15 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.audio import AudioDecodeError, AudioTooLong, StreamInfo, decode_to_pcm
-from shared.config import Settings
-from shared.domain import ClipInfo, TranscribeOptions, Transcript
-from shared.errors import AudioTooLong as AudioTooLongError
-from shared.errors import EmptyFile, UnsupportedLanguage, UnsupportedMedia
-from shared.pcm import AudioSource, PcmRef
-from shared.pipeline import PipelineRun, ProgressCallback
-from shared.runner import Runner
-from shared.storage import ClipStore, new_clip_id
+from shared.media.decode import AudioDecodeError, AudioTooLong, StreamInfo, decode_to_pcm
+from shared.core.config import Settings
+from shared.core.domain import ClipInfo, TranscribeOptions, Transcript
+from shared.core.errors import AudioTooLong as AudioTooLongError
+from shared.core.errors import EmptyFile, UnsupportedLanguage, UnsupportedMedia
+from shared.media.pcm import AudioSource, PcmRef
+from shared.pipeline.flow import PipelineRun, ProgressCallback
+from shared.pipeline.runner import Runner
+from shared.media.clip_store import ClipStore, new_clip_id
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
     audio --DIARIZE (started first, runs while transcription goes on)--> speaker turns
     words + turns --assign--> segments, emitted in time order as soon as they are final
 
-`audio` is a reference (shared/pcm.py): stages read the spans they need from the stored PCM file, so
+`audio` is a reference (shared/media/pcm.py): stages read the spans they need from the stored PCM file, so
 nothing here holds the recording's samples. The pipeline only talks to a Runner; where the stages run
 (threads here, local worker processes, Modal containers) is the runner's business.
 """
@@ -16,12 +16,12 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from shared.assign import TurnIndex, build_segments
-from shared.domain import ChunkAudio, Segment, TranscribeOptions, Transcript, Word
-from shared.pcm import AudioSource, as_audio
-from shared.runner import Runner
-from shared.stages import Stage
-from shared.transcriber import join_words
+from shared.pipeline.assign import TurnIndex, build_segments
+from shared.core.domain import ChunkAudio, Segment, TranscribeOptions, Transcript, Word
+from shared.media.pcm import AudioSource, as_audio
+from shared.pipeline.runner import Runner
+from shared.pipeline.stages import Stage
+from shared.pipeline.transcriber import join_words
 
 UNDETERMINED = "und"  # ISO 639-2 "undetermined": no speech to tell the language from
 

@@ -9,10 +9,10 @@ from starlette.concurrency import run_in_threadpool
 
 from shared.api.params import output_format, transcribe_options
 from shared.api.uploads import MULTIPART_FILE_SCHEMA, receive_upload
-from shared.domain import ClipInfo, OutputFormat, TranscribeOptions, Transcript
-from shared.render import MEDIA_TYPES, render
-from shared.service import TranscriptionService
-from shared.storage import check_clip_id
+from shared.core.domain import ClipInfo, OutputFormat, TranscribeOptions, Transcript
+from shared.service.formats import MEDIA_TYPES, render
+from shared.service.transcription import TranscriptionService
+from shared.media.clip_store import check_clip_id
 
 router = APIRouter(prefix="/api", tags=["audio"])
 

@@ -5,7 +5,7 @@ into place, so a crash leaves either the old state or the new one, never a torn 
 its metadata file exists; the audio is written before it and removed after it.
 
 Each clip keeps the upload as received (`<id>.audio`) and its one decode, 16 kHz mono float32 PCM
-(`<id>.pcm`, shared/pcm.py), which the stages read span by span.
+(`<id>.pcm`, shared/media/pcm.py), which the stages read span by span.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO
 
-from shared.domain import ClipInfo, is_id
-from shared.errors import ClipNotFound, InvalidClipId
-from shared.pcm import PcmRef
+from shared.core.domain import ClipInfo, is_id
+from shared.core.errors import ClipNotFound, InvalidClipId
+from shared.media.pcm import PcmRef
 
 
 def atomic_write(path: Path, data: bytes | BinaryIO) -> int:
@@ -94,7 +94,7 @@ class ClipStore:
         self.get(clip_id)
         pcm = self.pcm_path(clip_id)
         if not pcm.exists():
-            from shared.audio import decode_to_pcm
+            from shared.media.decode import decode_to_pcm
 
             tmp = self.incoming_file()
             try:

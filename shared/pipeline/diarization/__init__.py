@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from shared.domain import SpeakerHints, Turn
+from shared.core.domain import SpeakerHints, Turn
 
 if TYPE_CHECKING:
-    from shared.config import Settings
-    from shared.pcm import AudioSource
+    from shared.core.config import Settings
+    from shared.media.pcm import AudioSource
 
 
 class Diarizer(Protocol):
@@ -32,10 +32,10 @@ class Diarizer(Protocol):
 def build_diarizer(settings: "Settings") -> Diarizer:
     kind = settings.resolved_diarizer
     if kind == "pyannote":
-        from shared.diarization.pyannote_diarizer import PyannoteDiarizer
+        from shared.pipeline.diarization.pyannote_diarizer import PyannoteDiarizer
 
         return PyannoteDiarizer.from_settings(settings)
-    from shared.diarization.embedded import EmbeddedDiarizer
+    from shared.pipeline.diarization.embedded import EmbeddedDiarizer
 
     return EmbeddedDiarizer.from_settings(settings)
 

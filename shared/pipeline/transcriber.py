@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.domain import (
+from shared.core.domain import (
     SAMPLE_RATE,
     Chunk,
     ChunkAudio,
@@ -23,7 +23,7 @@ from shared.domain import (
     TranscribeOptions,
     Word,
 )
-from shared.stages import LANGUAGE_PROBE_S
+from shared.pipeline.stages import LANGUAGE_PROBE_S
 
 log = logging.getLogger(__name__)
 
@@ -365,7 +365,7 @@ def _owned_words(
 
 
 def _across_cuts(chunk: Chunk, start: float, end: float) -> tuple[float, float]:
-    """A word whose clip times span a pause cut out of the chunk's audio (shared/vad.py MAX_PAUSE_S)
+    """A word whose clip times span a pause cut out of the chunk's audio (shared/pipeline/vad.py MAX_PAUSE_S)
     was heard on one side of it: it keeps the side where more of it lies (the aligner can stretch the
     first word after a cut back over sound before it, e.g. noise the second look handed to Whisper)."""
     spans = chunk.spans()

@@ -1,7 +1,7 @@
 """Silero VAD's speech probabilities: the model's state across calls, the high-pass it hears the audio
 through, block-by-block scoring of a clip, and a per-process cache so one clip is scored once.
 
-shared/vad.py turns the probabilities into speech regions and chunks; the live endpointer
+shared/pipeline/vad.py turns the probabilities into speech regions and chunks; the live endpointer
 (shared/live/endpoint.py) scores a stream with SileroState as it arrives.
 """
 
@@ -16,8 +16,8 @@ from concurrent.futures import Future
 import numpy as np
 from scipy.signal import butter, sosfilt
 
-from shared.domain import SAMPLE_RATE
-from shared.pcm import AudioSource, PcmRef, as_audio
+from shared.core.domain import SAMPLE_RATE
+from shared.media.pcm import AudioSource, PcmRef, as_audio
 
 WINDOW = 512  # samples Silero scores at a time (32 ms)
 CONTEXT = 64  # samples of the previous window it sees with each one

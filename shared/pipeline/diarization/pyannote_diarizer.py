@@ -5,7 +5,7 @@ HUGGINGFACE_TOKEN and the model's conditions accepted on the hub) or a local pat
 `config.yaml` or to the folder holding one (models referenced as `$model/<subfolder>` resolve beside it).
 
 pyannote.audio is imported lazily, in the constructor: it lives in its own environment (torch 2.11; see
-`make test-pyannote` and the diarizer image), and `import shared.diarization` must work without it.
+`make test-pyannote` and the diarizer image), and `import shared.pipeline.diarization` must work without it.
 
 pyannote.audio 4.x returns a `DiarizeOutput` with two annotations: `speaker_diarization` (overlapping
 speech keeps every speaker) and `exclusive_speaker_diarization` (at most one speaker at a time, which
@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from shared.diarization import speaker_label
-from shared.domain import SAMPLE_RATE, SpeakerHints, Turn
+from shared.pipeline.diarization import speaker_label
+from shared.core.domain import SAMPLE_RATE, SpeakerHints, Turn
 
 if TYPE_CHECKING:
-    from shared.config import Settings
-    from shared.pcm import AudioSource
+    from shared.core.config import Settings
+    from shared.media.pcm import AudioSource
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class PyannoteDiarizer:
         sample, 230 MB an hour), unlike the embedded diarizer, which reads region by region."""
         import torch
 
-        from shared.pcm import as_audio
+        from shared.media.pcm import as_audio
 
         audio = np.ascontiguousarray(as_audio(source).read())
         if audio.size < MIN_SAMPLES:

@@ -13,7 +13,7 @@
    same-channel tune half from DER 18.8 % to 15.5 %, the conversations' tune half from 5.1 % to 4.7 %
    and the real recordings from 21.3 % to 19.6 % (docs/accuracy.md has the check halves).
 3. Speakers are counted and clustered on segments, the mean of up to `segment_windows` consecutive
-   windows of one speech region (shared/diarization/clustering.py): average linkage on cosine distance
+   windows of one speech region (shared/pipeline/diarization/clustering.py): average linkage on cosine distance
    up to `distance_threshold`, or cut at exactly `num_speakers`; clusters covering under
    `min_speaker_s` of speech are merged into the most alike one unless they lie `distinct_distance`
    from every other (a voice heard briefly that sounds like nobody else), the count is clamped to
@@ -36,10 +36,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import median_filter
 
-from shared.diarization import clustering, speaker_label
-from shared.domain import SpeakerHints, Turn
-from shared.pcm import AudioSource, as_audio, read_seconds
-from shared.vad import SileroVad
+from shared.pipeline.diarization import clustering, speaker_label
+from shared.core.domain import SpeakerHints, Turn
+from shared.media.pcm import AudioSource, as_audio, read_seconds
+from shared.pipeline.vad import SileroVad
 
 FRAME_S = 0.01  # resemblyzer's mel hop
 EMBED_BATCH = 64
@@ -120,8 +120,8 @@ class EmbeddedDiarizer:
     def embed_voice(self, samples: np.ndarray) -> np.ndarray:
         """One voice embedding (unit length) for a stretch of one speaker's speech: the mean of its
         windows' d-vectors, cut and levelled as diarization cuts them (live sessions use this)."""
-        from shared.pcm import ArrayAudio
-        from shared.vad import Region
+        from shared.media.pcm import ArrayAudio
+        from shared.pipeline.vad import Region
 
         audio = ArrayAudio(np.asarray(samples, np.float32))
         windows = self._embed_windows(audio, [Region(0.0, audio.num_samples / 16000)])

@@ -3,14 +3,14 @@
 Cuts fall in silences longer than `min_silence_ms`. A stretch of speech longer than a chunk with no such
 silence is cut in its widest shorter pause, or at its quietest moment when it has none. Every chunk owns [keep_start, keep_end), the span between
 two cut points, and its audio reaches `overlap_s / 2` past each cut, so neighbours overlap by `overlap_s`
-and a word heard by both is kept once (see shared/transcriber.py).
+and a word heard by both is kept once (see shared/pipeline/transcriber.py).
 
 Chunking reads Silero's probabilities at lower thresholds than its usual 0.5 (`split_threshold`), and
 takes a second look at what is still "silence": VAD chooses where to cut, not alone what is speech.
 Stretches LOUD_DB over the clip's noise floor that Silero rejects (a tinny, muffled or distant voice can
 score under 0.1 a few dB over the pauses) are handed to Whisper too, batched with the rest and marked
 on their chunk (`Chunk.unsure`); Whisper's own evidence decides what of them is speech
-(shared/transcriber.py). Silero's scores come from shared/silero.py. `speech_regions()` defaults to Silero's
+(shared/pipeline/transcriber.py). Silero's scores come from shared/pipeline/silero.py. `speech_regions()` defaults to Silero's
 0.5; the embedded diarizer passes its own 0.35 / 0.05.
 """
 
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.domain import SAMPLE_RATE, Chunk
-from shared.pcm import AudioSource, as_audio, read_seconds, seconds_to_sample
-from shared.silero import WINDOW, clip_probabilities, window_blocks
+from shared.core.domain import SAMPLE_RATE, Chunk
+from shared.media.pcm import AudioSource, as_audio, read_seconds, seconds_to_sample
+from shared.pipeline.silero import WINDOW, clip_probabilities, window_blocks
 
 SPEECH_PAD_S = 0.2  # audio kept around detected speech, so soft word edges are not clipped
 FINE_SILENCE_MS = 100  # pauses looked for when speech runs on longer than a chunk
@@ -131,7 +131,7 @@ class SileroVad:
 
     def _chunk_regions(self, audio: AudioSource, **kwargs) -> list[Region]:
         """Speech as chunking sees it: at the lower split thresholds, so quiet, distant or reverberant
-        speech reaches Whisper (which drops what it judges silence: see shared/transcriber.py)."""
+        speech reaches Whisper (which drops what it judges silence: see shared/pipeline/transcriber.py)."""
         return self.speech_regions(audio, threshold=self.split_threshold, neg_threshold=self.split_neg_threshold,
                                    **kwargs)
 
@@ -222,7 +222,7 @@ def loud_regions(levels: np.ndarray, speech: list[Region]) -> list[Region]:
     stays LOUD_DB above the clip's noise floor (its 10th-percentile window), across dips shorter than
     LOUD_BRIDGE_S. Distant, muffled, tinny or reverberant speech can score under 0.1 with Silero and
     still be plainly there, a few dB over the pauses; Whisper decides what it is (words heard only
-    there need Whisper's own confidence: shared/transcriber.py)."""
+    there need Whisper's own confidence: shared/pipeline/transcriber.py)."""
     if len(levels) == 0:
         return []
     levels = np.maximum(levels, -100.0)

@@ -11,7 +11,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-from shared.domain import SAMPLE_RATE
+from shared.core.domain import SAMPLE_RATE
 
 
 class AudioDecodeError(ValueError):
@@ -62,9 +62,9 @@ def decode(source: bytes | str | Path | BinaryIO) -> DecodedAudio:
 
 
 def decode_to_pcm(source: str | Path | BinaryIO, dest: str | Path, *, max_seconds: float | None = None) -> StreamInfo:
-    """Decode straight into a PCM file (shared/pcm.py), a frame at a time: memory stays flat whatever
+    """Decode straight into a PCM file (shared/media/pcm.py), a frame at a time: memory stays flat whatever
     the length. Raises AudioTooLong as soon as the audio passes `max_seconds` (the file is removed)."""
-    from shared.pcm import PcmWriter
+    from shared.media.pcm import PcmWriter
 
     limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
     try:

@@ -39,7 +39,7 @@ from prometheus_client import Counter
 from pydantic import SecretStr
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
-from shared.errors import ServiceError
+from shared.core.errors import ServiceError
 from shared.jobs.model import DeliveryAttempt, Job, job_json
 from shared.jobs.store import JobStore
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from shared.domain import OutputFormat, Transcript
+from shared.core.domain import OutputFormat, Transcript
 
 MEDIA_TYPES = {
     OutputFormat.json: "application/json",

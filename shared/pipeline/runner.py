@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from shared.stages import Stage, StageWorker
+from shared.pipeline.stages import Stage, StageWorker
 
 
 class Runner(ABC):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.domain import SAMPLE_RATE, TranscribeOptions, Word
-from shared.transcriber import BatchLayout, WhisperTranscriber
+from shared.core.domain import SAMPLE_RATE, TranscribeOptions, Word
+from shared.pipeline.transcriber import BatchLayout, WhisperTranscriber
 
 MIN_AUDIO_S = 0.3  # less than this has no word to show yet
 

@@ -1,6 +1,6 @@
 """The pipeline's stages and the worker that runs them next to its models.
 
-A stage is a named unit of work the pipeline hands to a Runner. Audio goes by reference (shared/pcm.py:
+A stage is a named unit of work the pipeline hands to a Runner. Audio goes by reference (shared/media/pcm.py:
 a stored PCM file's path and length); each stage reads the spans it needs:
 - VAD_SPLIT(audio) -> list[Chunk]
 - DETECT_LANGUAGE(chunk: ChunkAudio) -> str
@@ -24,11 +24,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from shared.config import Settings
-    from shared.diarization import Diarizer
-    from shared.diarization.embedded import EmbeddedDiarizer
-    from shared.transcriber import WhisperTranscriber
-    from shared.vad import SileroVad
+    from shared.core.config import Settings
+    from shared.pipeline.diarization import Diarizer
+    from shared.pipeline.diarization.embedded import EmbeddedDiarizer
+    from shared.pipeline.transcriber import WhisperTranscriber
+    from shared.pipeline.vad import SileroVad
 
 
 class Stage(str, Enum):
@@ -91,7 +91,7 @@ class StageWorker:
     """Loads models on first use (or all at once with `load()`), then runs stages by name."""
 
     def __init__(self, settings: "Settings"):
-        from shared import memory
+        from shared.core import memory
 
         memory.limit_arenas()
         self.settings = settings
@@ -110,7 +110,7 @@ class StageWorker:
     @property
     def vad(self) -> "SileroVad":
         def build():
-            from shared.vad import SileroVad
+            from shared.pipeline.vad import SileroVad
 
             return SileroVad.from_settings(self.settings)
 
@@ -119,7 +119,7 @@ class StageWorker:
     @property
     def transcriber(self) -> "WhisperTranscriber":
         def build():
-            from shared.transcriber import WhisperTranscriber
+            from shared.pipeline.transcriber import WhisperTranscriber
 
             return WhisperTranscriber.from_settings(self.settings)
 
@@ -128,7 +128,7 @@ class StageWorker:
     @property
     def diarizer(self) -> "Diarizer":
         def build():
-            from shared.diarization import build_diarizer
+            from shared.pipeline.diarization import build_diarizer
 
             return build_diarizer(self.settings)
 
@@ -150,7 +150,7 @@ class StageWorker:
         settings = self.settings.model_copy(update={"whisper_model": name})
 
         def build():
-            from shared.transcriber import WhisperTranscriber
+            from shared.pipeline.transcriber import WhisperTranscriber
 
             return WhisperTranscriber.from_settings(settings)
 
@@ -163,7 +163,7 @@ class StageWorker:
             return self.diarizer  # type: ignore[return-value]
 
         def build():
-            from shared.diarization.embedded import EmbeddedDiarizer
+            from shared.pipeline.diarization.embedded import EmbeddedDiarizer
 
             return EmbeddedDiarizer.from_settings(self.settings)
 
@@ -173,7 +173,7 @@ class StageWorker:
         """Load every model the given stages need now, and run each once on noise (`warm`), so the first
         request pays neither the load nor the models' first-use allocations (a worker's idle memory is
         then what it holds between requests)."""
-        from shared import memory
+        from shared.core import memory
 
         if Stage.VAD_SPLIT in stages:
             self.vad  # noqa: B018 - property loads the model
@@ -195,8 +195,8 @@ class StageWorker:
     def _warm_up(self, stages: tuple[Stage, ...]) -> None:
         import numpy as np
 
-        from shared.domain import SAMPLE_RATE, Chunk, ChunkAudio, TranscribeOptions
-        from shared.pcm import ArrayAudio
+        from shared.core.domain import SAMPLE_RATE, Chunk, ChunkAudio, TranscribeOptions
+        from shared.media.pcm import ArrayAudio
 
         noise = ArrayAudio((np.random.default_rng(0).standard_normal(30 * SAMPLE_RATE) * 0.01).astype(np.float32))
         if Stage.VAD_SPLIT in stages:
@@ -215,7 +215,7 @@ class StageWorker:
                 encoder(torch.from_numpy(np.stack([mel] * 64)).float().to(encoder.device))
 
     def run(self, stage: Stage | str, *args: Any, **kwargs: Any) -> Any:
-        from shared import memory
+        from shared.core import memory
 
         try:
             return self._run(Stage(stage), *args, **kwargs)
@@ -232,7 +232,7 @@ class StageWorker:
         if stage is Stage.DIARIZE:
             return self.diarizer.diarize(*args, **kwargs)
         if stage is Stage.LIVE_PARTIAL:
-            from shared.live.partials import decode_partials
+            from shared.pipeline.partials import decode_partials
 
             return decode_partials(self.partial_transcriber, *args, **kwargs)
         if stage is Stage.LIVE_FINAL:

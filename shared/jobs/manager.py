@@ -1,7 +1,7 @@
 """JobService: the jobs application service the web layer calls (submit, get, cancel, deliveries), and
 the owner of the store, the worker threads and the webhook sender. No HTTP in here.
 
-Where jobs run is the one seam: by default, worker threads in this process (JobRunner) and a webhook
+Where jobs run is the one seam: by default, worker threads in this process (JobExecutor) and a webhook
 sender thread. Given a `dispatch` callable, the service starts neither: it stores the job and hands it
 to `dispatch(job)` (on Modal, `run_job.spawn(job_id)`), and whatever runs the job delivers its webhook."""
 
@@ -11,15 +11,15 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from shared.config import Settings
-from shared.domain import ClipInfo, OutputFormat, TranscribeOptions
-from shared.errors import ServiceError
+from shared.core.config import Settings
+from shared.core.domain import ClipInfo, OutputFormat, TranscribeOptions
+from shared.core.errors import ServiceError
 from shared.jobs.model import DeliveryAttempt, Job, JobStatus, Progress, Webhook, new_job_id, new_webhook_id
-from shared.jobs.runner import JobRunner
+from shared.jobs.executor import JobExecutor
 from shared.jobs.sqlite_store import SqliteJobStore
 from shared.jobs.store import JobStore
-from shared.service import TranscriptionService
-from shared.webhooks import WebhookSender, check_webhook_url, parse_secret
+from shared.service.transcription import TranscriptionService
+from shared.jobs.webhooks import WebhookSender, check_webhook_url, parse_secret
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class JobService:
             parse_secret(settings.webhook_secret)  # refuse a bad secret here too; the job runners sign
         elif settings.webhook_secret:
             self.webhooks = WebhookSender.from_settings(store, settings)
-        self.runner: JobRunner | None = None if dispatch is not None else JobRunner(
+        self.runner: JobExecutor | None = None if dispatch is not None else JobExecutor(
             store,
             service,
             workers=settings.job_workers,

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.errors import ServiceError
+from shared.core.errors import ServiceError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.stages import default_batch_size
+from shared.pipeline.stages import default_batch_size
 
 
 class Settings(BaseSettings):

@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from shared.audio import AudioDecodeError, decode_stream
+    from shared.media.decode import AudioDecodeError, decode_stream
     from shared.live.client import StreamClient, StreamError
 
     pieces: list[bytes] = []

@@ -1,4 +1,4 @@
-"""JobRunner: worker threads in the server process that claim queued jobs and run them.
+"""JobExecutor: worker threads in the server process that claim queued jobs and run them.
 
 Progress goes to the store as the pipeline reports it; the same callback notices a cancel (the store no
 longer has the job running) or a clean shutdown (the job goes back to the queue) and stops the work at
@@ -13,10 +13,10 @@ import time
 import uuid
 from collections.abc import Callable
 
-from shared.errors import ClipNotFound, ServiceError
+from shared.core.errors import ClipNotFound, ServiceError
 from shared.jobs.model import Job, JobError
 from shared.jobs.store import JobStore
-from shared.service import TranscriptionService
+from shared.service.transcription import TranscriptionService
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class _Stopping(Exception):
     pass
 
 
-class JobRunner:
+class JobExecutor:
     def __init__(
         self,
         store: JobStore,
@@ -54,7 +54,7 @@ class JobRunner:
         ]
         self._threads.append(threading.Thread(target=self._janitor, name="job-janitor", daemon=True))
 
-    def start(self) -> "JobRunner":
+    def start(self) -> "JobExecutor":
         # one server per storage path: at its start no run of an earlier process is alive, whatever
         # its lease says, so every running job is recovered now (not once its lease lapses)
         for job in self.store.recover(self.max_attempts, any_lease=True):

@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import BaseModel, Field, PrivateAttr, model_validator
 
 if TYPE_CHECKING:
-    from shared.pcm import AudioSource
+    from shared.media.pcm import AudioSource
 
 SAMPLE_RATE = 16_000
 
@@ -102,7 +102,7 @@ class Chunk(BaseModel):
 
     def cut(self, audio: "AudioSource | np.ndarray") -> np.ndarray:
         """This chunk's audio, read span by span from the clip's audio."""
-        from shared.pcm import as_audio, read_seconds
+        from shared.media.pcm import as_audio, read_seconds
 
         source = as_audio(audio)
         parts = [read_seconds(source, a, b) for a, b in self.spans()]
@@ -136,7 +136,7 @@ class Chunk(BaseModel):
 class ChunkAudio:
     """A chunk and the clip audio it is cut from: the unit of transcription work.
 
-    `audio` is a reference (shared/pcm.py: a stored PCM file, or samples in memory); the chunk's own
+    `audio` is a reference (shared/media/pcm.py: a stored PCM file, or samples in memory); the chunk's own
     samples are read when a worker needs them, so a batch of these is a few hundred bytes to send.
     """
 
@@ -145,7 +145,7 @@ class ChunkAudio:
 
     def __post_init__(self) -> None:
         if isinstance(self.audio, np.ndarray):  # a bare array is the clip's samples
-            from shared.pcm import as_audio
+            from shared.media.pcm import as_audio
 
             object.__setattr__(self, "audio", as_audio(self.audio))
 
@@ -155,7 +155,7 @@ class ChunkAudio:
 
     def __reduce__(self):
         # Sent to another process, a chunk of in-memory audio takes its own samples, not the clip's.
-        from shared.pcm import ArrayAudio, seconds_to_sample
+        from shared.media.pcm import ArrayAudio, seconds_to_sample
 
         audio = self.audio
         if isinstance(audio, ArrayAudio):

@@ -1,5 +1,5 @@
 """Command line: `whospoke transcribe FILE [-f srt] [--no-diarize] [--num-speakers 2] [-o out.srt]`, and
-`whospoke stream FILE [--speed 4] [--resume-test]` against a running server (shared/cli_stream.py)."""
+`whospoke stream FILE [--speed 4] [--resume-test]` against a running server (shared/cli/stream.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from shared.domain import OutputFormat, SpeakerHints, Task, TranscribeOptions
+from shared.core.domain import OutputFormat, SpeakerHints, Task, TranscribeOptions
 
 PROGRESS_AFTER_S = 60.0  # show a progress bar for files longer than this (or with --progress)
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--word-timestamps", action="store_true")
     t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help=f"progress bar (default: on for files over {PROGRESS_AFTER_S:g} s)")
-    from shared import cli_stream
+    from shared.cli import stream as cli_stream
 
     cli_stream.add_parser(sub)
     return parser
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "stream":
-        from shared import cli_stream
+        from shared.cli import stream as cli_stream
 
         return cli_stream.run(args)
     from pydantic import ValidationError
@@ -60,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def transcribe_file(path: Path, options: TranscribeOptions, fmt: OutputFormat, output: Path | None,
                     progress: bool | None) -> int:
-    from shared.audio import AudioDecodeError, decode_to_pcm
-    from shared.config import get_settings
-    from shared.errors import ServiceError
-    from shared.pcm import PcmRef
-    from shared.service import check_language
+    from shared.media.decode import AudioDecodeError, decode_to_pcm
+    from shared.core.config import get_settings
+    from shared.core.errors import ServiceError
+    from shared.media.pcm import PcmRef
+    from shared.service.transcription import check_language
 
     settings = get_settings()
     with tempfile.TemporaryDirectory(prefix="whospoke-") as tmp:
@@ -80,10 +80,10 @@ def transcribe_file(path: Path, options: TranscribeOptions, fmt: OutputFormat, o
 def _transcribe(audio, name, options, settings, fmt, output, progress) -> int:
     from tqdm import tqdm
 
-    from shared.pipeline import PipelineRun
-    from shared.render import render
-    from shared.runner import InProcessRunner
-    from shared.stages import StageWorker
+    from shared.pipeline.flow import PipelineRun
+    from shared.service.formats import render
+    from shared.pipeline.runner import InProcessRunner
+    from shared.pipeline.stages import StageWorker
 
     duration = audio.duration
     show = progress if progress is not None else duration > PROGRESS_AFTER_S
@@ -103,6 +103,3 @@ def _transcribe(audio, name, options, settings, fmt, output, progress) -> int:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -11,7 +11,7 @@ from collections import Counter
 from itertools import accumulate
 from math import fsum
 
-from shared.domain import Decode, Segment, Turn, Word
+from shared.core.domain import Decode, Segment, Turn, Word
 
 PAUSE_S = 1.0  # a silence this long between words starts a new segment
 MAX_SEGMENT_S = 15.0

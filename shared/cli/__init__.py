@@ -1,0 +1,1 @@
+"""The `whospoke` command line."""
