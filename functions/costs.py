@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from functions.settings import FunctionSpec, ModalSettings
-from shared.core.domain import SAMPLE_RATE, ChunkAudio, TranscribeOptions
+from shared.core.domain import SAMPLE_RATE, TranscribeOptions
+from shared.media.pcm import ChunkAudio
 
 GPU_PER_S = {
     "T4": 0.000164,

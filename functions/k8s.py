@@ -228,7 +228,7 @@ def run_shard(input_spec: str, output_dir: str, *, index: int, count: int, forma
     own = runner is None
     if own:
         from shared.pipeline.runner import InProcessRunner
-        from shared.pipeline.stages import StageWorker
+        from shared.pipeline.models import StageWorker
 
         runner = InProcessRunner(StageWorker(settings).load())
     try:

@@ -26,7 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 
-from shared.core.domain import ChunkAudio, ChunkTranscript, TranscribeOptions
+from shared.core.domain import ChunkTranscript, TranscribeOptions
+
+
+from shared.media.pcm import ChunkAudio
 from shared.pipeline.runner import Runner
 from shared.pipeline.stages import Stage
 
@@ -195,12 +198,10 @@ class ModalRunner(Runner):
 
     # -- Runner port --
 
-    def submit(self, stage: Stage, *args: Any, **kwargs: Any) -> Future:
-        stage = Stage(stage)
+    def _submit(self, stage: Stage, *args: Any, **kwargs: Any) -> Future:
         return self._pool.submit(self._call, TARGETS[stage], stage, Call(args, kwargs))
 
-    def map(self, stage: Stage, items: Iterable[Any], **kwargs: Any) -> Iterator[Any]:
-        stage = Stage(stage)
+    def _map(self, stage: Stage, items: Iterable[Any], **kwargs: Any) -> Iterator[Any]:
         items = list(items)
         if not items:
             return iter(())

@@ -68,7 +68,7 @@ def run_config(name: str, wav: Path, threads: int) -> dict:
         from shared.pipeline.flow import transcribe
         from shared.service.formats import render
         from shared.pipeline.runner import InProcessRunner
-        from shared.pipeline.stages import StageWorker
+        from shared.pipeline.models import StageWorker
 
         # the same cores in all: TRANSCRIBE_WORKERS decodes share `threads` between them
         workers = Settings(_env_file=None, device="cpu").resolved_transcribe_workers

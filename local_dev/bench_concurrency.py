@@ -136,7 +136,7 @@ def row(r: dict) -> str:
 
 def part_throughput(args, base, whole, pool, results) -> None:
     from shared.pipeline.runner import InProcessRunner
-    from shared.pipeline.stages import StageWorker
+    from shared.pipeline.models import StageWorker
 
     print(f"## Concurrency: {args.requests} concurrent requests (~25 s of speech each, diarized), CPU, "
           f"{args.rounds} interleaved rounds")

@@ -101,7 +101,7 @@ def run_words(items, settings, use_hints: bool, records: dict, out) -> None:
     from shared.core.domain import TranscribeOptions
     from shared.pipeline.flow import transcribe
     from shared.pipeline.runner import InProcessRunner
-    from shared.pipeline.stages import StageWorker
+    from shared.pipeline.models import StageWorker
     from shared.pipeline.transcriber import resolve_whisper_model
 
     items = [i for i in items if i.text]

@@ -2,8 +2,8 @@
 cross-request batching, and restart + retry when a worker dies.
 
     pool = LocalPool(settings).start()          # one process per GPU, or CPU_WORKERS processes
-    future = pool.submit(Stage.VAD_SPLIT, pcm_ref)   # audio by reference: workers read the stored clip
-    transcripts = list(pool.map(Stage.TRANSCRIBE, batches, options=options))
+    future = pool.submit(Stages.vad_split, pcm_ref)   # audio by reference: workers read the stored clip
+    transcripts = list(pool.map(Stages.transcribe, batches, options=options))
 
 Who gets which call, and which TRANSCRIBE calls merge, is local_dev/scheduler.py's (pure); this module
 keeps the queue and the workers, carries the scheduler's plan out, and splits merged results back. If a
@@ -54,7 +54,7 @@ class LocalPool(WorkerSupervisor, Runner):
         environment) are the pool's own. `specs` default to plan_workers (NVML scan, CPU fallback);
         `workers` overrides the per-device count. `external=N` waits for N workers started elsewhere
         (docker compose) instead of launching any. `worker_factory` ("module:callable", default
-        shared.pipeline.stages:StageWorker) builds the object each worker runs stages on."""
+        shared.pipeline.models:StageWorker) builds the object each worker runs stages on."""
         self.settings = settings
         self.pool_settings = pool or PoolSettings()
         self.launcher: Launcher = launcher or (ExternalLauncher() if external else ProcessLauncher())
@@ -146,8 +146,7 @@ class LocalPool(WorkerSupervisor, Runner):
 
     # ----------------------------------------------------------------- Runner port
 
-    def submit(self, stage: Stage, *args: Any, **kwargs: Any) -> Future:
-        stage = Stage(stage)
+    def _submit(self, stage: Stage, *args: Any, **kwargs: Any) -> Future:
         future: Future = Future()
         call = Call(stage, args, kwargs, future, arrived=time.monotonic())
         if stage is Stage.TRANSCRIBE and args and isinstance(args[0], list):

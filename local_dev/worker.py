@@ -23,7 +23,7 @@ from typing import Any
 
 from local_dev import wire
 
-DEFAULT_FACTORY = "shared.pipeline.stages:StageWorker"
+DEFAULT_FACTORY = "shared.pipeline.models:StageWorker"
 
 
 def spawn_main(address: tuple[str, int], authkey: bytes, worker_id: int, env: dict[str, str]) -> None:

@@ -20,7 +20,7 @@ def settings(tmp_path_factory) -> Settings:
 
 @pytest.fixture(scope="session")
 def worker(settings):
-    from shared.pipeline.stages import StageWorker
+    from shared.pipeline.models import StageWorker
 
     return StageWorker(settings).load()
 

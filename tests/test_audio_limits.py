@@ -22,7 +22,7 @@ LIMIT_S = 15.0  # the fixture is 22 s
 
 
 class NoModels(Runner):
-    def submit(self, stage, *args, **kwargs) -> Future:
+    def _submit(self, stage, *args, **kwargs) -> Future:
         future: Future = Future()
         future.set_exception(RuntimeError("no models in this test"))
         return future

@@ -7,7 +7,9 @@ import pytest
 from audio_fixtures import ONE_SPEAKER, TWO_SPEAKERS, load_audio, load_reference
 from scoring import wer, words_of
 
-from shared.core.domain import Chunk, ChunkAudio, TranscribeOptions
+from shared.core.domain import Chunk, TranscribeOptions
+
+from shared.media.pcm import ChunkAudio, cut
 from shared.pipeline.transcriber import _owned_words, join_words
 from shared.pipeline.vad import Region, SileroVad, plan_chunks
 
@@ -36,7 +38,7 @@ def test_long_pauses_do_not_cost_chunks():
 def test_chunk_time_maps_across_cut_out_pauses():
     chunk = Chunk(index=0, start=1.0, end=9.0, keep_start=0.0, keep_end=10.0, pieces=[(1.0, 3.0), (6.0, 9.0)])
     samples = np.arange(10 * 16000, dtype=np.float32)
-    audio = chunk.cut(samples)
+    audio = cut(chunk, samples)
     assert len(audio) == 5 * 16000 and audio[2 * 16000] == 6 * 16000  # 2 s in = 6 s into the clip
     assert chunk.to_clip_time(0.5) == 1.5 and chunk.to_clip_time(2.5) == 6.5 and chunk.to_clip_time(99) == 9.0
     assert chunk.to_local_time(6.5) == 2.5 and chunk.to_local_time(4.0) == 2.0  # a cut-out moment

@@ -21,7 +21,7 @@ from shared.pipeline.runner import Runner
 class NoModels(Runner):
     """A runner whose every stage fails: what a broken worker looks like to the service."""
 
-    def submit(self, stage, *args, **kwargs) -> Future:
+    def _submit(self, stage, *args, **kwargs) -> Future:
         future: Future = Future()
         future.set_exception(RuntimeError(f"no models in this test ({stage.value})"))
         return future

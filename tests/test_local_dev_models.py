@@ -30,7 +30,7 @@ from shared.core.config import Settings
 from shared.core.domain import TranscribeOptions
 from shared.pipeline.flow import transcribe
 from shared.pipeline.runner import InProcessRunner
-from shared.pipeline.stages import StageWorker
+from shared.pipeline.models import StageWorker
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,7 @@ for the models so the dispatch, batching, crash and restart logic is tested in s
 and batching decisions themselves, without processes or timing: test_local_dev_scheduler.py.
 
 The stand-in (`FakeWorker`) is loaded inside each worker process through the pool's worker_factory
-hook, exactly where the real `shared.pipeline.stages.StageWorker` goes. Real models: test_local_dev_models.py.
+hook, exactly where the real `shared.pipeline.models.StageWorker` goes. Real models: test_local_dev_models.py.
 """
 
 from __future__ import annotations
@@ -21,13 +21,8 @@ from local_dev.gpus import Device, WorkerSpec
 from local_dev.pool import LocalPool, PoolClosed, WorkerCrashed
 from local_dev.settings import PoolSettings
 from shared.core.config import Settings
-from shared.core.domain import (
-    Chunk,
-    ChunkAudio,
-    ChunkTranscript,
-    TranscribedSegment,
-    TranscribeOptions,
-)
+from shared.core.domain import Chunk, ChunkTranscript, TranscribedSegment, TranscribeOptions
+from shared.media.pcm import ChunkAudio
 from shared.pipeline.stages import ROLE_STAGES, Role, Stage
 
 FACTORY = f"{__name__}:FakeWorker"

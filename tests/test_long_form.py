@@ -18,7 +18,7 @@ from shared.core.config import Settings
 from shared.core.domain import TranscribeOptions
 from shared.pipeline.flow import transcribe
 from shared.pipeline.runner import InProcessRunner
-from shared.pipeline.stages import StageWorker
+from shared.pipeline.models import StageWorker
 from tests.audio_fixtures import SAMPLE_RATE
 from tests.live_server import live_server
 from tests.long_recording import assemble, fixture_pieces, words_in

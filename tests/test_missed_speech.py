@@ -23,7 +23,9 @@ import pytest
 from audio_fixtures import load_audio, load_reference
 from scoring import words_of
 
-from shared.core.domain import Chunk, ChunkAudio, Decode, TranscribeOptions, Word
+from shared.core.domain import Chunk, Decode, TranscribeOptions, Word
+
+from shared.media.pcm import ChunkAudio
 from shared.pipeline.flow import transcribe
 from shared.pipeline.transcriber import _across_cuts, _unheard_spans, heard_as_speech, merge_words, unsure_share
 

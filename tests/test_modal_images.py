@@ -206,7 +206,8 @@ import functions.batch, shared.service.formats
     "transcriber": """
 from functions import app as A
 from shared.media.decode import decode
-from shared.core.domain import Chunk, ChunkAudio, TranscribeOptions
+from shared.core.domain import Chunk, TranscribeOptions
+from shared.media.pcm import ChunkAudio
 samples = decode(fixture).samples[: 16000 * 5]
 chunk = Chunk(index=0, start=0, end=5, keep_start=0, keep_end=5)
 out = A.Transcriber().transcribe.local([ChunkAudio(chunk, samples)], TranscribeOptions(language="en"))

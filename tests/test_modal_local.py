@@ -15,7 +15,8 @@ from functions.batch import ALL_FORMATS, run_batch
 from functions.modal_runner import transcribe_packed
 from shared.media.decode import decode
 from shared.core.config import Settings
-from shared.core.domain import SAMPLE_RATE, ChunkAudio, SpeakerHints, TranscribeOptions
+from shared.core.domain import SAMPLE_RATE, SpeakerHints, TranscribeOptions
+from shared.media.pcm import ChunkAudio
 from shared.pipeline.vad import SileroVad
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*executing locally.*:UserWarning")]

@@ -27,7 +27,8 @@ from functions.modal_runner import (
     StageCalls,
     is_retryable,
 )
-from shared.core.domain import SAMPLE_RATE, Chunk, ChunkAudio, TranscribeOptions
+from shared.core.domain import SAMPLE_RATE, Chunk, TranscribeOptions
+from shared.media.pcm import ChunkAudio
 from shared.pipeline.stages import Stage
 
 # .local() runs outside a container: Modal warns that Volumes are not mounted; the tests know.
@@ -384,7 +385,7 @@ def test_the_pipeline_through_modal_functions_matches_the_in_process_runner(monk
     from shared.core.domain import SpeakerHints
     from shared.pipeline.flow import transcribe
     from shared.pipeline.runner import InProcessRunner
-    from shared.pipeline.stages import StageWorker
+    from shared.pipeline.models import StageWorker
 
     monkeypatch.setenv("MAX_CHUNK_S", "8")  # several chunks, so TRANSCRIBE really fans out
     samples = decode(TWO_SPEAKERS).samples

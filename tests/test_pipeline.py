@@ -95,7 +95,7 @@ class RecordingRunner(InProcessRunner):
         self.calls: list[tuple[Stage, float, float]] = []
         self._lock = threading.Lock()
 
-    def submit(self, stage, *args, **kwargs):
+    def _submit(self, stage, *args, **kwargs):
         def timed(*a, **kw):
             start = time.monotonic()
             try:
@@ -133,8 +133,8 @@ class HeldDiarization(Runner):
         self.inner = inner
         self.release = threading.Event()
 
-    def submit(self, stage, *args, **kwargs) -> Future:
-        future = self.inner.submit(stage, *args, **kwargs)
+    def _submit(self, stage, *args, **kwargs) -> Future:
+        future = self.inner._submit(stage, *args, **kwargs)
         if Stage(stage) is not Stage.DIARIZE:
             return future
         held: Future = Future()

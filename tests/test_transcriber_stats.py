@@ -10,7 +10,9 @@ from types import SimpleNamespace
 import pytest
 from audio_fixtures import FIXTURES_DIR, ONE_SPEAKER, SAMPLE_RATE, load_audio
 
-from shared.core.domain import ChunkAudio, TranscribeOptions
+from shared.core.domain import TranscribeOptions
+
+from shared.media.pcm import ChunkAudio
 from shared.pipeline.flow import transcribe
 from shared.pipeline.transcriber import MAX_PASSES, resolve_whisper_model, word_tokens
 

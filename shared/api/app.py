@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def default_runner(settings: Settings) -> Runner:
     """Models in this process, loaded now so the first request does not wait for them."""
-    from shared.pipeline.stages import StageWorker
+    from shared.pipeline.models import StageWorker
 
     return InProcessRunner(StageWorker(settings).load())
 

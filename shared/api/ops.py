@@ -177,12 +177,12 @@ class HttpMetrics:
 
 def meter_audio(runner) -> None:
     """Count the audio of every transcription: each splits its audio once (Stage.VAD_SPLIT), whatever
-    the runner. The runner's own `submit` is wrapped once, so its type and attributes stay as they are."""
+    the runner. The runner's own `_submit` is wrapped once, so its type and attributes stay as they are."""
     from shared.pipeline.stages import Stage
 
     if getattr(runner, "_audio_metered", False):
         return
-    original = runner.submit
+    original = runner._submit
 
     def submit(stage, *args, **kwargs):
         future = original(stage, *args, **kwargs)
@@ -191,7 +191,7 @@ def meter_audio(runner) -> None:
             future.add_done_callback(lambda f: None if f.cancelled() or f.exception() else AUDIO_SECONDS.inc(seconds))
         return future
 
-    runner.submit = submit
+    runner._submit = submit
     runner._audio_metered = True
 
 

@@ -83,7 +83,7 @@ def _transcribe(audio, name, options, settings, fmt, output, progress) -> int:
     from shared.pipeline.flow import PipelineRun
     from shared.service.formats import render
     from shared.pipeline.runner import InProcessRunner
-    from shared.pipeline.stages import StageWorker
+    from shared.pipeline.models import StageWorker
 
     duration = audio.duration
     show = progress if progress is not None else duration > PROGRESS_AFTER_S

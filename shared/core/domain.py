@@ -6,13 +6,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING
 
-import numpy as np
 from pydantic import BaseModel, Field, PrivateAttr, model_validator
-
-if TYPE_CHECKING:
-    from shared.media.pcm import AudioSource
 
 SAMPLE_RATE = 16_000
 
@@ -100,14 +95,6 @@ class Chunk(BaseModel):
         """Seconds of audio Whisper hears (pauses cut out do not count)."""
         return sum(b - a for a, b in self.spans())
 
-    def cut(self, audio: "AudioSource | np.ndarray") -> np.ndarray:
-        """This chunk's audio, read span by span from the clip's audio."""
-        from shared.media.pcm import as_audio, read_seconds
-
-        source = as_audio(audio)
-        parts = [read_seconds(source, a, b) for a, b in self.spans()]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
     def to_clip_time(self, local: float) -> float:
         """A time in the chunk's audio -> the same moment in the clip."""
         done = 0.0
@@ -130,37 +117,6 @@ class Chunk(BaseModel):
         """The rest of this chunk from clip time `clip` on."""
         pieces = [(max(a, clip), b) for a, b in self.spans() if b > clip]
         return self.model_copy(update={"start": round(max(self.start, clip), 3), "pieces": pieces})
-
-
-@dataclass(frozen=True)
-class ChunkAudio:
-    """A chunk and the clip audio it is cut from: the unit of transcription work.
-
-    `audio` is a reference (shared/media/pcm.py: a stored PCM file, or samples in memory); the chunk's own
-    samples are read when a worker needs them, so a batch of these is a few hundred bytes to send.
-    """
-
-    chunk: Chunk
-    audio: "AudioSource"
-
-    def __post_init__(self) -> None:
-        if isinstance(self.audio, np.ndarray):  # a bare array is the clip's samples
-            from shared.media.pcm import as_audio
-
-            object.__setattr__(self, "audio", as_audio(self.audio))
-
-    @property
-    def samples(self) -> np.ndarray:
-        return self.chunk.cut(self.audio)
-
-    def __reduce__(self):
-        # Sent to another process, a chunk of in-memory audio takes its own samples, not the clip's.
-        from shared.media.pcm import ArrayAudio, seconds_to_sample
-
-        audio = self.audio
-        if isinstance(audio, ArrayAudio):
-            audio = audio.only([(seconds_to_sample(a), seconds_to_sample(b)) for a, b in self.chunk.spans()])
-        return (ChunkAudio, (self.chunk, audio))
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from shared.core.domain import SAMPLE_RATE, Chunk, ChunkAudio, TranscribeOptions
-from shared.media.pcm import ArrayAudio
+from shared.core.domain import SAMPLE_RATE, Chunk, TranscribeOptions
+
+from shared.media.pcm import ArrayAudio, ChunkAudio
 from shared.pipeline.runner import Runner
-from shared.pipeline.stages import Stage
+from shared.pipeline.stages import Stages
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,10 @@ class LiveModels:
         """The utterance's ChunkTranscript from the accurate model, as file chunks are transcribed."""
         duration = round(len(audio) / SAMPLE_RATE, 3)
         chunk = Chunk(index=0, start=0.0, end=duration, keep_start=0.0, keep_end=duration, speech=[(0.0, duration)])
-        return _first(self.runner.submit(Stage.LIVE_FINAL, [ChunkAudio(chunk, ArrayAudio(audio))], options))
+        return _first(self.runner.submit(Stages.live_final, [ChunkAudio(chunk, ArrayAudio(audio))], options))
 
     def embed(self, audio: np.ndarray) -> Future:
-        return _first(self.runner.submit(Stage.EMBED_VOICE, [audio]))
+        return _first(self.runner.submit(Stages.embed_voice, [audio]))
 
     def _pump(self) -> None:
         with self._lock:
@@ -70,7 +71,7 @@ class LiveModels:
             self._batch_done()
             return
         try:
-            submitted = self.runner.submit(Stage.LIVE_PARTIAL, audios, first)
+            submitted = self.runner.submit(Stages.live_partial, audios, first)
         except Exception as exc:  # noqa: BLE001 - a runner that refuses: these partials fail, not the session
             self._resolve(futures, None, exc)
             return

@@ -1,4 +1,4 @@
-"""Audio the stages read: 16 kHz mono float32, by reference.
+"""Audio the stages read: 16 kHz mono float32, by reference; the one place that reads spans of it.
 
 An upload is decoded once into a raw PCM file next to the clip (`<clip>.pcm`, float32 little-endian).
 Stages are handed a `PcmRef` (the file's path and its length), never the samples, and read only the
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.core.domain import SAMPLE_RATE
+from shared.core.domain import SAMPLE_RATE, Chunk
 
 DTYPE = np.dtype("<f4")
 
@@ -110,6 +110,40 @@ def read_seconds(audio: AudioSource, start: float, end: float) -> np.ndarray:
 def seconds_to_sample(t: float) -> int:
     """The sample at clip time `t`; rounding, not truncation, so 0.29 s is sample 4640, not 4639."""
     return max(0, int(round(t * SAMPLE_RATE)))
+
+
+def cut(chunk: Chunk, audio: "AudioSource | np.ndarray") -> np.ndarray:
+    """A chunk's audio, read span by span from the clip's audio (long pauses cut out)."""
+    source = as_audio(audio)
+    parts = [read_seconds(source, a, b) for a, b in chunk.spans()]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+@dataclass(frozen=True)
+class ChunkAudio:
+    """A chunk and the clip audio it is cut from: the unit of transcription work.
+
+    `audio` is a reference (a stored PCM file, or samples in memory); the chunk's own samples are read
+    when a worker needs them, so a batch of these is a few hundred bytes to send.
+    """
+
+    chunk: Chunk
+    audio: AudioSource
+
+    def __post_init__(self) -> None:
+        if isinstance(self.audio, np.ndarray):  # a bare array is the clip's samples
+            object.__setattr__(self, "audio", as_audio(self.audio))
+
+    @property
+    def samples(self) -> np.ndarray:
+        return cut(self.chunk, self.audio)
+
+    def __reduce__(self):
+        # Sent to another process, a chunk of in-memory audio takes its own samples, not the clip's.
+        audio = self.audio
+        if isinstance(audio, ArrayAudio):
+            audio = audio.only([(seconds_to_sample(a), seconds_to_sample(b)) for a, b in self.chunk.spans()])
+        return (ChunkAudio, (self.chunk, audio))
 
 
 def blocks(audio: AudioSource, block_samples: int) -> Iterable[tuple[int, np.ndarray]]:

@@ -17,10 +17,10 @@ from concurrent.futures import Future
 import numpy as np
 
 from shared.pipeline.assign import TurnIndex, build_segments
-from shared.core.domain import ChunkAudio, Segment, TranscribeOptions, Transcript, Word
-from shared.media.pcm import AudioSource, as_audio
+from shared.core.domain import Segment, TranscribeOptions, Transcript, Turn, Word
+from shared.media.pcm import AudioSource, ChunkAudio, as_audio
 from shared.pipeline.runner import Runner
-from shared.pipeline.stages import Stage
+from shared.pipeline.stages import Stages
 from shared.pipeline.transcriber import join_words
 
 UNDETERMINED = "und"  # ISO 639-2 "undetermined": no speech to tell the language from
@@ -50,16 +50,16 @@ class PipelineRun:
         self.speakers: list[str] = []
 
     def __iter__(self) -> Iterator[Segment]:
-        diarization: Future | None = None
+        diarization: Future[list[Turn]] | None = None
         if self.options.diarize:
-            diarization = self.runner.submit(Stage.DIARIZE, self.audio, self.options.speakers)
+            diarization = self.runner.submit(Stages.diarize, self.audio, self.options.speakers)
         try:
-            chunks = self.runner.submit(Stage.VAD_SPLIT, self.audio).result()
+            chunks = self.runner.call(Stages.vad_split, self.audio)
             options = self.options
             if chunks and options.language is None:
                 first = ChunkAudio(chunks[0], self.audio)
                 options = options.model_copy(
-                    update={"language": self.runner.submit(Stage.DETECT_LANGUAGE, first).result()}
+                    update={"language": self.runner.call(Stages.detect_language, first)}
                 )
             self.language = options.language or UNDETERMINED
             # references only: each worker reads its chunks' samples when it decodes them
@@ -67,7 +67,7 @@ class PipelineRun:
             pending: list[Word] = []
             turns: TurnIndex | None = None
             self._progress(0.0)
-            for batch_result in self.runner.map(Stage.TRANSCRIBE, batches, options=options):
+            for batch_result in self.runner.map(Stages.transcribe, batches, options=options):
                 for chunk_transcript in batch_result:
                     pending = join_words(pending, [w for seg in chunk_transcript.segments for w in seg.words])
                 self._progress(batch_result[-1].chunk.keep_end if batch_result else 0.0)

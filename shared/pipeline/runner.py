@@ -1,7 +1,10 @@
 """The Runner port: how the pipeline gets a stage run, wherever the models live.
 
-Adapters: `InProcessRunner` (tests, CLI, single machine), local_dev's worker pool, and the Modal runner
-in functions/. The pipeline only ever calls `submit` and `map`.
+The pipeline calls stages through it by their `Stages` method: `runner.submit(Stages.diarize, audio,
+hints)` is a Future of `list[Turn]`, typed as the method is; `runner.map(Stages.transcribe, batches,
+options=options)` fans a stage out. Adapters implement `_submit` (and, where they can fan out, `_map`)
+on a Stage name: `InProcessRunner` (tests, CLI, single machine), local_dev's worker pool, and the Modal
+runner in functions/.
 """
 
 from __future__ import annotations
@@ -10,25 +13,39 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from shared.pipeline.stages import Stage, StageWorker
+from shared.pipeline.models import StageWorker
+from shared.pipeline.stages import Stage, Stages, stage_of
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
 
 
 class Runner(ABC):
-    @abstractmethod
-    def submit(self, stage: Stage, *args: Any, **kwargs: Any) -> Future:
+    def submit(self, stage: Callable[Concatenate[Stages, P], R], *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Start one stage call; the Future holds its result or its exception."""
+        return self._submit(stage_of(stage), *args, **kwargs)
 
-    def map(self, stage: Stage, items: Iterable[Any], **kwargs: Any) -> Iterator[Any]:
-        """Run `stage(item, **kwargs)` for every item, yielding results in input order as they finish.
+    def call(self, stage: Callable[Concatenate[Stages, P], R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run one stage call and wait for its result."""
+        return self._submit(stage_of(stage), *args, **kwargs).result()
 
-        Adapters that can fan out (a worker pool, Modal's .map) override this; the default submits all
-        items at once and lets `submit` decide how many run together.
-        """
-        futures = [self.submit(stage, item, **kwargs) for item in items]
+    def map(self, stage: Callable[Concatenate[Stages, T, ...], R], items: Iterable[T], **kwargs: Any) -> Iterator[R]:
+        """Run `stage(item, **kwargs)` for every item, yielding results in input order as they finish."""
+        return self._map(stage_of(stage), items, **kwargs)
+
+    @abstractmethod
+    def _submit(self, stage: Stage, *args: Any, **kwargs: Any) -> Future:
+        """Start one call of `stage` (the adapter's part)."""
+
+    def _map(self, stage: Stage, items: Iterable[Any], **kwargs: Any) -> Iterator[Any]:
+        """Adapters that can fan out (a worker pool, Modal's .map) override this; the default submits all
+        items at once and lets `_submit` decide how many run together."""
+        futures = [self._submit(stage, item, **kwargs) for item in items]
         try:
             for future in futures:
                 yield future.result()
@@ -72,8 +89,7 @@ class InProcessRunner(Runner):
             for stage in Stage
         }
 
-    def submit(self, stage: Stage, *args: Any, **kwargs: Any) -> Future:
-        stage = Stage(stage)
+    def _submit(self, stage: Stage, *args: Any, **kwargs: Any) -> Future:
         with self._lock:
             self._queued += 1
         return self._pools[stage].submit(self._run, stage, *args, **kwargs)

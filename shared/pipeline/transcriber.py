@@ -13,20 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.core.domain import (
-    SAMPLE_RATE,
-    Chunk,
-    ChunkAudio,
-    ChunkTranscript,
-    Decode,
-    TranscribedSegment,
-    TranscribeOptions,
-    Word,
-)
-from shared.pipeline.stages import LANGUAGE_PROBE_S
+from shared.core.domain import SAMPLE_RATE, Chunk, ChunkTranscript, Decode, TranscribedSegment, TranscribeOptions, Word
+
+from shared.media.pcm import ChunkAudio
 
 log = logging.getLogger(__name__)
 
+LANGUAGE_PROBE_S = 30.0  # detect_language listens to this much of a chunk's start (Whisper's own window)
 MAX_PASSES = 3  # decodes of one chunk: the first, and up to two more for speech left unheard
 MIN_UNHEARD_S = 2.0  # seconds of VAD speech with no word heard in them that make a chunk worth decoding again
 RETRY_PAD_S = 0.2
