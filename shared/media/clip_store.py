@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 from shared.core.domain import ClipInfo, is_id
 from shared.core.errors import ClipNotFound, InvalidClipId
+from shared.media.decode import decode_to_pcm
 from shared.media.pcm import PcmRef
 
 
@@ -94,8 +95,6 @@ class ClipStore:
         self.get(clip_id)
         pcm = self.pcm_path(clip_id)
         if not pcm.exists():
-            from shared.media.decode import decode_to_pcm
-
             tmp = self.incoming_file()
             try:
                 decode_to_pcm(self.audio_path(clip_id), tmp)

@@ -12,6 +12,7 @@ import av
 import numpy as np
 
 from shared.core.domain import SAMPLE_RATE
+from shared.media.pcm import PcmWriter
 
 
 class AudioDecodeError(ValueError):
@@ -64,8 +65,6 @@ def decode(source: bytes | str | Path | BinaryIO) -> DecodedAudio:
 def decode_to_pcm(source: str | Path | BinaryIO, dest: str | Path, *, max_seconds: float | None = None) -> StreamInfo:
     """Decode straight into a PCM file (shared/media/pcm.py), a frame at a time: memory stays flat whatever
     the length. Raises AudioTooLong as soon as the audio passes `max_seconds` (the file is removed)."""
-    from shared.media.pcm import PcmWriter
-
     limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
     try:
         with PcmWriter(dest) as out:

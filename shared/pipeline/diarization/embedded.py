@@ -38,8 +38,8 @@ from scipy.ndimage import median_filter
 
 from shared.pipeline.diarization import clustering, speaker_label
 from shared.core.domain import SpeakerHints, Turn
-from shared.media.pcm import AudioSource, as_audio, read_seconds
-from shared.pipeline.vad import SileroVad
+from shared.media.pcm import ArrayAudio, AudioSource, as_audio, read_seconds
+from shared.pipeline.vad import Region, SileroVad
 
 FRAME_S = 0.01  # resemblyzer's mel hop
 EMBED_BATCH = 64
@@ -120,9 +120,6 @@ class EmbeddedDiarizer:
     def embed_voice(self, samples: np.ndarray) -> np.ndarray:
         """One voice embedding (unit length) for a stretch of one speaker's speech: the mean of its
         windows' d-vectors, cut and levelled as diarization cuts them (live sessions use this)."""
-        from shared.media.pcm import ArrayAudio
-        from shared.pipeline.vad import Region
-
         audio = ArrayAudio(np.asarray(samples, np.float32))
         windows = self._embed_windows(audio, [Region(0.0, audio.num_samples / 16000)])
         if len(windows.embeddings) == 0:

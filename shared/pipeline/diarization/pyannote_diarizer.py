@@ -26,6 +26,7 @@ import numpy as np
 
 from shared.pipeline.diarization import speaker_label
 from shared.core.domain import SAMPLE_RATE, SpeakerHints, Turn
+from shared.media.pcm import as_audio
 
 if TYPE_CHECKING:
     from shared.core.config import Settings
@@ -122,8 +123,6 @@ class PyannoteDiarizer:
         pyannote's pipeline takes the whole waveform: this adapter reads it into memory (4 bytes a
         sample, 230 MB an hour), unlike the embedded diarizer, which reads region by region."""
         import torch
-
-        from shared.media.pcm import as_audio
 
         audio = np.ascontiguousarray(as_audio(source).read())
         if audio.size < MIN_SAMPLES:
