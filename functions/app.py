@@ -36,11 +36,11 @@ from functions.modal_runner import CHUNK_TARGET, LocalCalls, ModalCalls, ModalRu
 from functions.settings import DATA_PATH, MODELS_PATH, get_modal_settings
 from images import modal_images
 from shared.core.domain import Chunk, ChunkTranscript, SpeakerHints, TranscribeOptions, Turn
-from shared.media.pcm import ChunkAudio
+from shared.media.pcm import ChunkAudio, PcmRef
 
 if TYPE_CHECKING:
     from functions.modal_jobs import JobWorker
-    from shared.media.pcm import AudioSource, PcmRef
+    from shared.media.pcm import AudioSource
 
 settings = get_modal_settings()
 app = modal.App(settings.app_name)
@@ -78,7 +78,6 @@ def _commit(volume: modal.Volume) -> None:
 def _see(*sources) -> None:
     """Stages get audio by reference: the PCM file a web or job container wrote on the data Volume.
     A container that started before that commit reloads its view once to see it."""
-
     missing = [s for s in sources if isinstance(s, PcmRef) and not s.exists()]
     if missing and not modal.is_local():
         data_volume.reload()
