@@ -32,15 +32,15 @@ test-fast: install
 # a/b/c against faster-whisper used directly, then the worker-pool concurrency section
 bench: install
 	$(BIN)/python -m local_dev.bench
-	$(BIN)/python -m local_dev.bench_stream
+	$(BIN)/python -m local_dev.bench.streaming
 
 # live streaming through a running server: latency, WER vs offline, concurrent streams (make bench-stream
 # STREAM_ARGS="--minutes 2 --levels 1,4")
 STREAM_ARGS ?=
 bench-stream: install
-	$(BIN)/python -m local_dev.bench_stream $(STREAM_ARGS)
+	$(BIN)/python -m local_dev.bench.streaming $(STREAM_ARGS)
 
-# accuracy on ../shared/data and conversations built from its voices (local_dev/eval.py), e.g.
+# accuracy on ../shared/data and conversations built from its voices (local_dev/eval/), e.g.
 # make eval EVAL_ARGS="--half tune --limit 3". DIARIZER=pyannote runs in the pyannote environment
 # (make eval DIARIZER=pyannote PYANNOTE_MODEL=<hub id or local path> HUGGINGFACE_TOKEN=...).
 .PHONY: eval eval-live
@@ -52,11 +52,11 @@ eval: $(EVAL_ENV)/.installed
 
 # live speakers: STREAM_SPEAKER_THRESHOLD swept on the tune half, reported on the check half
 eval-live: install
-	$(BIN)/python -m local_dev.eval_live
+	$(BIN)/python -m local_dev.eval.live_speakers
 
 # long-form: 15 min, 1 h, 4 h mp3s through the job API of a running server (make bench-long SIZES=2m)
 bench-long: install
-	$(BIN)/python -m local_dev.bench_long $(if $(SIZES),--sizes $(SIZES))
+	$(BIN)/python -m local_dev.bench.long_form $(if $(SIZES),--sizes $(SIZES))
 
 # pyannote.audio 4.0.7 in its own environment (6.5 GB: torch 2.11 with its CUDA 13 wheels; ~2 min here).
 # torch, pyannote.audio and this project are resolved in ONE pip command with torch pinned: unpinned,

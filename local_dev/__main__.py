@@ -119,7 +119,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_compose(args: argparse.Namespace) -> int:
-    from local_dev.docker_runner import render_compose
+    from local_dev.docker_launcher import render_compose
 
     sys.stdout.write(render_compose(args.gpus))
     return 0

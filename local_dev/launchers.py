@@ -1,5 +1,5 @@
 """How the pool's worker processes come to be: spawned here (ProcessLauncher), started by someone else
-(ExternalLauncher: docker compose, a second box), or as containers (local_dev/docker_runner.py).
+(ExternalLauncher: docker compose, a second box), or as containers (local_dev/docker_launcher.py).
 Whatever starts it, the process connects back to the pool's listener itself (local_dev/wire.py)."""
 
 from __future__ import annotations

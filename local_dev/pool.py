@@ -313,7 +313,7 @@ def serving_pool(settings: Settings, *, pool: PoolSettings | None = None, docker
     pool = pool or PoolSettings()
     launcher: Launcher | None = None
     if docker:
-        from local_dev.docker_runner import DockerLauncher
+        from local_dev.docker_launcher import DockerLauncher
 
         launcher = DockerLauncher(settings, image=pool.docker_image, build=build)  # build=False: caller builds
     return LocalPool(settings, pool=pool, workers=workers, launcher=launcher, external=external,

@@ -19,7 +19,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from local_dev.scoring import normalize_words  # noqa: F401 - re-exported for tests
+from local_dev.eval.scoring import normalize_words  # noqa: F401 - re-exported for tests
 from shared.media.decode import decode
 
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"

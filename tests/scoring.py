@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from local_dev.scoring import normalize_words as words_of  # noqa: F401 - re-exported for tests
-from local_dev.scoring import wer  # noqa: F401
+from local_dev.eval.scoring import normalize_words as words_of  # noqa: F401 - re-exported for tests
+from local_dev.eval.scoring import wer  # noqa: F401
 
 
 def reference_speaker_at(t: float, turns: list[dict]) -> str | None:

@@ -3,13 +3,14 @@ Nothing here reads ../shared/data or starts a server."""
 
 from __future__ import annotations
 
+import os
 import wave
 from collections import Counter
 
 import numpy as np
 import pytest
 
-from local_dev.bench_long_audio import (
+from local_dev.bench.long_form_audio import (
     GAIN_DB_RANGE,
     GAP_RANGE,
     SPEAKERS_RANGE,
@@ -21,8 +22,8 @@ from local_dev.bench_long_audio import (
     render,
     size_label,
 )
-from local_dev.bench_long_report import markdown_table, summary
-from local_dev.bench_server import group_rss
+from local_dev.bench.long_form_report import markdown_table, summary
+from local_dev.bench.server_process import group_cpu_s, group_rss
 
 
 def fake_clips() -> list[Clip]:
@@ -159,10 +160,6 @@ def test_table_and_summary_carry_failed_rows():
 
 
 def test_group_cpu_seconds_sum_user_and_system_time_of_one_group(tmp_path):
-    import os
-
-    from local_dev.bench_server import group_cpu_s
-
     tick = os.sysconf("SC_CLK_TCK")
 
     def proc(pid, comm, pgid, utime, stime):

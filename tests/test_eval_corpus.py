@@ -1,4 +1,4 @@
-"""The `make eval` conversation builder (local_dev/eval_corpus.py) on synthetic voices: each "speaker" is
+"""The `make eval` conversation builder (local_dev/eval/corpus.py) on synthetic voices: each "speaker" is
 bursts of a harmonic tone at its own pitch with silences between, so where a speaker's audio landed can
 be read back from the mix. No models, no ../shared data."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from local_dev import eval_corpus as corpus
+from local_dev.eval import corpus
 
 SR = corpus.SR
 PITCH = {"a": 180.0, "b": 260.0, "c": 370.0, "d": 520.0}

@@ -1,4 +1,4 @@
-"""The same-channel conversation builder (local_dev/eval_same_channel.py) on synthetic signals: LTAS
+"""The same-channel conversation builder (local_dev/eval/same_channel.py) on synthetic signals: LTAS
 equalisation, the F0 gender estimate, gender-balanced picks and the shared channel. No models, no
 ../shared data."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from local_dev import eval_corpus as corpus
-from local_dev import eval_same_channel as same
+from local_dev.eval import corpus
+from local_dev.eval import same_channel as same
 
 SR = corpus.SR
 

@@ -1,7 +1,8 @@
-"""The Docker runner: the commands it issues, the compose file, and a full run through a stand-in
-`docker` executable that starts the container's command as a local process (no engine here).
+"""The Docker launcher (local_dev/docker_launcher.py): the commands it issues, the compose file, and a full
+run through a stand-in `docker` executable that starts the container's command as a local process (no
+engine here).
 
-On a GPU box the real check is the README's "Docker runner" steps.
+On a GPU box the real check is the steps under "Docker containers" in docs/deployment.md.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 import yaml
 
-from local_dev.docker_runner import (
+from local_dev.docker_launcher import (
     DOCKERFILE,
     DockerLauncher,
     build_command,
@@ -183,7 +184,7 @@ def calls(log: Path) -> list[list[str]]:
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
-def test_docker_runner_serves_restarts_and_rebuilds_nothing(fake_docker):
+def test_docker_launcher_serves_restarts_and_rebuilds_nothing(fake_docker):
     script, log = fake_docker
     settings = S(device="cpu")
     specs = [WorkerSpec(i, Device("cpu", i), ROLE_STAGES[Role.ALL] if i == 0 else ROLE_STAGES[Role.TRANSCRIBE]) for i in range(2)]

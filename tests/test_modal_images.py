@@ -221,7 +221,7 @@ assert A.Diarizer().diarize.local(decode(fixture).samples)
     # images/Dockerfile.worker: local_dev's worker and the Kubernetes shard runner, all models in-process
     "worker": """
 import shutil, pathlib
-import local_dev.worker, local_dev.pool, local_dev.gpus, local_dev.docker_runner
+import local_dev.worker, local_dev.pool, local_dev.gpus, local_dev.docker_launcher
 from functions import k8s
 src = pathlib.Path(tmp) / "in"; src.mkdir()
 shutil.copy(fixture, src / "talk.flac")

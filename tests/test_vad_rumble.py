@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from audio_fixtures import ONE_SPEAKER, load_audio, load_reference
 
-from local_dev.eval_corpus import add_noise, phone, reverberate
-from local_dev.scoring import uncovered_seconds
+from local_dev.eval.corpus import add_noise, phone, reverberate
+from local_dev.eval.scoring import uncovered_seconds
 from shared.pipeline.diarization.embedded import EmbeddedDiarizer
 from shared.pipeline.vad import SileroVad
 

@@ -3,7 +3,7 @@ founds a new speaker when it is farther than `threshold` (cosine distance) from 
 
 Hints bound the count: below `min_speakers` (or `num_speakers`) a new voice needs only `eager` (0.75)
 times the distance; at `max_speakers` (or `num_speakers`) every utterance joins the nearest speaker.
-The threshold and `eager` are chosen on the dev conversations' tune half (local_dev/eval_live.py).
+The threshold and `eager` are chosen on the dev conversations' tune half (local_dev/eval/live_speakers.py).
 Utterances with under `min_found_s` of speech carry too little voice to found a speaker and join the
 nearest one (unless there is none yet).
 """

@@ -1,4 +1,4 @@
-"""`make eval`: accuracy of the project's pipeline on the dev corpus (local_dev/eval_sets.py), in-process.
+"""`make eval`: accuracy of the project's pipeline on the dev corpus (local_dev/eval/sets.py), in-process.
 
     python -m local_dev.eval [--half tune|check|all] [--sets conv,same,real,words] [--limit N]
                              [--num-speakers-hint] [--only diar|words] [--json OUT]
@@ -13,9 +13,9 @@ words: the full pipeline (VAD, transcription, diarization, word timestamps) on t
        that no output segment covers (widened by 0.25 s), for both. Plain's segments are coarse (they
        span pauses and, at times, speech it skipped), so its missed seconds flatter it: compare deletions.
 Sets: conv (LibriSpeech voices, each on its own channel), same (the same voices through one shared
-channel: local_dev/eval_same_channel.py), real (the seven real recordings: the verdict), words.
+channel: local_dev/eval/same_channel.py), real (the seven real recordings: the verdict), words.
 Prints a line per file, then markdown tables (per half, kind and group, and the real recordings one by
-one; local_dev/eval_report.py). Model loading
+one; local_dev/eval/report.py). Model loading
 and a warm-up are outside the timings. This measures only: parameters are chosen on the tune half.
 """
 
@@ -28,14 +28,23 @@ import sys
 import time
 from pathlib import Path
 
-from local_dev import eval_report, eval_sets
-from local_dev import scoring as sc
+from local_dev.eval import report
+from local_dev.eval import scoring as sc
+from local_dev.eval.sets import SEED, Item, load_items
+from shared.core.config import Settings
+from shared.core.domain import SpeakerHints, TranscribeOptions
+from shared.media.decode import decode
+from shared.pipeline.diarization import build_diarizer
+from shared.pipeline.flow import transcribe
+from shared.pipeline.models import StageWorker
+from shared.pipeline.runner import InProcessRunner
+from shared.pipeline.transcriber import resolve_whisper_model
 
 SR = 16_000
 MISS_PAD_S = 0.25  # output spans widened this much each side before "missed speech" is measured
 
 
-def select(items: list[eval_sets.Item], half: str, sets: set[str], limit: int | None) -> list[eval_sets.Item]:
+def select(items: list[Item], half: str, sets: set[str], limit: int | None) -> list[Item]:
     chosen = [i for i in items if i.kind in sets and (i.half == "dev" or half == "all" or i.half == half)]
     if limit:
         per_group: dict[str, int] = {}
@@ -48,18 +57,16 @@ def select(items: list[eval_sets.Item], half: str, sets: set[str], limit: int | 
     return chosen
 
 
-def ref_spans(item: eval_sets.Item) -> list[tuple[float, float]]:
+def ref_spans(item: Item) -> list[tuple[float, float]]:
     ann = sc.rttm_annotation(item.rttm)
     return [(s.start, s.end) for s in ann.get_timeline()]
 
 
-def hints_for(item: eval_sets.Item, use: bool):
-    from shared.core.domain import SpeakerHints
-
+def hints_for(item: Item, use: bool):
     return SpeakerHints(num_speakers=item.num_speakers) if use else SpeakerHints()
 
 
-def score_diarization(item: eval_sets.Item, turns: list, seconds: float) -> dict:
+def score_diarization(item: Item, turns: list, seconds: float) -> dict:
     ref, hyp = sc.rttm_annotation(item.rttm), sc.turns_annotation(turns)
     return {
         "found": len(hyp.labels()),
@@ -75,9 +82,6 @@ def score_diarization(item: eval_sets.Item, turns: list, seconds: float) -> dict
 
 
 def run_diarization(items, settings, use_hints: bool, records: dict, out) -> None:
-    from shared.media.decode import decode
-    from shared.pipeline.diarization import build_diarizer
-
     diarizer = build_diarizer(settings)
     print(f"# diarization: {diarizer.name}, hints {'on' if use_hints else 'off'}, {len(items)} files", file=out)
     if items:
@@ -89,20 +93,13 @@ def run_diarization(items, settings, use_hints: bool, records: dict, out) -> Non
         d = score_diarization(item, turns, time.perf_counter() - start)
         records[item.name]["diar"] = d
         print(f"{item.name:24} {item.group:12} {item.half:5} {item.duration:6.1f}s  speakers {d['found']}/"
-              f"{item.num_speakers}  DER {eval_report.der(d['der05']):6.1%} / {eval_report.der(d['der0']):6.1%}"
-              f" (no ovl {eval_report.der(d['der05_noovl']):6.1%})"
+              f"{item.num_speakers}  DER {report.der(d['der05']):6.1%} / {report.der(d['der0']):6.1%}"
+              f" (no ovl {report.der(d['der05_noovl']):6.1%})"
               f"  JER {d['jer']:6.1%}  missed {d['missed_s']:5.2f}s  RTF {d['rtf']:.3f}", file=out, flush=True)
 
 
 def run_words(items, settings, use_hints: bool, records: dict, out) -> None:
-    from faster_whisper import WhisperModel
-
-    from shared.media.decode import decode
-    from shared.core.domain import TranscribeOptions
-    from shared.pipeline.flow import transcribe
-    from shared.pipeline.runner import InProcessRunner
-    from shared.pipeline.models import StageWorker
-    from shared.pipeline.transcriber import resolve_whisper_model
+    from faster_whisper import WhisperModel  # ctranslate2 loads only when the words part runs
 
     items = [i for i in items if i.text]
     runner = InProcessRunner(StageWorker(settings).load())
@@ -137,8 +134,8 @@ def run_words(items, settings, use_hints: bool, records: dict, out) -> None:
                                      missed_s=sc.uncovered_seconds(ref_spans(item), spans, pad=MISS_PAD_S))
             records[item.name]["words"] = result
             o, p = result["ours"], result["plain"]
-            print(f"{item.name:24} {item.group:12} {o['ref_words']:4d} words  WER {eval_report.wer(o):6.1%} "
-                  f"(del {o['deletions']:3d})  plain {eval_report.wer(p):6.1%} (del {p['deletions']:3d})  "
+            print(f"{item.name:24} {item.group:12} {o['ref_words']:4d} words  WER {report.wer(o):6.1%} "
+                  f"(del {o['deletions']:3d})  plain {report.wer(p):6.1%} (del {p['deletions']:3d})  "
                   f"missed {o['missed_s']:5.2f}s / plain {p['missed_s']:5.2f}s  RTF {o['rtf']:.3f} / "
                   f"{p['rtf']:.3f}", file=out, flush=True)
     finally:
@@ -154,13 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-speakers-hint", action="store_true", help="give the true speaker count")
     parser.add_argument("--only", choices=["diar", "words"], default=None)
     parser.add_argument("--json", type=Path, default=None, help="save every measurement here")
-    parser.add_argument("--seed", type=int, default=eval_sets.SEED)
+    parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args(argv)
 
-    from shared.core.config import Settings
-
     settings = Settings()
-    items = select(eval_sets.load_items(seed=args.seed), args.half, set(args.sets.split(",")), args.limit)
+    items = select(load_items(seed=args.seed), args.half, set(args.sets.split(",")), args.limit)
     records = {i.name: {"name": i.name, "group": i.group, "half": i.half, "duration": i.duration,
                         "speakers": i.num_speakers} for i in items}
     started = time.perf_counter()
@@ -172,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m local_dev.eval " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"\n## Accuracy: {command.strip()} (diarizer {settings.resolved_diarizer}, "
           f"hints {'on' if args.num_speakers_hint else 'off'}, {time.perf_counter() - started:.0f} s)\n")
-    print(eval_report.summary(rows, args.num_speakers_hint))
+    print(report.summary(rows, args.num_speakers_hint))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"command": command, "diarizer": settings.resolved_diarizer,

@@ -1,8 +1,12 @@
-"""`make eval`'s summary: per-file measurements (local_dev/eval.py) added up per half and group, as
-markdown tables to paste into the README. Error rates are totals (errors over all files / reference
+"""`make eval`'s summary: per-file measurements (local_dev/eval/__main__.py) added up per half and group,
+as markdown tables to paste into the README. Error rates are totals (errors over all files / reference
 over all files), not means of per-file rates; JER is the mean over files."""
 
 from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
 
 GROUP_ORDER = ["conv-clean", "conv-noise", "conv-reverb", "conv-phone", "same-clean", "same-phone", "real",
                "words-clean", "words-quiet", "words-noisy", "words-reverb", "words-mixed"]
@@ -200,10 +204,6 @@ def summary(records: list[dict], hints: bool = False) -> str:
     return "\n\n".join(parts) if parts else "(nothing measured)"
 
 
-if __name__ == "__main__":  # python -m local_dev.eval_report OUT.json: the tables of a saved run again
-    import json
-    import sys
-    from pathlib import Path
-
+if __name__ == "__main__":  # python -m local_dev.eval.report OUT.json: the tables of a saved run again
     saved = json.loads(Path(sys.argv[1]).read_text())
     print(summary(saved["files"], saved.get("hints", False)))

@@ -1,6 +1,6 @@
 """How close different speakers' voices lie in the embedded diarizer's embedding space, per eval group.
 
-    python -m local_dev.eval_separation [--groups conv-clean,same-clean,same-phone,real] [--limit N]
+    python -m local_dev.eval.separation [--groups conv-clean,same-clean,same-phone,real] [--limit N]
 
 For every file of the groups: each reference speaker's solo speech (their turns minus everyone else's,
 pieces over 0.3 s, the first 20 s; speakers with under 2 s skipped) embedded with the diarizer's
@@ -14,15 +14,16 @@ import argparse
 
 import numpy as np
 
-from local_dev import eval_sets
-from local_dev import scoring as sc
+from local_dev.eval import scoring as sc
+from local_dev.eval import sets
+from shared.core.config import Settings
+from shared.media.decode import decode
+from shared.pipeline.diarization import build_diarizer
 
 SR = 16_000
 
 
-def speaker_cosines(item: eval_sets.Item, embed) -> list[float]:
-    from shared.media.decode import decode
-
+def speaker_cosines(item: sets.Item, embed) -> list[float]:
     x = decode(item.audio).samples
     ann = sc.rttm_annotation(item.rttm)
     voices = {}
@@ -40,17 +41,14 @@ def speaker_cosines(item: eval_sets.Item, embed) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m local_dev.eval_separation", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m local_dev.eval.separation", description=__doc__.split("\n")[0])
     parser.add_argument("--groups", default="conv-clean,same-clean,same-phone,real")
     parser.add_argument("--limit", type=int, default=None, help="at most N files of each group")
     args = parser.parse_args(argv)
 
-    from shared.core.config import Settings
-    from shared.pipeline.diarization import build_diarizer
-
     diarizer = build_diarizer(Settings())
     groups = args.groups.split(",")
-    items = [i for i in eval_sets.load_items() if i.group in groups]
+    items = [i for i in sets.load_items() if i.group in groups]
     print("| group | files | speaker pairs | cosine mean | median | p90 | > 0.80 | > 0.85 |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for group in groups:

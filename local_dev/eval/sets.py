@@ -1,10 +1,10 @@
 """The files `make eval` scores: built once from ``../shared/data``, cached under bench-out/eval/.
 
-- ``conv``: conversations of 1-8 real LibriSpeech voices (local_dev/eval_corpus.py), exact reference
+- ``conv``: conversations of 1-8 real LibriSpeech voices (local_dev/eval/corpus.py), exact reference
   turns, split by conversation into a "tune" and a "check" half (balanced per speaker count), and a
   degraded copy (noise 5-15 dB SNR / reverberation / phone band) of a share of them, in the same half.
 - ``same``: the same schedule of conversations (1-8 speakers, tune and check halves) built from the same
-  voices made to sound like one room and one channel (local_dev/eval_same_channel.py: LTAS equalised,
+  voices made to sound like one room and one channel (local_dev/eval/same_channel.py: LTAS equalised,
   levels within +-2 dB, same-gender pairs as common as mixed ones, one shared room, noise bed, microphone
   and, for a quarter, codec): groups same-clean and same-phone, its own seed stream and cache; its check
   half uses only the conv check half's voices and its tune half only the others.
@@ -30,15 +30,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import soundfile
 
-from local_dev import eval_corpus as corpus
-from local_dev import eval_same_channel as same
+from local_dev.eval import corpus
+from local_dev.eval import same_channel as same
+from shared.media.decode import decode
+from shared.pipeline.vad import SileroVad
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = Path(os.environ.get("EVAL_DATA_DIR", ROOT.parent / "shared" / "data"))
 OUT_DIR = ROOT / "bench-out" / "eval"
-VERSION = 4  # bump when anything below or in eval_corpus changes what the conv or words sets hold
-SAME_VERSION = 3  # bump when local_dev/eval_same_channel.py or same_channel() below changes what is built
+VERSION = 4  # bump when anything below or in corpus.py changes what the conv or words sets hold
+SAME_VERSION = 3  # bump when local_dev/eval/same_channel.py or same_channel() below changes what is built
 SAME_SALT = 5151  # the same-channel set's own seed stream: np.random.default_rng([seed, SAME_SALT, i])
 SEED = 20261201
 N_CONVERSATIONS = 64
@@ -158,8 +161,6 @@ _VOICES: dict = {}
 
 
 def load_voices(vad) -> dict[str, list[corpus.Source]]:
-    from shared.media.decode import decode
-
     if "all" in _VOICES:
         return _VOICES["all"]
     voices: dict[str, list[corpus.Source]] = {}
@@ -186,7 +187,7 @@ def labelled_sex() -> dict[str, str]:
 
 
 def same_channel(out: Path, seed: int, n: int, vad, log, check_voices: set[str]) -> list[Item]:
-    """The conversations' schedule again (same counts, same halves), built with eval_same_channel from
+    """The conversations' schedule again (same counts, same halves), built with same_channel.py from
     equalised voices, picks gender-balanced within each half and speaker count, and one shared channel
     each; a quarter of them (ranks 4 and 5 of every 8 per count, so both halves) also through a
     telephone codec (group same-phone).
@@ -237,8 +238,6 @@ def same_channel(out: Path, seed: int, n: int, vad, log, check_voices: set[str])
 def real_recordings() -> list[Item]:
     """The seven real multi-speaker recordings, read in place (nothing cached): pyaudioanalysis_diar's
     two, ami_en2002a_30s, and the four AMI EN2001a cuts of real_conversations (one shared channel)."""
-    import soundfile
-
     files = [DATA_DIR / "pyaudioanalysis_diar" / f"{s}.wav" for s in ("diarizationExample", "diarizationExample2")]
     files.append(DATA_DIR / "ami_en2002a_30s" / "EN2002a_30s.wav")
     files += sorted((DATA_DIR / "real_conversations").glob("*.wav"))
@@ -251,8 +250,6 @@ def real_recordings() -> list[Item]:
 
 
 def words_files(out: Path, seed: int, vad) -> list[Item]:
-    from shared.media.decode import decode
-
     originals = [(f"libri_{u}", LIBRI, f"sense_and_sensibility_01_austen_64kb-{u}") for u in LIBRI_UTTERANCES]
     originals += [("libri_single_track", LIBRI, "single_track"), ("jfk", "jfk", "jfk_16k")]
     clips: dict[str, tuple[np.ndarray, str, str]] = {}
@@ -311,8 +308,6 @@ def two_rooms(out: Path, clips: dict, seed: int, vad) -> Item:
 
 def _silero():
     """A generous model VAD (threshold 0.35, 0.15 s padding) for the energy detector to stay inside."""
-    from shared.pipeline.vad import SileroVad
-
     vad = SileroVad(threshold=0.35)
 
     def regions(x: np.ndarray) -> list[tuple[float, float]]:
@@ -322,8 +317,6 @@ def _silero():
 
 
 def _save(out: Path, name, group, half, audio, rttm, count, *, text=None, meta=None) -> Item:
-    import soundfile
-
     path = out / f"{name}.wav"
     soundfile.write(path, np.asarray(audio, np.float32), corpus.SR, subtype="FLOAT")
     (out / f"{name}.rttm").write_text(rttm)

@@ -1,6 +1,6 @@
 """The benchmark's audio: a >=5 min two-speaker conversation with an exact reference.
 
-    python -m local_dev.bench_audio [OUT_DIR] [--seconds 320] [--seed 1234]
+    python -m local_dev.bench.conversation_audio [OUT_DIR] [--seconds 320] [--seed 1234]
 
 Built from the team's development data (``../shared/data`` beside the checkout, or env
 ``BENCH_DATA_DIR``): the LibriVox reader's 5 utterances and JFK's 11 s clip (cut at its 3 natural
@@ -34,8 +34,8 @@ import numpy as np
 from shared.media.decode import decode
 
 SR = 16000
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 DEFAULT_OUT_DIR = REPO_ROOT / "bench-out"
 NAME = "bench_conversation"
 URI = "bench_conversation"
@@ -267,6 +267,17 @@ def build_silence_heavy_audio(out_dir: Path | str = DEFAULT_OUT_DIR, seconds: fl
     return wav_path, ref_text
 
 
+def write_wav(path: Path, audio: np.ndarray) -> Path:
+    """16-bit PCM mono WAV at SR."""
+    pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype(np.int16)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SR)
+        w.writeframes(pcm.tobytes())
+    return path
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Build the benchmark conversation audio + references.")
     ap.add_argument("out_dir", nargs="?", type=Path, default=DEFAULT_OUT_DIR)
@@ -289,14 +300,3 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def write_wav(path: Path, audio: np.ndarray) -> Path:
-    """16-bit PCM mono WAV at SR."""
-    pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype(np.int16)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SR)
-        w.writeframes(pcm.tobytes())
-    return path

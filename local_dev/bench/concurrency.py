@@ -1,6 +1,6 @@
 """`make bench`, concurrency section: N concurrent requests on 1 vs 2 workers, and cross-request batching.
 
-    python -m local_dev.bench_concurrency [--requests 4] [--short-requests 8] [--rounds 5] [--out bench-out]
+    python -m local_dev.bench.concurrency [--requests 4] [--short-requests 8] [--rounds 5] [--out bench-out]
 
 1. Throughput: N whole requests (decode done, VAD + language + transcription + diarization) at once,
    through the in-process runner, a pool of 1 worker and a pool of 2 workers (CPU workers here: the
@@ -26,17 +26,20 @@ from pathlib import Path
 
 import numpy as np
 
+from local_dev.pool import LocalPool
+from local_dev.settings import PoolSettings
 from shared.core.config import Settings
 from shared.core.domain import SAMPLE_RATE, TranscribeOptions
+from shared.media.decode import decode
 from shared.pipeline.flow import transcribe
+from shared.pipeline.models import StageWorker
+from shared.pipeline.runner import InProcessRunner
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
 
 
 def load_clips() -> tuple[list[np.ndarray], list[np.ndarray]]:
-    from shared.media.decode import decode
-
     whole, turns = [], []
     for name in ("two_speakers", "one_speaker"):
         samples = decode(FIXTURES / f"{name}.flac").samples
@@ -106,9 +109,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=["throughput", "batching"], help="run one part")
     args = parser.parse_args(argv)
 
-    from local_dev.pool import LocalPool
-    from local_dev.settings import PoolSettings
-
     base = Settings(device="cpu")
     whole, turns = load_clips()
     results: dict = {"requests": args.requests, "short_requests": args.short_requests, "rounds": args.rounds}
@@ -135,9 +135,6 @@ def row(r: dict) -> str:
 
 
 def part_throughput(args, base, whole, pool, results) -> None:
-    from shared.pipeline.runner import InProcessRunner
-    from shared.pipeline.models import StageWorker
-
     print(f"## Concurrency: {args.requests} concurrent requests (~25 s of speech each, diarized), CPU, "
           f"{args.rounds} interleaved rounds")
     print("| runner " + HEADER)

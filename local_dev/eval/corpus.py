@@ -1,6 +1,6 @@
 """Synthetic conversations with exact references, and the degradations `make eval` applies.
 
-Pure signal code (numpy/scipy, no models, no files): local_dev/eval_sets.py feeds it the real voices of
+Pure signal code (numpy/scipy, no models, no files): local_dev/eval/sets.py feeds it the real voices of
 ``../shared/data/librispeech_voices`` and caches what it builds; tests feed it synthetic signals.
 
 A conversation is built, deterministically from its own random generator, by placing pieces of each

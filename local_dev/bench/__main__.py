@@ -1,7 +1,7 @@
 """`make bench`: our pipeline against faster-whisper used directly, in one run, on the same machine.
 
-On a >= 5 minute two-speaker conversation with exact references (local_dev/bench_audio.py), with the
-same model, compute type and threads:
+On a >= 5 minute two-speaker conversation with exact references (local_dev/bench/conversation_audio.py),
+with the same model, compute type and threads:
   (a) plain WhisperModel.transcribe, beam 5
   (b) BatchedInferencePipeline, batch 8
   (c) our full pipeline: VAD chunks, batched transcription, diarization and word timestamps
@@ -9,10 +9,10 @@ Each runs in its own process (a warm-up on 20 s first, model load excluded), so 
 Targets: c/a <= 0.5, c/b <= 1.1, WER(c) <= WER(a) + 1 point. Ratios, not absolute times, are what
 compare across these noisy machines.
 
-Then, on 5 minutes of mostly silence (local_dev/bench_audio.py build_silence_heavy_audio: 45 s of
-speech over a noise floor with clicks and tunes), what looking past the VAD costs: (b), and (c) with and
-without the VAD's second look (c0: only what Silero calls speech reaches Whisper), and the words each
-gets (no words may come from the clicks and tunes). `--skip-silence` leaves this out.
+Then, on 5 minutes of mostly silence (local_dev/bench/conversation_audio.py build_silence_heavy_audio:
+45 s of speech over a noise floor with clicks and tunes), what looking past the VAD costs: (b), and (c)
+with and without the VAD's second look (c0: only what Silero calls speech reaches Whisper), and the words
+each gets (no words may come from the clicks and tunes). `--skip-silence` leaves this out.
 """
 
 from __future__ import annotations
@@ -26,7 +26,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from local_dev.bench.conversation_audio import build_bench_audio, build_silence_heavy_audio
+from local_dev.eval.scoring import der, wer, word_errors
+from shared.media.decode import decode
+
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = {
     "a": "faster-whisper transcribe, beam 5",
     "b": "faster-whisper BatchedInferencePipeline, batch 8",
@@ -40,9 +44,8 @@ SILENCE_CONFIGS = {
 
 
 def run_config(name: str, wav: Path, threads: int) -> dict:
-    """Run inside a child process: load, warm up, time one pass over `wav`."""
-    from shared.media.decode import decode
-
+    """Run inside a child process: load, warm up, time one pass over `wav`. Each child imports only its
+    configuration's models and pipeline (here, not at the top), so its peak RSS is that configuration's."""
     samples = decode(wav).samples
     duration = len(samples) / 16_000
     warm = samples[: 20 * 16_000]
@@ -105,21 +108,19 @@ def measure(name: str, wav: Path, threads: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m local_dev.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--child", choices=list({**CONFIGS, **SILENCE_CONFIGS}), help=argparse.SUPPRESS)
     parser.add_argument("--wav", type=Path)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--skip-concurrency", action="store_true", help="no concurrency section")
     parser.add_argument("--skip-silence", action="store_true", help="no silence-heavy section")
     parser.add_argument("--long", nargs="?", const="15m,1h,4h", metavar="SIZES",
-                        help="then the long-form section (local_dev/bench_long.py), default sizes 15m,1h,4h")
+                        help="then the long-form section (local_dev/bench/long_form.py), default sizes 15m,1h,4h")
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(run_config(args.child, args.wav, args.threads)))
         return 0
-
-    from local_dev.bench_audio import build_bench_audio
-    from local_dev.scoring import der, wer
 
     wav, ref_text, ref_rttm_path = build_bench_audio()
     ref_rttm = Path(ref_rttm_path).read_text()
@@ -152,16 +153,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label}: {value:.3f} (target {target}) {'met' if ok else 'NOT met'}")
     if not args.skip_silence:
         silence_section(args.threads)
+    # The sections' modules load here, in the parent only: the --child processes run this module too.
     if not args.skip_concurrency:
         try:
-            from local_dev.bench_concurrency import main as concurrency_main
+            from local_dev.bench.concurrency import main as concurrency_main
         except ImportError:
             pass
         else:
             print()
             concurrency_main([])
     if args.long:
-        from local_dev.bench_long import main as long_main
+        from local_dev.bench.long_form import main as long_main
 
         print()
         return long_main(["--sizes", args.long])
@@ -169,9 +171,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def silence_section(threads: int) -> None:
-    from local_dev.bench_audio import build_silence_heavy_audio
-    from local_dev.scoring import word_errors
-
     wav, ref_text = build_silence_heavy_audio()
     print(f"\nmostly silence: {wav.name}\n")
     print("| config | time (s) | CPU (s) | RTF | words | deleted | inserted |")

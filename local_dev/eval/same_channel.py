@@ -3,7 +3,7 @@
 Every LibriSpeech voice comes from its own recording (its own microphone, room, level and MP3 band
 limit); those channel differences separate speakers that a real conversation, recorded through one
 channel, does not. This module removes them as far as a linear filter can and then imposes one shared
-channel on the whole mix. Pure signal code (numpy/scipy, librosa's YIN); local_dev/eval_sets.py builds
+channel on the whole mix. Pure signal code (numpy/scipy, librosa's YIN); local_dev/eval/sets.py builds
 the ``same-*`` groups with it, tests feed it synthetic signals.
 
 1. **Equalisation** (per source): the long-term average spectrum (LTAS: Welch power spectrum of the
@@ -18,26 +18,27 @@ the ``same-*`` groups with it, tests feed it synthetic signals.
    loudest half of each voice's speech frames, split at F0_SPLIT_HZ; the number of female voices of a
    conversation is drawn so that same-gender pairs are as common as mixed ones (in expectation, and
    kept so over a set by steering each draw against the running imbalance).
-3. **One shared chain** over the finished mix: one synthetic room (eval_corpus.impulse_response, RT60
+3. **One shared chain** over the finished mix: one synthetic room (corpus.impulse_response, RT60
    0.25-0.7 s, direct-to-reverberant 0-6 dB), one noise bed (pink or brown, 15-30 dB below the speech),
    one microphone (2nd-order band-pass, low edge 80-200 Hz, high edge 5-7.5 kHz, tilt -2..+1 dB/octave)
-   that colours voices and noise alike, and for some conversations one codec (eval_corpus.phone).
+   that colours voices and noise alike, and for some conversations one codec (corpus.phone).
 The reference turns are the builder's exact ones (the chain only adds a reverberant tail).
 
 Measured on the 351 LibriSpeech recordings (set same-v3, seed 20261201): LTAS spread across sources
 (RMS over bands of the per-band standard deviation) 6.0 dB before, 1.1 dB after equalisation; the F0
 gender estimate agrees with LibriSpeech's SPEAKERS.TXT on 241 of 261 voices (the labels are only
-reported, never used). Cosine between different speakers' voice centroids (local_dev/eval_separation.py,
+reported, never used). Cosine between different speakers' voice centroids (local_dev/eval/separation.py,
 the embedded diarizer's encoder): conv-clean mean 0.59, same-clean 0.72, same-phone 0.77, the seven real
 recordings 0.69 -- the same-channel voices sit as close as real ones, the conv voices much further apart.
 """
 
 from __future__ import annotations
 
+import librosa
 import numpy as np
 from scipy.signal import butter, sosfiltfilt, welch
 
-from local_dev import eval_corpus as corpus
+from local_dev.eval import corpus
 
 SR = corpus.SR
 BAND_CENTRES = 1000.0 * 2.0 ** (np.arange(-12, 9) / 3.0)  # 62.5 Hz ... 6.35 kHz, 1/3 octave apart
@@ -117,8 +118,6 @@ def ltas_spread_db(sources: list[corpus.Source]) -> float:
 
 def median_f0(x: np.ndarray, regions=None, fmin: float = 60.0, fmax: float = 400.0) -> float:
     """Median F0 (YIN) of the loudest half of the speech frames of `x` (the voiced ones, mostly)."""
-    import librosa
-
     y = speech_part(x, regions).astype(np.float32)
     frame, hop = 1024, 256
     f0 = librosa.yin(y, fmin=fmin, fmax=fmax, sr=SR, frame_length=frame, hop_length=hop)

@@ -1,6 +1,6 @@
 """The server a bench measures: `python -m local_dev serve` in its own process group, as `make run`
 starts it, the RSS and CPU time of that whole group (read from /proc), and HTTP helpers to talk to it.
-Used by the long-form bench (local_dev/bench_long.py)."""
+Used by the long-form and streaming benches (local_dev/bench/long_form.py, streaming.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_S = 0.5
 MB = 1024 * 1024
 

@@ -2,7 +2,7 @@
 server (`python -m local_dev serve`, as `make run` starts it), over both protocols.
 
 Audio: conversations of the evaluation set's check half (real LibriSpeech voices, exact reference turns,
-local_dev/eval_sets.py), at least `--minutes` of them, each streamed as its own session, paced at real
+local_dev/eval/sets.py), at least `--minutes` of them, each streamed as its own session, paced at real
 time and at 4x. Per protocol and speed:
 - partial latency p50/p95: a word's end in the audio to its first appearance (wall clock, the audio's
   own pace subtracted),
@@ -26,11 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from local_dev.bench_server import Server, request, upload
-from local_dev.scoring import der, normalize_words, wer
+from local_dev.bench.server_process import Server, request, upload
+from local_dev.eval.scoring import der, normalize_words, wer
+from local_dev.eval.sets import load_items
 from shared.live.client import StreamClient
+from shared.media.decode import decode
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "bench-out" / "stream"
 
 
@@ -59,9 +61,6 @@ class Measured:
 
 
 def load_clips(minutes: float, half: str = "check") -> list[Clip]:
-    from local_dev.eval_sets import load_items
-    from shared.media.decode import decode
-
     items = [i for i in load_items(log=lambda *_: None) if i.group == "conv-clean" and i.half == half]
     clips, total = [], 0.0
     for item in sorted(items, key=lambda i: i.name):
@@ -76,9 +75,6 @@ def load_clips(minutes: float, half: str = "check") -> list[Clip]:
 
 def load_word_clips() -> list[tuple[Clip, str, str]]:
     """The evaluation set's files with reference words (words-clean, -noisy, -quiet, -reverb, -mixed)."""
-    from local_dev.eval_sets import load_items
-    from shared.media.decode import decode
-
     out = []
     for item in load_items(log=lambda *_: None):
         if item.kind == "words" and item.text:
@@ -216,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                     if protocol == "native":
                         run_native(ws, clip, speed, m)
                     else:
-                        from local_dev.bench_stream_realtime import run_realtime
+                        # the openai SDK (a dev extra, 0.6 s to import) loads only for this protocol
+                        from local_dev.bench.streaming_openai import run_realtime
 
                         run_realtime(server.url("/v1"), clip, speed, m, clip.native_words)
                 print(f"  {protocol} at {speed:g}x: {time.monotonic() - t0:.0f} s", flush=True)

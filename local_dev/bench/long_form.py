@@ -1,9 +1,9 @@
 """Long-form section of `make bench`: 15 min, 1 h and 4 h recordings through the job API of a real server.
 
-    python -m local_dev.bench_long [--sizes 15m,1h,4h] [--seed 1234]     (or: make bench-long SIZES=15m)
+    python -m local_dev.bench.long_form [--sizes 15m,1h,4h] [--seed 1234]   (or: make bench-long SIZES=15m)
 
-1. Assembles each recording (local_dev/bench_long_audio.py: real LibriSpeech voices in conversations of
-   2-6 speakers, the LibriVox/JFK clips sprinkled in, mp3 64 kbps), cached in bench-out/long/.
+1. Assembles each recording (local_dev/bench/long_form_audio.py: real LibriSpeech voices in conversations
+   of 2-6 speakers, the LibriVox/JFK clips sprinkled in, mp3 64 kbps), cached in bench-out/long/.
 2. Reference: each distinct clip transcribed once, alone, by plain faster-whisper (cached in refs.json).
 3. Starts the server as `make run` does (`.venv/bin/python -m local_dev serve`, its own process group,
    PORT=<free>, AUDIO_STORAGE_PATH=<temp dir>, HF_HUB_OFFLINE=1) and, once /healthz answers (the
@@ -36,14 +36,14 @@ from pathlib import Path
 
 import httpx
 
-from local_dev.bench_long_audio import (
+from local_dev.bench.long_form_audio import (
     build_recording,
     parse_size,
     reference_texts,
     size_label,
 )
-from local_dev.bench_long_report import markdown_table, summary, summary_lines
-from local_dev.bench_server import (
+from local_dev.bench.long_form_report import markdown_table, summary, summary_lines
+from local_dev.bench.server_process import (
     MB,
     ROOT,
     RssSampler,
@@ -53,6 +53,7 @@ from local_dev.bench_server import (
     request,
     upload,
 )
+from local_dev.eval.scoring import normalize_words, wer
 
 OUT_DIR = ROOT / "bench-out" / "long"
 DEFAULT_SIZES = "15m,1h,4h"
@@ -81,8 +82,6 @@ class Progress:
 
 
 def run_size(server: Server, mp3: Path, meta: dict, refs: dict[str, dict], timeout: float) -> dict:
-    from local_dev.scoring import normalize_words, wer
-
     label = meta["label"]
     placements = meta["placements"]
     ref_text = " ".join(refs[p["key"]]["text"] for p in placements)

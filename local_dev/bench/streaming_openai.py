@@ -12,17 +12,17 @@ import base64
 import difflib
 import time
 
+import av
 import numpy as np
+from openai import AsyncOpenAI
 
-from local_dev.scoring import der, normalize_words, wer
+from local_dev.eval.scoring import der, normalize_words, wer
 
 RATE = 24_000
 FRAME_S = 0.1
 
 
 def pcm24(pcm16k: bytes) -> bytes:
-    import av
-
     frame = av.AudioFrame.from_ndarray(np.frombuffer(pcm16k, "<i2").reshape(1, -1), format="s16", layout="mono")
     frame.sample_rate = 16_000
     resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
@@ -31,8 +31,6 @@ def pcm24(pcm16k: bytes) -> bytes:
 
 async def stream(url: str, pcm: bytes, speed: float) -> tuple[list[tuple[float, dict]], float]:
     """Every server event with its arrival (wall seconds since the first append)."""
-    from openai import AsyncOpenAI
-
     client = AsyncOpenAI(base_url=url, api_key="bench")
     events: list[tuple[float, dict]] = []
     async with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:

@@ -26,11 +26,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+import av
 import numpy as np
+
+from local_dev.eval.scoring import normalize_words
+from shared.pipeline.transcriber import resolve_whisper_model
 
 SR = 16_000
 PLAN_VERSION = 1
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data"  # beside the checkout
 SPEAKERS_RANGE = (2, 6)  # speakers per conversation
 CONVERSATION_S = (120.0, 480.0)  # target length of one conversation
 GAP_RANGE = (0.2, 2.0)  # seconds of (near) silence before a turn
@@ -92,8 +96,6 @@ def size_label(seconds: float) -> str:
 
 def catalog(root: Path) -> list[Clip]:
     """Every usable clip with its speaker and duration (read from the headers, nothing decoded)."""
-    import av
-
     def seconds(path: Path) -> float:
         with av.open(str(path)) as c:
             stream = c.streams.audio[0]
@@ -171,8 +173,6 @@ def plan_recording(clips: Iterable[Clip], seconds: float, seed: int) -> list[Pla
 
 def load_clip(path: Path) -> np.ndarray:
     """Decode to 16 kHz mono float32."""
-    import av
-
     with av.open(str(path)) as container:
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SR)
@@ -185,9 +185,6 @@ class Mp3Writer:
     """Streams float32 mono pieces into an mp3 (libmp3lame through PyAV)."""
 
     def __init__(self, path: Path, bit_rate: int = 64_000):
-        import av
-
-        self._av = av
         self.container = av.open(str(path), "w", format="mp3")
         self.stream = self.container.add_stream("libmp3lame", rate=SR, layout="mono")
         self.stream.bit_rate = bit_rate
@@ -196,8 +193,8 @@ class Mp3Writer:
     def write(self, x: np.ndarray) -> None:
         if not len(x):
             return
-        frame = self._av.AudioFrame.from_ndarray(np.ascontiguousarray(x, np.float32).reshape(1, -1),
-                                                 format="flt", layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x, np.float32).reshape(1, -1),
+                                           format="flt", layout="mono")
         frame.sample_rate = SR
         frame.pts = self.samples
         for packet in self.stream.encode(frame):
@@ -271,14 +268,10 @@ def build_recording(seconds: float, seed: int, out_dir: Path, log: Callable[[str
 
 def reference_texts(keys: Iterable[str], cache_path: Path, log: Callable[[str], None] = print) -> dict[str, dict]:
     """{clip key: {"text", "words"}} for `keys`, transcribing (once, cached) those not in `cache_path`."""
-    from local_dev.scoring import normalize_words
-
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     missing = sorted(set(keys) - set(cache))
     if missing:
-        from faster_whisper import WhisperModel
-
-        from shared.pipeline.transcriber import resolve_whisper_model
+        from faster_whisper import WhisperModel  # ctranslate2: loaded only when references are missing
 
         root = data_dir()
         log(f"reference: transcribing {len(missing)} clips alone with faster-whisper tiny.en "

@@ -8,7 +8,7 @@ in-process), and the tracker is replayed per threshold. Scored as utterance-leve
 overlap skipped, as `make eval`), and how often the speaker count comes out right. The threshold is the
 one with the lowest tune DER or, within a point of it, the one counting speakers right most often.
 
-    python -m local_dev.eval_live [--limit N] [--thresholds 0.2,0.25,...]
+    python -m local_dev.eval.live_speakers [--limit N] [--thresholds 0.2,0.25,...]
 """
 
 from __future__ import annotations
@@ -18,17 +18,20 @@ import statistics
 
 import numpy as np
 
-from local_dev import eval_sets
-from local_dev.scoring import der
+from local_dev.eval import sets
+from local_dev.eval.scoring import der
+from shared.core.config import Settings
 from shared.core.domain import SAMPLE_RATE, SpeakerHints
+from shared.live.endpoint import Endpointer
+from shared.live.speakers import SpeakerTracker
+from shared.media.decode import decode
+from shared.pipeline.diarization.embedded import EmbeddedDiarizer
 
 FEED = 8000  # samples a feed (0.5 s), as a live client sends them
 
 
 def utterances(audio: np.ndarray, settings) -> list[tuple[int, int]]:
     """The live session's utterances, cut as its endpointer cuts them with these settings."""
-    from shared.live.endpoint import Endpointer
-
     ep = Endpointer(threshold=settings.stream_vad_threshold, neg_threshold=settings.stream_vad_neg_threshold,
                     silence_ms=settings.stream_silence_ms, max_utterance_s=settings.stream_max_utterance_s)
     bounds, start = [], None
@@ -43,8 +46,6 @@ def utterances(audio: np.ndarray, settings) -> list[tuple[int, int]]:
 
 
 def replay(voices, threshold: float, hints: SpeakerHints, eager: float = 0.5) -> str:
-    from shared.live.speakers import SpeakerTracker
-
     tracker, rows = SpeakerTracker(threshold, hints, eager=eager), []
     for (a, b), voice in voices:
         speaker, _new = tracker.assign(voice, (b - a) / SAMPLE_RATE)
@@ -58,16 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--thresholds", default="0.1,0.125,0.15,0.175,0.2,0.25,0.3,0.4")
     parser.add_argument("--eager", default="0.5,0.75,1.0", help="distance factor below min_speakers, swept with hints")
     args = parser.parse_args(argv)
-    from shared.media.decode import decode
-    from shared.core.config import Settings
-    from shared.pipeline.diarization.embedded import EmbeddedDiarizer
-
     settings = Settings(_env_file=None, device="cpu")
     encoder = EmbeddedDiarizer.from_settings(settings)
-    items = [i for i in eval_sets.load_items() if i.group == "conv-clean"]
+    items = [i for i in sets.load_items() if i.group == "conv-clean"]
     halves: dict[str, list] = {"tune": [], "check": []}
     cut = f"{settings.stream_vad_threshold:g}-{settings.stream_vad_neg_threshold:g}-{settings.stream_silence_ms}"
-    cache = eval_sets.OUT_DIR / f"live_voices-{cut}"
+    cache = sets.OUT_DIR / f"live_voices-{cut}"
     cache.mkdir(parents=True, exist_ok=True)
     for item in items:
         if args.limit and len(halves[item.half]) >= args.limit:

@@ -1,8 +1,18 @@
-"""Accuracy measures shared by the benchmark and the tests: WER after light normalisation, and DER."""
+"""Accuracy measures that `make eval`, the benchmarks (local_dev/bench/) and the tests score with: WER
+after light normalisation, DER and its components, JER, uncovered speech.
+
+pyannote.metrics (about a second to import) loads inside the functions that score with it: the tests
+import normalize_words from here (tests/audio_fixtures.py) and mostly need nothing else."""
 
 from __future__ import annotations
 
 import re
+import warnings
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import jiwer
+from pyannote.core import Annotation, Segment
 
 SPELLINGS = {"mr": "mister", "mrs": "missus", "dr": "doctor"}
 
@@ -14,17 +24,11 @@ def normalize_words(text: str) -> list[str]:
 
 
 def wer(reference: str, hypothesis: str) -> float:
-    import jiwer
-
     return jiwer.wer(" ".join(normalize_words(reference)), " ".join(normalize_words(hypothesis)))
 
 
 def der(reference_rttm: str, hypothesis_rttm: str, *, collar: float = 0.5) -> float:
     """Diarization error rate (pyannote.metrics), forgiving `collar` seconds around each boundary."""
-    import warnings
-    from pathlib import Path
-    from tempfile import TemporaryDirectory
-
     from pyannote.database.util import load_rttm
     from pyannote.metrics.diarization import DiarizationErrorRate
 
@@ -41,13 +45,11 @@ def der(reference_rttm: str, hypothesis_rttm: str, *, collar: float = 0.5) -> fl
         return float(DiarizationErrorRate(collar=collar, skip_overlap=True)(ref, hyp))
 
 
-# --- `make eval` (local_dev/eval.py): error counts that add up over files -----------------------------
+# --- `make eval` (local_dev/eval/__main__.py): error counts that add up over files -------------------
 
 
 def word_errors(reference: str, hypothesis: str) -> dict[str, int]:
     """Reference word count and jiwer's substitutions, deletions and insertions (normalised words)."""
-    import jiwer
-
     ref, hyp = " ".join(normalize_words(reference)), " ".join(normalize_words(hypothesis))
     if not ref:
         return {"ref_words": 0, "substitutions": 0, "deletions": 0, "insertions": len(hyp.split())}
@@ -61,8 +63,6 @@ def word_errors(reference: str, hypothesis: str) -> dict[str, int]:
 
 def rttm_annotation(rttm: str, uri: str = "file"):
     """Every SPEAKER line of an RTTM text (whatever its file id) as one pyannote Annotation."""
-    from pyannote.core import Annotation, Segment
-
     ann = Annotation(uri=uri)
     for i, line in enumerate(rttm.splitlines()):
         f = line.split()
@@ -73,8 +73,6 @@ def rttm_annotation(rttm: str, uri: str = "file"):
 
 def turns_annotation(turns, uri: str = "file"):
     """(start, end, speaker) items or objects with those attributes as a pyannote Annotation."""
-    from pyannote.core import Annotation, Segment
-
     ann = Annotation(uri=uri)
     for i, t in enumerate(turns):
         start, end, speaker = (t.start, t.end, t.speaker) if hasattr(t, "start") else t
@@ -86,8 +84,6 @@ def turns_annotation(turns, uri: str = "file"):
 def diarization_counts(reference, hypothesis, *, collar: float, skip_overlap: bool = False) -> dict[str, float]:
     """DER components in seconds (pyannote.metrics; overlap scored unless `skip_overlap`): they add up
     over files."""
-    import warnings
-
     from pyannote.metrics.diarization import DiarizationErrorRate
 
     with warnings.catch_warnings():
@@ -99,8 +95,6 @@ def diarization_counts(reference, hypothesis, *, collar: float, skip_overlap: bo
 
 def jer(reference, hypothesis) -> float:
     """Jaccard error rate (pyannote.metrics, no collar, overlap scored)."""
-    import warnings
-
     from pyannote.metrics.diarization import JaccardErrorRate
 
     with warnings.catch_warnings():
