@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.pipeline.diarization import speaker_label
+from shared.pipeline.diarization.port import speaker_label
 from shared.core.domain import SpeakerHints
 
 

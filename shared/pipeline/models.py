@@ -20,7 +20,7 @@ from shared.media.pcm import ArrayAudio, AudioSource, ChunkAudio
 from shared.pipeline.stages import SPECS, Model, Stage, Stages
 
 if TYPE_CHECKING:
-    from shared.pipeline.diarization import Diarizer
+    from shared.pipeline.diarization.port import Diarizer
     from shared.pipeline.diarization.embedded import EmbeddedDiarizer
     from shared.pipeline.transcriber import WhisperTranscriber
     from shared.pipeline.vad import SileroVad

@@ -36,7 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import median_filter
 
-from shared.pipeline.diarization import clustering, speaker_label
+from shared.pipeline.diarization import clustering
+from shared.pipeline.diarization.port import speaker_label
 from shared.core.domain import SpeakerHints, Turn
 from shared.media.pcm import ArrayAudio, AudioSource, as_audio, read_seconds
 from shared.pipeline.vad import Region, SileroVad

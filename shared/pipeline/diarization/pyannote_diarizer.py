@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from shared.pipeline.diarization import speaker_label
+from shared.pipeline.diarization.port import speaker_label
 from shared.core.domain import SAMPLE_RATE, SpeakerHints, Turn
 from shared.media.pcm import as_audio
 
