@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
+from shared.core.config import auto_batch_size
 from shared.core.domain import ChunkTranscript, TranscribeOptions
 
 
@@ -177,7 +178,7 @@ class ModalRunner(Runner):
         *,
         threads: int = 32,
         retries: int = 1,
-        batch_size: int = 16,
+        batch_size: int = auto_batch_size("cuda", billed_gpu=True),
         dynamic_batching: bool = True,
     ):
         self.calls = calls

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.pipeline.stages import default_batch_size
+from shared.core.config import auto_batch_size
 
 SETTINGS_ENV = "WHOSPOKE_MODAL_SETTINGS_JSON"  # the deploy-time settings, as seen inside containers
 
@@ -165,13 +165,13 @@ class ModalSettings(BaseSettings):
     pyannote_model: str | None = Field(default=None, description="set to use pyannote; unset: the embedded diarizer")
 
     # --- batching ---
-    # Twice the local CUDA default (shared/pipeline/stages.py): Modal bills GPU seconds, so its T4 gets fuller
-    # batches than a local GPU that also serves other work (the README's cost table is figured at 16).
+    # The policy's billed-GPU size (shared/core/config.py auto_batch_size: twice the local CUDA default).
     transcribe_batch_size: int = Field(
-        default=2 * default_batch_size("cuda"), ge=1, le=64, description="chunks per GPU batch (pipeline side)"
+        default=auto_batch_size("cuda", billed_gpu=True), ge=1, le=64,
+        description="chunks per GPU batch (pipeline side)",
     )
     dynamic_batch_max: int = Field(
-        default=2 * default_batch_size("cuda"), ge=1, le=1000, description="@modal.batched max_batch_size"
+        default=auto_batch_size("cuda", billed_gpu=True), ge=1, le=1000, description="@modal.batched max_batch_size"
     )
     dynamic_batch_wait_ms: int = Field(default=200, ge=0, le=10_000, description="@modal.batched wait_ms")
     gpu_snapshot: bool = Field(default=False, description="Modal's alpha GPU memory snapshots (model on the GPU)")

@@ -12,7 +12,15 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.pipeline.stages import default_batch_size
+
+def auto_batch_size(device: str, *, billed_gpu: bool = False) -> int:
+    """The batch-size policy, the one place it lives: chunks per transcription batch when BATCH_SIZE is 0
+    (auto). On CPU a batch of 8 costs ~600 MB of encoder attention at its peak and decodes no faster than
+    two of 4 (measured with two decodes per worker, as the local pool runs them); a GPU fills better with 8.
+    `billed_gpu`: a GPU billed by the second (Modal, functions/settings.py) gets twice the CUDA batch, as it
+    serves nothing else (the README's cost table is figured at 16)."""
+    size = 8 if device == "cuda" else 4
+    return 2 * size if billed_gpu else size
 
 
 class Settings(BaseSettings):
@@ -122,7 +130,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _resolve_batch_size(self) -> "Settings":
         if self.batch_size == 0:
-            self.batch_size = default_batch_size(self.resolved_device)
+            self.batch_size = auto_batch_size(self.resolved_device)
         return self
 
     @property

@@ -16,9 +16,10 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from shared.pipeline.assign import TurnIndex, build_segments
+from shared.core.config import auto_batch_size
 from shared.core.domain import Segment, TranscribeOptions, Transcript, Turn, Word
 from shared.media.pcm import AudioSource, ChunkAudio, as_audio
+from shared.pipeline.assign import TurnIndex, build_segments
 from shared.pipeline.runner import Runner
 from shared.pipeline.stages import Stages
 from shared.pipeline.transcriber import join_words
@@ -37,7 +38,7 @@ class PipelineRun:
         options: TranscribeOptions,
         runner: Runner,
         *,
-        batch_size: int = 8,
+        batch_size: int = auto_batch_size("cuda"),
         on_progress: ProgressCallback | None = None,
     ):
         self.audio = as_audio(audio)
@@ -111,7 +112,7 @@ def transcribe(
     options: TranscribeOptions,
     runner: Runner,
     *,
-    batch_size: int = 8,
+    batch_size: int = auto_batch_size("cuda"),
     on_progress: ProgressCallback | None = None,
 ) -> Transcript:
     return PipelineRun(audio, options, runner, batch_size=batch_size, on_progress=on_progress).transcript()

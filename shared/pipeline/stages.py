@@ -139,9 +139,3 @@ def role_of(stages: tuple[Stage, ...]) -> Role:
             return role
     raise ValueError(f"no worker role serves exactly {sorted(s.value for s in stages)}")
 
-
-def default_batch_size(device: str) -> int:
-    """Chunks per transcription batch when BATCH_SIZE is 0 (auto). On CPU a batch of 8 costs ~600 MB of
-    encoder attention at its peak and decodes no faster than two of 4 (measured with two decodes per
-    worker, as the local pool runs them); a GPU fills better with 8."""
-    return 8 if device == "cuda" else 4
