@@ -21,11 +21,13 @@ import hmac
 import math
 import re
 import time
+from urllib.parse import parse_qs
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from limits import RateLimitItemPerMinute
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
 from pydantic import SecretStr
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -52,6 +54,17 @@ def parse_api_keys(value: SecretStr | str | None) -> frozenset[str]:
                 "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
     return frozenset(keys)
+
+
+def limiter_storage(uri: str):
+    """The async `limits` storage of a URI (memory://, redis://...); ConfigurationError if unusable."""
+    uri = uri.strip() or "memory://"
+    if not uri.startswith("async+"):
+        uri = "async+" + uri
+    try:
+        return storage_from_string(uri)
+    except Exception as exc:  # noqa: BLE001 - unknown scheme, missing driver, bad options
+        raise ConfigurationError(f"RATE_LIMIT_STORAGE={uri.removeprefix('async+')!r} cannot be used: {exc}") from None
 
 
 def required_keys(settings: Settings) -> frozenset[str]:
@@ -107,8 +120,6 @@ class ApiKeyAuth:
         failures_per_min: int = 10,
         storage_uri: str = "memory://",
     ):
-        from shared.api.ratelimit import limiter_storage
-
         self.app = app
         self.keys = [k.encode() for k in keys]
         self.prefixes = prefixes
@@ -166,8 +177,6 @@ class ApiKeyAuth:
 
 
 def _query_key(scope: Scope) -> str | None:
-    from urllib.parse import parse_qs
-
     values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("api_key")
     return values[0].strip() if values else None
 

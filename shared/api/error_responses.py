@@ -8,6 +8,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from shared.core.errors import ServiceError
 
@@ -28,6 +30,17 @@ HTTP_CODES = {
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def allowed_methods(app, scope: Scope) -> list[str]:
+    """Every method some route serves at this path (the Allow header of a 405): Starlette's own header
+    names only the methods of the first route that matched the path."""
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        probe = {**scope, "method": method}
+        if any(route.matches(probe)[0] is Match.FULL for route in app.router.routes):
+            allowed.append(method)
+    return allowed
 
 
 def describe_validation_error(exc: RequestValidationError) -> str:
@@ -52,8 +65,6 @@ def install_error_handlers(app: FastAPI) -> None:
         code = HTTP_CODES.get(exc.status_code, "http_error")
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 405:  # every method served at this path, not only the first route's
-            from shared.api.openapi import allowed_methods
-
             headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
             headers["allow"] = ", ".join(allowed_methods(request.app, request.scope))
         return error_response(exc.status_code, code, str(exc.detail), headers or None)

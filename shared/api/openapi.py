@@ -8,8 +8,6 @@ Checked by a bounded schemathesis run over the whole document (tests/test_openap
 from __future__ import annotations
 
 from fastapi import FastAPI
-from starlette.routing import Match
-from starlette.types import Scope
 
 from shared.api.auth import PROTECTED
 from shared.api.params import FormatParams, TranscribeParams, form_body_schema
@@ -100,8 +98,6 @@ def error_response(status: int) -> dict:
     return response
 
 
-
-
 def _id_patterns(operation: dict) -> None:
     for parameter in operation.get("parameters", []):
         if parameter["name"] in ("clip_id", "job_id"):
@@ -144,13 +140,3 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-
-def allowed_methods(app, scope: Scope) -> list[str]:
-    """Every method some route serves at this path (the Allow header of a 405): Starlette's own header
-    names only the methods of the first route that matched the path."""
-    allowed = []
-    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
-        probe = {**scope, "method": method}
-        if any(route.matches(probe)[0] is Match.FULL for route in app.router.routes):
-            allowed.append(method)
-    return allowed

@@ -18,25 +18,13 @@ import time
 from fastapi import FastAPI
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.strategies import MovingWindowRateLimiter
-from limits.storage import storage_from_string
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.api.auth import IDENTITY, PROTECTED, ConfigurationError, client_address, is_protected
+from shared.api.auth import IDENTITY, PROTECTED, client_address, is_protected, limiter_storage
 from shared.api.error_responses import error_response
 from shared.core.config import Settings
 
 LIMITED = tuple(p for p in PROTECTED if p != "/metrics")  # a scraper is not a client
-
-
-def limiter_storage(uri: str):
-    """The async `limits` storage of a URI (memory://, redis://...); ConfigurationError if unusable."""
-    uri = uri.strip() or "memory://"
-    if not uri.startswith("async+"):
-        uri = "async+" + uri
-    try:
-        return storage_from_string(uri)
-    except Exception as exc:  # noqa: BLE001 - unknown scheme, missing driver, bad options
-        raise ConfigurationError(f"RATE_LIMIT_STORAGE={uri.removeprefix('async+')!r} cannot be used: {exc}") from None
 
 
 def rate_limit_item(per_minute: int, burst: int) -> RateLimitItem:
