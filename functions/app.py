@@ -24,7 +24,6 @@ Deploy (see README): `modal secret create whospoke API_KEYS=<key> HUGGINGFACE_TO
 
 # No `from __future__ import annotations`: modal.parameter reads the class annotations as types.
 import functools
-import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING
 import modal
 import numpy as np
 
-from functions.modal_runner import CHUNK_TARGET, LocalCalls, ModalCalls, ModalRunner, modal_targets, transcribe_packed
+from functions.modal_runner import ModalCalls, ModalRunner, modal_targets, transcribe_packed
 from functions.settings import DATA_PATH, MODELS_PATH, get_modal_settings
 from images import modal_images
 from shared.core.domain import Chunk, ChunkTranscript, SpeakerHints, TranscribeOptions, Turn
@@ -69,17 +68,11 @@ def service_settings(**overrides):
     return s.model_copy(update=overrides) if overrides else s
 
 
-def _commit(volume: modal.Volume) -> None:
-    """Persist what this container wrote (downloaded weights) for the next containers. Not in tests."""
-    if not modal.is_local():
-        volume.commit()
-
-
 def _see(*sources) -> None:
     """Stages get audio by reference: the PCM file a web or job container wrote on the data Volume.
     A container that started before that commit reloads its view once to see it."""
     missing = [s for s in sources if isinstance(s, PcmRef) and not s.exists()]
-    if missing and not modal.is_local():
+    if missing:
         data_volume.reload()
 
 
@@ -129,7 +122,7 @@ class _WhisperShell:
             from faster_whisper.utils import download_model
 
             download_model(name, cache_dir=str(Path(s.hf_home) / "hub"))
-            _commit(models_volume)
+            models_volume.commit()  # the weights stay for the next containers
         self.whisper = WhisperTranscriber.from_settings(s)
 
 
@@ -208,7 +201,7 @@ class Diarizer:
         from shared.pipeline.diarization import build_diarizer
 
         self.diarizer = build_diarizer(service_settings())
-        _commit(models_volume)  # a pyannote pipeline downloaded on the first start stays for the next
+        models_volume.commit()  # a pyannote pipeline downloaded on the first start stays for the next
 
     @modal.method()
     def diarize(self, audio: "AudioSource | np.ndarray", hints: SpeakerHints | None = None) -> list[Turn]:
@@ -254,9 +247,6 @@ class Vad:
 
 # --- the runner: the pipeline's stages on the classes above ----------------------------------------
 
-CALLS_ENV = "WHOSPOKE_MODAL_CALLS"  # "local": call the same methods with .local() (tests, no credentials)
-
-
 def stage_targets() -> dict:
     """Live partials and finals run on Transcriber instances of their own models (each its own containers)."""
     live = service_settings()
@@ -265,13 +255,10 @@ def stage_targets() -> dict:
                          final=Transcriber(model=live.stream_final_model))
 
 
-def build_runner(calls=None) -> ModalRunner:
-    if calls is None:
-        if os.environ.get(CALLS_ENV, "remote") == "local":
-            calls = LocalCalls(stage_targets(), batched={CHUNK_TARGET: settings.dynamic_batch_max})
-        else:
-            calls = ModalCalls(stage_targets())
-    return ModalRunner.from_settings(calls, settings)
+def build_runner() -> ModalRunner:
+    """The pipeline's Runner in the web, job and batch containers: stage calls to the deployed classes.
+    (functions/local.py swaps it for one whose calls run in this process: the tests.)"""
+    return ModalRunner.from_settings(ModalCalls(stage_targets()), settings)
 
 
 # --- jobs: state in the Dict, clips on the Volume, work in spawned functions ------------------------
@@ -280,9 +267,9 @@ _jobs: "JobWorker | None" = None
 _jobs_lock = threading.Lock()
 
 
-def build_jobs_worker(store_dict, spawn) -> "JobWorker":
+def build_jobs_worker(store_dict, spawn, volume) -> "JobWorker":
     """The job worker over `store_dict` (the jobs Dict), starting run_job and deliver_webhook through
-    `spawn(fn)` (ModalSpawn: `fn.spawn(...)`)."""
+    `spawn(fn)` (ModalSpawn: `fn.spawn(...)`), its clips on `volume` (None: a plain directory)."""
     from functions.dict_job_store import DictJobStore
     from functions.modal_jobs import JobWorker
     from functions.volume_clips import VolumeClipStore
@@ -291,7 +278,7 @@ def build_jobs_worker(store_dict, spawn) -> "JobWorker":
     return JobWorker(
         s,
         DictJobStore(store_dict, lease_s=settings.job_lease_s),
-        VolumeClipStore(s.audio_storage_path, None if modal.is_local() else data_volume),
+        VolumeClipStore(s.audio_storage_path, volume),
         runner_factory=build_runner,
         spawn_run=spawn(run_job),
         spawn_deliver=spawn(deliver_webhook),
@@ -309,7 +296,7 @@ def jobs_worker() -> "JobWorker":
 
     with _jobs_lock:
         if _jobs is None:
-            _jobs = build_jobs_worker(jobs_dict, ModalSpawn)
+            _jobs = build_jobs_worker(jobs_dict, ModalSpawn, data_volume)
         return _jobs
 
 
@@ -356,8 +343,8 @@ def sweep_jobs() -> dict:
 
 def web_settings(s):
     """The deployed endpoint is public: it requires API keys (an empty or unparsable API_KEYS in the
-    Secret stops the container from starting). Served locally (tests, local_serve) it runs as configured."""
-    return s if modal.is_local() else s.model_copy(update={"require_api_keys": True})
+    Secret stops the container from starting)."""
+    return s.model_copy(update={"require_api_keys": True})
 
 
 @app.function(

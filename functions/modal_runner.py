@@ -6,7 +6,8 @@ into one Modal `.map()` whose results come back in input order.
 
 Everything that touches Modal goes through `StageCalls`, the seam:
 - `ModalCalls` calls deployed methods with `.remote()` / `.map()`;
-- `LocalCalls` calls the very same decorated methods with `.local()` in this process (tests, offline);
+- `functions/local.py`'s `LocalCalls` calls the very same decorated methods with `.local()` in this process
+  (tests, offline);
 - tests add doubles that fail on purpose to cover the error and retry paths.
 
 Errors: Modal already re-runs a failed input `retries` times inside the function (functions/settings.py).
@@ -104,52 +105,6 @@ class ModalCalls(MethodCalls):
 
     def map(self, target: str, inputs: Sequence[Any], kwargs: dict[str, Any]) -> Iterator[Any]:
         return iter(self._fn(target).map(inputs, kwargs=kwargs, order_outputs=True, return_exceptions=True))
-
-
-class LocalCalls(MethodCalls):
-    """The same decorated functions run in this process through `.local()` (whose first call on an
-    object runs its @modal.enter hooks), with a thread pool standing in for Modal's containers. Used by
-    the tests and for runs without Modal credentials. `batched` names the @modal.batched targets (with
-    their max_batch_size): their bodies take lists, which Modal would pack from single calls."""
-
-    def __init__(self, targets: dict[str, Any], *, batched: dict[str, int] | None = None, threads: int = 4):
-        super().__init__(targets)
-        self.batched = dict(batched or {})
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="modal-local")
-        self._first = {name: threading.Lock() for name in targets}  # one model load per object
-        self._warm: set[str] = set()
-
-    def _local(self, target: str, *args: Any, **kwargs: Any) -> Any:
-        fn = self._fn(target)
-        if target in self._warm:
-            return fn.local(*args, **kwargs)
-        with self._first[target]:
-            result = fn.local(*args, **kwargs)
-            self._warm.add(target)
-            return result
-
-    def call(self, target: str, *args: Any, **kwargs: Any) -> Any:
-        if target in self.batched:
-            (result,) = self._local(target, *([a] for a in args), **{k: [v] for k, v in kwargs.items()})
-            return result
-        return self._local(target, *args, **kwargs)
-
-    def map(self, target: str, inputs: Sequence[Any], kwargs: dict[str, Any]) -> Iterator[Any]:
-        if target in self.batched:  # as Modal would: up to max_batch_size inputs per call
-            size = self.batched[target]
-            groups = [list(inputs[i : i + size]) for i in range(0, len(inputs), size)]
-            futures = [
-                self._pool.submit(self._local, target, group, **{k: [v] * len(group) for k, v in kwargs.items()})
-                for group in groups
-            ]
-            for future, group in zip(futures, groups):
-                exc = future.exception()
-                yield from ([exc] * len(group) if exc is not None else future.result())
-            return
-        futures = [self._pool.submit(self._local, target, item, **kwargs) for item in inputs]
-        for future in futures:
-            exc = future.exception()
-            yield exc if exc is not None else future.result()
 
 
 # --- the runner ---------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Stand-ins for the Modal services the deployment uses, so its code runs here without an account or a
 network: `MemoryDict` for modal.Dict, `LocalSpawn` for `.spawn()`, and `local_deployment()`, which makes
 this process the whole deployment (functions/app.py's job worker over a MemoryDict, spawning with
-`.local()` on threads, stage calls through the deployed classes with `.local()`).
+`.local()` on threads, stage calls through the deployed classes with `.local()`: functions/local.py).
 """
 
 from __future__ import annotations
@@ -108,17 +108,22 @@ class LocalSpawn:
 
 class LocalDeployment:
     """This process as the whole deployment: functions/app.py's job worker over a MemoryDict, spawning
-    run_job and deliver_webhook with `.local()` on threads (set CALLS_ENV=local too, so that stage calls
-    go through `.local()`). `build()` again after changing the environment: a new worker, the same Dict."""
+    run_job and deliver_webhook with `.local()` on threads, its stage calls through `.local()` too
+    (functions/local.py, installed until `close()`). `build()` again after changing the environment: a
+    new worker, the same Dict."""
 
     def __init__(self):
         self.dict = MemoryDict()
         self.worker = None
+        self._undo = None
 
     def build(self):
         from functions import app as modal_app
+        from functions.local import install
 
-        self.worker = modal_app.build_jobs_worker(self.dict, LocalSpawn)
+        if self._undo is None:
+            self._undo = install()
+        self.worker = modal_app.build_jobs_worker(self.dict, LocalSpawn, None)
         modal_app._jobs = self.worker  # what jobs_worker() now returns in this process
         return self.worker
 
@@ -130,3 +135,6 @@ class LocalDeployment:
                 if isinstance(spawn, LocalSpawn):
                     spawn.join(timeout)
         modal_app._jobs = None
+        if self._undo is not None:
+            self._undo()
+            self._undo = None

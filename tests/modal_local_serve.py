@@ -13,13 +13,9 @@ over an in-memory stand-in of the job Dict (jobs are lost when the process stops
 from __future__ import annotations
 
 import logging
-import os
 
 
 def main() -> None:
-    from functions.app import CALLS_ENV
-
-    os.environ.setdefault(CALLS_ENV, "local")
     import uvicorn
     from modal_doubles import LocalDeployment
 

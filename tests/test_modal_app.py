@@ -292,15 +292,16 @@ def test_cost_per_audio_hour_formula():
 
 
 def test_the_deployed_endpoint_requires_api_keys(monkeypatch, tmp_path):
-    """In a container (not local) the web endpoint's settings require keys: an empty API_KEYS in the
-    Secret stops it from starting instead of serving an open API."""
+    """The web endpoint's settings require keys: an empty API_KEYS in the Secret stops it from starting
+    instead of serving an open API. In process (functions/local.py) it runs as configured."""
+    from functions.local import in_process
     from shared.api.app import create_app
     from shared.api.auth import ConfigurationError
     from shared.core.config import Settings
 
     local = Settings(_env_file=None, audio_storage_path=tmp_path)
-    assert modal_app.web_settings(local) is local  # tests and local_serve: as configured
-    monkeypatch.setattr(modal, "is_local", lambda: False)
+    with in_process():
+        assert modal_app.web_settings(local) is local  # tests and local_serve: as configured
     deployed = modal_app.web_settings(local)
     assert deployed.require_api_keys is True
     with pytest.raises(ConfigurationError, match="API_KEYS is empty"):

@@ -191,6 +191,7 @@ import os
 os.environ["AUDIO_STORAGE_PATH"] = tmp
 from fastapi.testclient import TestClient
 from functions import app as A
+import functions.local; functions.local.install()
 with TestClient(A.web.local()) as c:
     assert c.get("/healthz").status_code == 200
     r = c.post("/api/audio", files={"file": ("a.flac", open(fixture, "rb"))})
@@ -205,6 +206,7 @@ import functions.batch, shared.service.formats
 """,
     "transcriber": """
 from functions import app as A
+import functions.local; functions.local.install()
 from shared.media.decode import decode
 from shared.core.domain import Chunk, TranscribeOptions
 from shared.media.pcm import ChunkAudio
@@ -215,6 +217,7 @@ assert out and out[0].segments, out
 """,
     "diarizer": """
 from functions import app as A
+import functions.local; functions.local.install()
 from shared.media.decode import decode
 assert A.Diarizer().diarize.local(decode(fixture).samples)
 """,

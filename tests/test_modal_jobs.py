@@ -49,9 +49,8 @@ JOB_FUNCTIONS = {
 
 @pytest.fixture
 def deployment(tmp_path, monkeypatch):
-    """This process as the whole deployment: CALLS_ENV=local, a fresh stand-in Dict, storage in tmp."""
+    """This process as the whole deployment (functions/local.py), a fresh stand-in Dict, storage in tmp."""
     monkeypatch.setenv("AUDIO_STORAGE_PATH", str(tmp_path / "data"))
-    monkeypatch.setenv(modal_app.CALLS_ENV, "local")
     monkeypatch.setenv("WEBHOOK_SECRET", WEBHOOK_SECRET)
     monkeypatch.setenv("WEBHOOK_ALLOW_PRIVATE", "true")
     monkeypatch.setenv("WEBHOOK_BACKOFF_S", "0.2")
@@ -124,16 +123,15 @@ def test_job_settings_are_checked():
 
 
 def test_deployed_containers_use_the_named_dict_and_spawn(monkeypatch, tmp_path):
-    """Without CALLS_ENV=local: the Dict from settings.jobs_dict and `.spawn()` (built offline)."""
+    """Not in process: the Dict from settings.jobs_dict, `.spawn()` and the data Volume (built offline)."""
     monkeypatch.setenv("AUDIO_STORAGE_PATH", str(tmp_path))
-    monkeypatch.delenv(modal_app.CALLS_ENV, raising=False)
     monkeypatch.setattr(modal_app, "_jobs", None)
     worker = modal_app.jobs_worker()
     assert modal_app.jobs_worker() is worker  # one per container
     assert worker.store.d is modal_app.jobs_dict and worker.store.lease_s == S.job_lease_s
     assert isinstance(worker.spawn_run, ModalSpawn) and worker.spawn_run.fn is modal_app.run_job
     assert isinstance(worker.spawn_deliver, ModalSpawn) and worker.spawn_deliver.fn is modal_app.deliver_webhook
-    assert isinstance(worker.clips, VolumeClipStore) and worker.clips.volume is None  # not in a container
+    assert isinstance(worker.clips, VolumeClipStore) and worker.clips.volume is modal_app.data_volume
 
 
 # --- the seam in JobService: dispatch instead of job threads ------------------------------------------

@@ -1,6 +1,7 @@
 """Every Modal class method and function body, run with `.local()` on CPU with the bundled models, on
 real audio. `.local()` runs the class's @modal.enter hooks (snapshot phase, then the rest) before the
-first call on an object, exactly the order a container runs them in."""
+first call on an object, exactly the order a container runs them in. functions/local.py points the
+bodies at this machine (stage calls through `.local()`, no Volumes to commit)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from audio_fixtures import ONE_SPEAKER, TWO_SPEAKERS, reference_text, reference_
 
 from functions import app as modal_app
 from functions.batch import ALL_FORMATS, run_batch
+from functions.local import in_process
 from functions.modal_runner import transcribe_packed
 from shared.media.decode import decode
 from shared.core.config import Settings
@@ -25,6 +27,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*executing l
 @pytest.fixture(scope="module")
 def two() -> np.ndarray:
     return decode(TWO_SPEAKERS).samples
+
+
+@pytest.fixture(autouse=True)
+def deployment_in_process():
+    with in_process():
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -129,7 +137,6 @@ def test_diarizer_finds_the_two_speakers(two):
 
 
 def test_transcribe_file_runs_the_shared_pipeline_and_renders_every_format(monkeypatch):
-    monkeypatch.setenv(modal_app.CALLS_ENV, "local")  # stages through .local(), not .remote()
     modal_app._batch_runner.cache_clear()
     options = TranscribeOptions(speakers=SpeakerHints(num_speakers=2))
     out = modal_app.transcribe_file.local(TWO_SPEAKERS.read_bytes(), "call", options.model_dump_json(), list(ALL_FORMATS))
@@ -142,7 +149,6 @@ def test_transcribe_file_runs_the_shared_pipeline_and_renders_every_format(monke
 
 
 def test_transcribe_file_reports_a_bad_file_instead_of_failing_the_batch(monkeypatch):
-    monkeypatch.setenv(modal_app.CALLS_ENV, "local")
     out = modal_app.transcribe_file.local(b"definitely not audio", "junk", TranscribeOptions().model_dump_json(), ["txt"])
     assert out["name"] == "junk" and "AudioDecodeError" in out["error"]
     out = modal_app.transcribe_file.local(
@@ -167,7 +173,6 @@ class LocalMap:
 def test_the_batch_entry_point_writes_every_format_and_skips_what_is_done(tmp_path, monkeypatch, capsys):
     import shutil
 
-    monkeypatch.setenv(modal_app.CALLS_ENV, "local")
     src = tmp_path / "calls"
     (src / "team").mkdir(parents=True)
     shutil.copy(TWO_SPEAKERS, src / "team" / "standup.flac")
@@ -193,7 +198,6 @@ def test_the_batch_entry_point_writes_every_format_and_skips_what_is_done(tmp_pa
 def test_bench_measures_each_function_through_the_same_seam(monkeypatch):
     from functions import costs
 
-    monkeypatch.setenv(modal_app.CALLS_ENV, "local")
     samples = decode(TWO_SPEAKERS).samples
     rtf = costs.measure(modal_app.build_runner().calls, samples, batch_size=2, options=TranscribeOptions(language="en"))
     assert rtf["chunks"] >= 3 and rtf["batches"] == (rtf["chunks"] + 1) // 2

@@ -21,12 +21,12 @@ from functions.modal_runner import (
     CHUNK_TARGET,
     TARGETS,
     FanOutBroken,
-    LocalCalls,
     ModalCalls,
     ModalRunner,
     StageCalls,
     is_retryable,
 )
+from functions.local import LocalCalls, in_process
 from shared.core.domain import SAMPLE_RATE, Chunk, TranscribeOptions
 from shared.media.pcm import ChunkAudio
 from shared.pipeline.stages import Stage
@@ -398,15 +398,16 @@ def test_the_pipeline_through_modal_functions_matches_the_in_process_runner(monk
             fanned.append((target, len(inputs)))
             return super().map(target, inputs, kwargs)
 
-    calls = RecordingLocalCalls(modal_app.stage_targets(), batched={CHUNK_TARGET: 16})
-    modal_runner = ModalRunner(calls, batch_size=2)
-    via_modal = transcribe(samples, options, modal_runner, batch_size=2)
+    with in_process():
+        calls = RecordingLocalCalls(modal_app.stage_targets(), batched={CHUNK_TARGET: 16})
+        modal_runner = ModalRunner(calls, batch_size=2)
+        via_modal = transcribe(samples, options, modal_runner, batch_size=2)
     assert fanned and fanned[0][0] == "transcriber.transcribe" and fanned[0][1] >= 2, fanned
 
     settings = Settings()
     with InProcessRunner(StageWorker(settings)) as local_runner:
-        in_process = transcribe(samples, options, local_runner, batch_size=2)
+        here = transcribe(samples, options, local_runner, batch_size=2)
 
     assert len(via_modal.segments) > 2, via_modal
-    assert_same_transcript(via_modal, in_process)  # other model instances, maybe other thread layouts
+    assert_same_transcript(via_modal, here)  # other model instances, maybe other thread layouts
     assert len(via_modal.speakers) == 2

@@ -1,7 +1,7 @@
 """The Modal web endpoint passes the same API tests as the local server.
 
 The app under test is the one the `web` asgi function returns (`web.local()`), with the Modal runner;
-its stage calls go through the test double `LocalCalls`, which calls the deployed classes' methods
+its stage calls go through `LocalCalls` (functions/local.py), which calls the deployed classes' methods
 with `.local()` instead of `.remote()`/`.map()`. It is served by uvicorn on loopback
 (tests/modal_local_serve.py), and tests/test_api.py's tests run against it unchanged: they are
 imported here, and the `server` fixture they use is this module's.
@@ -19,7 +19,8 @@ from live_server import live_server
 from modal_doubles import LocalDeployment
 
 from functions import app as modal_app
-from functions.modal_runner import CHUNK_TARGET, LocalCalls, ModalRunner
+from functions.local import LocalCalls
+from functions.modal_runner import CHUNK_TARGET, ModalRunner
 
 # The same API tests as the local server (fixtures `client` and `clip_id` included).
 from test_api import *  # noqa: F401,F403
@@ -28,7 +29,7 @@ from test_api import assert_error, upload
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*executing locally.*:UserWarning")]
 
 TESTS = Path(__file__).resolve().parent
-MODAL_SERVER = {"module": "modal_local_serve", "env": {modal_app.CALLS_ENV: "local", "PYTHONPATH": str(TESTS)}}
+MODAL_SERVER = {"module": "modal_local_serve", "env": {"PYTHONPATH": str(TESTS)}}
 
 
 def modal_live_server(storage, env=None, **kwargs):
@@ -59,7 +60,6 @@ def test_the_server_under_test_is_the_modal_endpoint(client):
 @pytest.fixture
 def modal_app_client(tmp_path, monkeypatch):
     monkeypatch.setenv("AUDIO_STORAGE_PATH", str(tmp_path))
-    monkeypatch.setenv(modal_app.CALLS_ENV, "local")
     local = LocalDeployment()
     local.build()
     app = modal_app.web.local()
