@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.jobs.model import JobStatus
 from shared.jobs.webhooks import DELIVERIES
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class WorkerCollector:
 class JobCollector:
     """Jobs per status, counted by the job store at scrape time (stores that cannot count export none)."""
 
-    STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+    STATUSES = tuple(s.value for s in JobStatus)
 
     def __init__(self, app: FastAPI):
         self.app = app

@@ -3,8 +3,9 @@
 No build step and nothing from another origin: the page is plain HTML, CSS and ES modules, and its
 Content-Security-Policy tells the browser to load and connect to this origin only (audio also from
 `blob:`, the user's own file). The page talks to the public API like any client; `/web/config` tells it
-what it cannot find out otherwise (whether keys are needed, the languages the model knows). None of
-these routes is in the OpenAPI document, and none needs a key (auth guards /api, /v1 and /metrics).
+what it cannot find out otherwise (whether keys are needed, the languages the model knows, the job states
+in which a job has ended). None of these routes is in the OpenAPI document, and none needs a key (auth
+guards /api, /v1 and /metrics).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from shared.core.errors import ServiceError
+from shared.jobs.model import ENDED
 from shared.service.transcription import whisper_languages
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -56,6 +58,7 @@ def config(request: Request) -> dict:
         "api_keys_required": bool(getattr(request.app.state, "api_keys_on", False)),
         "languages": ["en"] if english_only else sorted(whisper_languages()),
         "max_upload_mb": settings.max_upload_mb,
+        "terminal_job_states": [s.value for s in ENDED],
     }
 
 

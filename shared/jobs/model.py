@@ -15,14 +15,22 @@ from shared.core.errors import ServiceError
 
 
 class JobStatus(str, Enum):
+    """The one list of job states: the SQL store, the metrics and the page (via /web/config) read it."""
+
     queued = "queued"
     running = "running"
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
 
+    @property
+    def terminal(self) -> bool:
+        """The job has ended: nothing moves it on again."""
+        return self in TERMINAL
+
 
 TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+ENDED = tuple(s for s in JobStatus if s.terminal)  # the terminal states in declaration order
 
 
 class Progress(BaseModel):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from shared.core.domain import OutputFormat, TranscribeOptions, Transcript
 from shared.jobs import transitions as T
-from shared.jobs.model import DeliveryAttempt, Job, JobError, JobNotFound, JobStatus, Progress, Webhook
+from shared.jobs.model import ENDED, DeliveryAttempt, Job, JobError, JobNotFound, JobStatus, Progress, Webhook
 from shared.jobs.store import JobStore, Step
 from shared.jobs.transitions import Refusal, Stored
 
@@ -69,7 +69,8 @@ _COLUMNS = (
     "attempts", "progress_done", "progress_total", "result", "error_code", "error_message", "webhook_url",
     "webhook_id", "webhook_state", "webhook_next_at", "run", "lease_until",
 )  # fmt: skip
-_ENDED = (JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value)
+_ENDED = tuple(s.value for s in ENDED)
+_ENDED_MARKS = ",".join("?" * len(_ENDED))
 
 
 def _dt(t: float | None) -> datetime | None:
@@ -141,12 +142,15 @@ class SqliteJobStore(JobStore):
 
     def _queued_ids(self) -> list[str]:
         with self._lock:
-            rows = self._db.execute("SELECT job_id FROM jobs WHERE status = 'queued' ORDER BY created_at, rowid")
+            rows = self._db.execute(
+                "SELECT job_id FROM jobs WHERE status = ? ORDER BY created_at, rowid", (JobStatus.queued.value,)
+            )
             return [r["job_id"] for r in rows]
 
     def _running_ids(self) -> list[str]:
         with self._lock:
-            return [r["job_id"] for r in self._db.execute("SELECT job_id FROM jobs WHERE status = 'running'")]
+            rows = self._db.execute("SELECT job_id FROM jobs WHERE status = ?", (JobStatus.running.value,))
+            return [r["job_id"] for r in rows]
 
     def count_by_status(self) -> dict[str, int]:
         with self._lock:  # a read: no write transaction
@@ -156,7 +160,7 @@ class SqliteJobStore(JobStore):
     def delete_expired(self, finished_before: float) -> list[Job]:
         with self._tx() as db:
             rows = db.execute(
-                "SELECT * FROM jobs WHERE status IN (?, ?, ?) AND finished_at < ?"
+                f"SELECT * FROM jobs WHERE status IN ({_ENDED_MARKS}) AND finished_at < ?"
                 " AND (webhook_state IS NULL OR webhook_state != 'pending')",
                 (*_ENDED, finished_before),
             ).fetchall()

@@ -16,8 +16,9 @@ export function submitJob(file, options, onUploadProgress) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-// Poll until the job is succeeded, failed or cancelled; onUpdate(job) after every read.
-export async function followJob(jobId, onUpdate) {
+// Poll until the job has ended (its status is one of `endedStates`, the server's /web/config
+// terminal_job_states); onUpdate(job) after every read.
+export async function followJob(jobId, endedStates, onUpdate) {
   for (;;) {
     let job;
     try {
@@ -30,7 +31,7 @@ export async function followJob(jobId, onUpdate) {
       throw err;
     }
     onUpdate(job);
-    if (["succeeded", "failed", "cancelled"].includes(job.status)) return job;
+    if (endedStates.includes(job.status)) return job;
     await sleep(POLL_MS);
   }
 }

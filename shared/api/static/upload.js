@@ -125,7 +125,7 @@ export class FileMode {
         this.progress(`Uploading… ${total ? Math.round((100 * sent) / total) : 0}%`, total ? sent / total : null),
       );
       this.jobId = job.job_id;
-      const ended = await followJob(job.job_id, (j) => this.update(j));
+      const ended = await followJob(job.job_id, this.config.terminal_job_states, (j) => this.update(j));
       if (ended.status === "succeeded") this.showResult(ended, file);
       else if (ended.status === "failed") this.showError(ended.error || { message: "the job failed" });
     } catch (err) {
