@@ -6,7 +6,9 @@ The values in force at deploy time travel into the containers (`container_env`),
 there (the Modal runner's routing, the service's own Settings) sees the same configuration.
 
 The service's own settings (shared.core.config.Settings: WHISPER_MODEL, DEVICE, PYANNOTE_MODEL...) are not
-repeated here: `container_env` sets them for each function from the fields below.
+repeated here: the few a deployment chooses (`DEPLOYED_DEFAULTS`) are Settings' own fields (type, bounds,
+description) with the deployment's defaults, and `container_env` hands them to every function, where
+Settings applies its own rules to them (the diarizer from PYANNOTE_MODEL, the compute type on CPU).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import os
 from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, create_model, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.core.config import auto_batch_size
+from shared.core.config import Settings, auto_batch_size
 
 SETTINGS_ENV = "WHOSPOKE_MODAL_SETTINGS_JSON"  # the deploy-time settings, as seen inside containers
 
@@ -140,7 +143,29 @@ class BatchSpec(FunctionSpec):
     max_inputs: int | None = 4
 
 
-class ModalSettings(BaseSettings):
+# The service's Settings fields a deployment chooses, with its defaults (a T4 serving large-v3 in fp16: T4s (sm75)
+# have fast fp16 tensor cores; int8_float16 trades accuracy for memory). WHOSPOKE_MODAL_WHISPER_MODEL=... at
+# deploy time becomes WHISPER_MODEL=... in every container.
+DEPLOYED_DEFAULTS: dict[str, Any] = {
+    "whisper_model": "large-v3",
+    "compute_type": "float16",
+    "beam_size": 5,
+    "pyannote_model": None,  # set to use pyannote; unset: the embedded diarizer
+}
+
+
+def _service_fields() -> dict[str, Any]:
+    fields = {name: Settings.model_fields[name] for name in DEPLOYED_DEFAULTS}
+    return {
+        name: (field.annotation, FieldInfo.merge_field_infos(field, default=DEPLOYED_DEFAULTS[name]))
+        for name, field in fields.items()
+    }
+
+
+DeployedService = create_model("DeployedService", __base__=BaseSettings, **_service_fields())
+
+
+class ModalSettings(DeployedService):  # type: ignore[misc,valid-type] - its fields are Settings' (above)
     model_config = SettingsConfigDict(
         env_prefix="WHOSPOKE_MODAL_", env_nested_delimiter="__", env_file=".env", extra="ignore"
     )
@@ -158,11 +183,7 @@ class ModalSettings(BaseSettings):
     data_volume: str = "whospoke-data"
     jobs_dict: str = "whospoke-jobs"
 
-    # --- what the containers run (become the service's own settings there) ---
-    whisper_model: str = "large-v3"
-    compute_type: str = "float16"  # T4 (sm75) has fast fp16 tensor cores; int8_float16 trades accuracy for memory
-    beam_size: int = 5
-    pyannote_model: str | None = Field(default=None, description="set to use pyannote; unset: the embedded diarizer")
+    # --- what the containers run: DEPLOYED_DEFAULTS (whisper_model, compute_type, beam_size, pyannote_model) ---
 
     # --- batching ---
     # The policy's billed-GPU size (shared/core/config.py auto_batch_size: twice the local CUDA default).
@@ -206,19 +227,17 @@ class ModalSettings(BaseSettings):
 
     def container_env(self, *, device: str = "cuda") -> dict[str, str]:
         """Environment for every container: the service's Settings, plus these settings themselves."""
-        env = {
-            "WHISPER_MODEL": self.whisper_model,
-            "COMPUTE_TYPE": self.compute_type if device == "cuda" else "int8",
-            "BEAM_SIZE": str(self.beam_size),
+        chosen = {name: getattr(self, name) for name in DEPLOYED_DEFAULTS}
+        if device != "cuda":
+            chosen["compute_type"] = "auto"  # Settings' rule: int8 on CPU
+        env = {name.upper(): str(value) for name, value in chosen.items() if value is not None}
+        env.update({
             "BATCH_SIZE": str(self.transcribe_batch_size),
             "DEVICE": device,
             "HF_HOME": f"{MODELS_PATH}/hf",
             "AUDIO_STORAGE_PATH": DATA_PATH,  # the clip store keeps clips/ and incoming/ under it
-            "DIARIZER": "pyannote" if self.pyannote_model else "embedded",
             SETTINGS_ENV: self.model_dump_json(),
-        }
-        if self.pyannote_model:
-            env["PYANNOTE_MODEL"] = self.pyannote_model
+        })
         return env
 
 
