@@ -25,6 +25,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from functions.batch import (
+    discover,
+    fetch,
+    output_stem,
+    outputs_exist,
+    parse_formats,
+    shard,
+    transcribe_audio,
+    write_outputs,
+)
+from shared.core.config import Settings
+from shared.core.domain import TranscribeOptions
+from shared.pipeline.models import StageWorker
+from shared.pipeline.runner import InProcessRunner
+
 log = logging.getLogger(__name__)
 
 DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -137,7 +152,7 @@ def validate(manifest: dict[str, Any]) -> Any:
     """Check `manifest` against the `kubernetes` client's models (generated from the API's OpenAPI
     schema): every field must exist in the schema with the right type, every required field must be
     there. Returns the typed object (e.g. kubernetes.client.V1Job)."""
-    from kubernetes import client
+    from kubernetes import client  # optional: a dev dependency, not in the worker image that runs `shard`
 
     kinds = {("batch/v1", "Job"): "V1Job"}
     key = (manifest.get("apiVersion"), manifest.get("kind"))
@@ -200,7 +215,7 @@ def _check(value: Any, type_name: str, path: str, client) -> None:
 
 def to_yaml(manifest: dict[str, Any]) -> str:
     try:
-        import yaml
+        import yaml  # optional, as the kubernetes client
 
         return yaml.safe_dump(manifest, sort_keys=False)
     except ImportError:  # kubectl reads JSON as well
@@ -212,10 +227,6 @@ def to_yaml(manifest: dict[str, Any]) -> str:
 
 def run_shard(input_spec: str, output_dir: str, *, index: int, count: int, formats: list[str], runner=None) -> dict[str, int]:
     """Transcribe shard `index` of `count` of the inputs with the shared pipeline, in-process."""
-    from functions.batch import discover, output_stem, outputs_exist, shard, transcribe_audio, write_outputs
-    from shared.core.config import Settings
-    from shared.core.domain import TranscribeOptions
-
     settings = Settings()
     root = input_spec if Path(input_spec).is_dir() else None
     mine = shard(discover(input_spec), index, count)
@@ -227,13 +238,8 @@ def run_shard(input_spec: str, output_dir: str, *, index: int, count: int, forma
         return counts
     own = runner is None
     if own:
-        from shared.pipeline.runner import InProcessRunner
-        from shared.pipeline.models import StageWorker
-
         runner = InProcessRunner(StageWorker(settings).load())
     try:
-        from functions.batch import fetch
-
         for entry in todo:
             stem = output_stem(entry, root)
             try:
@@ -297,8 +303,6 @@ def main(argv: list[str] | None = None) -> int:
             print("(kubernetes client not installed: manifest not validated)", file=sys.stderr)
         sys.stdout.write(to_yaml(manifest))
         return 0
-
-    from functions.batch import parse_formats
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     counts = run_shard(args.input, args.output, index=args.index, count=args.count, formats=parse_formats(args.formats))

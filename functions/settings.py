@@ -17,6 +17,7 @@ import os
 from functools import lru_cache
 from typing import Any
 
+import modal
 from pydantic import BaseModel, Field, create_model, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,8 +47,6 @@ class FunctionSpec(BaseModel):
 
     def decorator_kwargs(self, *, web: bool = False) -> dict[str, Any]:
         """Keyword arguments for @app.function / @app.cls."""
-        import modal
-
         kwargs: dict[str, Any] = {
             "gpu": self.gpu,
             "cpu": self.cpu,
