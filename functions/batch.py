@@ -1,8 +1,11 @@
-"""Batch transcription around the shared pipeline: find inputs, shard them, transcribe one, write outputs.
+"""Many files, every output format: the library behind the two batch entry points (find inputs, shard
+them, transcribe one, write its outputs). It is not an entry point itself:
 
-Used by the Modal batch entry point (functions/app.py: `modal run functions/app.py::batch`, which fans
-the inputs out with `run_batch`) and by the Kubernetes Indexed Job (functions/k8s.py `shard`). The transcription itself is `shared.pipeline.flow`,
-the same code the API and the CLI run; only the Runner differs (Modal functions, or models in-process).
+    modal run -m functions.app::batch --src DIR|LIST|URL,...   (functions/app.py: `run_batch` fans out)
+    python -m functions.k8s shard --input ... --output ...     (functions/k8s.py: one Indexed Job pod)
+
+The transcription itself is `shared.pipeline.flow`, the same code the API and the CLI run; only the
+Runner differs (Modal functions, or models in-process).
 """
 
 from __future__ import annotations
