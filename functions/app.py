@@ -29,17 +29,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import modal
-import numpy as np
 
 from functions.modal_runner import ModalCalls, ModalRunner, modal_targets, transcribe_packed
 from functions.settings import DATA_PATH, MODELS_PATH, get_modal_settings
 from images import modal_images
-from shared.core.domain import Chunk, ChunkTranscript, SpeakerHints, TranscribeOptions, Turn
+from shared.core.config import Settings
+from shared.core.domain import ChunkTranscript, SpeakerHints, TranscribeOptions
 from shared.media.pcm import ChunkAudio, PcmRef
+from shared.pipeline.models import StageWorker
+from shared.pipeline.stages import SPECS, Model, Stage, Stages
+from shared.pipeline.transcriber import resolve_whisper_model
 
 if TYPE_CHECKING:
     from functions.modal_jobs import JobWorker
-    from shared.media.pcm import AudioSource
 
 settings = get_modal_settings()
 app = modal.App(settings.app_name)
@@ -60,20 +62,69 @@ CPU_ENV = settings.container_env(device="cpu")
 GPU_SNAPSHOT = {"enable_gpu_snapshot": "true"} if settings.gpu_snapshot else {}
 
 
-def service_settings(**overrides):
+def service_settings(**overrides) -> Settings:
     """The service's own Settings, from the environment `container_env` gave this container."""
-    from shared.core.config import Settings
-
     s = Settings()
     return s.model_copy(update=overrides) if overrides else s
 
 
-def _see(*sources) -> None:
+def _see(*args) -> None:
     """Stages get audio by reference: the PCM file a web or job container wrote on the data Volume.
     A container that started before that commit reloads its view once to see it."""
-    missing = [s for s in sources if isinstance(s, PcmRef) and not s.exists()]
-    if missing:
+    items = [a for arg in args for a in (arg if isinstance(arg, list) else [arg])]
+    refs = [a.audio if isinstance(a, ChunkAudio) else a for a in items]
+    if any(isinstance(r, PcmRef) and not r.exists() for r in refs):
         data_volume.reload()
+
+
+# --- the stages: one StageWorker per container, a Modal method per stage -----------------------------
+
+# The deployment's one fact about the stages: which class hosts which model. shared/pipeline/stages.py says
+# which model each stage runs on, so each class below gets a method named after every stage of its models
+# (a new stage on one of these models needs nothing here). The live models run on Transcriber instances
+# of their own model (`LIVE_WHISPER`: the Settings field naming it), each with containers of its own.
+HOSTS: dict[Model, str] = {
+    Model.VAD: "Vad",
+    Model.TRANSCRIBER: "Transcriber",
+    Model.PARTIAL_TRANSCRIBER: "Transcriber",
+    Model.FINAL_TRANSCRIBER: "Transcriber",
+    Model.DIARIZER: "Diarizer",
+    Model.VOICE_ENCODER: "Diarizer",
+}
+LIVE_WHISPER = {Model.PARTIAL_TRANSCRIBER: "stream_partial_model", Model.FINAL_TRANSCRIBER: "stream_final_model"}
+
+
+def _stage_method(stage: Stage):
+    def call(self, *args, **kwargs):
+        _see(*args)
+        return self.worker.run(stage, *args, **kwargs)
+
+    call.__name__ = call.__qualname__ = stage.value
+    call.__doc__ = getattr(Stages, stage.value).__doc__
+    return modal.method()(call)
+
+
+class _StageShell:
+    """A deployed class: a StageWorker (shared/pipeline/models.py, the one implementation of the stages)
+    built in @modal.enter with the models this class hosts, and a Modal method per stage of them."""
+
+    worker = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.models = tuple(m for m, host in HOSTS.items() if host == cls.__name__)
+        for stage, spec in SPECS.items():
+            if spec.model in cls.models:
+                setattr(cls, stage.value, _stage_method(stage))
+
+    def _settings(self) -> Settings:
+        return service_settings()
+
+    def _load(self) -> None:
+        if self.worker is None:
+            self.worker = StageWorker(self._settings())
+            for model in self.models:  # each model's property loads it (shared/pipeline/models.py)
+                getattr(self.worker, model.value)
 
 
 # --- transcription (GPU) ---------------------------------------------------------------------------
@@ -82,48 +133,46 @@ def _see(*sources) -> None:
 _SNAP = settings.transcriber.memory_snapshot
 
 
-class _WhisperShell:
+class _WhisperShell(_StageShell):
     """Loads faster-whisper once per container. `model` (a modal.parameter on each class) overrides
-    WHISPER_MODEL, so one deployment can serve several models: Transcriber(model="large-v3-turbo").
-    Modal finds the lifecycle hooks below on the subclasses (it walks their MRO)."""
+    WHISPER_MODEL, so one deployment can serve several models: Transcriber(model="large-v3-turbo"); every
+    stage of the container then runs on that one model. Modal finds the lifecycle hooks below on the
+    subclasses (it walks their MRO)."""
 
     model: str
-    whisper = None
 
     @modal.enter(snap=_SNAP)
     def prepare(self) -> None:
-        self._prepare()
-
-    @modal.enter()
-    def load(self) -> None:
-        self._load()
-
-    def _settings(self):
-        return service_settings(**({"whisper_model": self.model} if self.model else {}))
-
-    def _prepare(self) -> None:
-        """Before the snapshot (no GPU, nothing written): import the libraries; the snapshot keeps them."""
+        """Before the snapshot (no GPU, nothing written): import the libraries; the snapshot keeps them.
+        Imported here, not at the top: the light image (web, VAD) imports this module without them."""
         import faster_whisper  # noqa: F401
         import faster_whisper.transcribe  # noqa: F401
 
         if settings.gpu_snapshot:  # alpha: the loaded model itself goes into the snapshot
             self._load()
 
+    @modal.enter()
+    def load(self) -> None:
+        self._load()
+
+    def _settings(self) -> Settings:
+        name = self.model or service_settings().whisper_model
+        return service_settings(whisper_model=name, stream_partial_model=name, stream_final_model=name)
+
     def _load(self) -> None:
         """After the snapshot, on the GPU: weights from the Volume (the first container ever downloads
         them there and commits), then the model."""
-        if self.whisper is not None:
+        if self.worker is not None:
             return
-        from shared.pipeline.transcriber import WhisperTranscriber, resolve_whisper_model
+        from faster_whisper.utils import download_model  # the transcriber image only (see prepare)
 
         s = self._settings()
         name = resolve_whisper_model(s.whisper_model)
         if not Path(name).is_dir() and s.hf_home:
-            from faster_whisper.utils import download_model
-
             download_model(name, cache_dir=str(Path(s.hf_home) / "hub"))
             models_volume.commit()  # the weights stay for the next containers
-        self.whisper = WhisperTranscriber.from_settings(s)
+        super()._load()
+        self.worker.transcriber  # noqa: B018 - ChunkTranscriber hosts no stage, but runs this model
 
 
 _transcriber_kwargs = dict(
@@ -138,27 +187,10 @@ _transcriber_kwargs = dict(
 
 @app.cls(**_transcriber_kwargs)
 class Transcriber(_WhisperShell):
-    """Whole batches (the pipeline's batching): `Transcriber().transcribe.map(batches, kwargs=...)`."""
+    """Whole batches (the pipeline's batching): `Transcriber().transcribe.map(batches, kwargs=...)`, and
+    every other stage on a Whisper model (its methods come from HOSTS)."""
 
     model: str = modal.parameter(default="")
-
-    @modal.method()
-    def transcribe(self, batch: list[ChunkAudio], options: TranscribeOptions) -> list[ChunkTranscript]:
-        _see(*(item.audio for item in batch))
-        return self.whisper.transcribe_batch(batch, options)
-
-    @modal.method()
-    def detect_language(self, chunk: ChunkAudio | np.ndarray) -> str:
-        if isinstance(chunk, ChunkAudio):
-            _see(chunk.audio)
-        return self.whisper.detect_language(chunk)
-
-    @modal.method()
-    def live_partial(self, audios: list[np.ndarray], options: TranscribeOptions) -> list:
-        """Live partials (on the instance whose `model` is STREAM_PARTIAL_MODEL): one greedy batched pass."""
-        from shared.pipeline.partials import decode_partials
-
-        return decode_partials(self.whisper, audios, options)
 
 
 @app.cls(**_transcriber_kwargs)
@@ -170,8 +202,8 @@ class ChunkTranscriber(_WhisperShell):
 
     @modal.batched(max_batch_size=settings.dynamic_batch_max, wait_ms=settings.dynamic_batch_wait_ms)
     def transcribe(self, chunks: list[ChunkAudio], options: list[TranscribeOptions]) -> list[ChunkTranscript]:
-        _see(*(item.audio for item in chunks))
-        return transcribe_packed(self.whisper, chunks, options, settings.transcribe_batch_size)
+        _see(chunks)
+        return transcribe_packed(self.worker.transcriber, chunks, options, settings.transcribe_batch_size)
 
 
 # --- diarization (GPU) -----------------------------------------------------------------------------
@@ -184,49 +216,29 @@ class ChunkTranscriber(_WhisperShell):
     env=GPU_ENV,
     **settings.diarizer.decorator_kwargs(),
 )
-class Diarizer:
-    """pyannote.audio when PYANNOTE_MODEL is set at deploy time, else the embedded diarizer."""
-
-    diarizer = None
-    voice = None
+class Diarizer(_StageShell):
+    """pyannote.audio when PYANNOTE_MODEL is set at deploy time, else the embedded diarizer; live
+    speakers' voice encoder beside it."""
 
     @modal.enter(snap=settings.diarizer.memory_snapshot)
     def prepare(self) -> None:
-        import torch  # noqa: F401 - the snapshot keeps the import (seconds), the GPU comes after
+        # torch exists in the diarizer image only: imported here, the snapshot keeps it (seconds), the GPU comes after
+        import torch  # noqa: F401
 
         import shared.pipeline.diarization  # noqa: F401
 
     @modal.enter()
     def load(self) -> None:
-        from shared.pipeline.diarization import build_diarizer
-
-        self.diarizer = build_diarizer(service_settings())
+        self._load()
         models_volume.commit()  # a pyannote pipeline downloaded on the first start stays for the next
-
-    @modal.method()
-    def diarize(self, audio: "AudioSource | np.ndarray", hints: SpeakerHints | None = None) -> list[Turn]:
-        _see(audio)
-        return self.diarizer.diarize(audio, hints)
-
-    @modal.method()
-    def embed_voice(self, audios: list[np.ndarray]) -> list[np.ndarray]:
-        """Live speakers: the embedded diarizer's encoder (one is built beside pyannote for this)."""
-        from shared.pipeline.diarization.embedded import EmbeddedDiarizer
-
-        if self.voice is None:
-            has = hasattr(self.diarizer, "embed_voice")
-            self.voice = self.diarizer if has else EmbeddedDiarizer.from_settings(service_settings())
-        return [self.voice.embed_voice(a) for a in audios]
 
 
 # --- VAD splitting (CPU) ---------------------------------------------------------------------------
 
 
 @app.cls(image=light_image, env=CPU_ENV, volumes={DATA_PATH: data_volume}, **settings.vad.decorator_kwargs())
-class Vad:
+class Vad(_StageShell):
     """Cuts a clip into <= 30 s chunks at silences (Silero VAD, ONNX on CPU: no torch in this image)."""
-
-    vad = None
 
     @modal.enter(snap=settings.vad.memory_snapshot)
     def prepare(self) -> None:
@@ -235,24 +247,23 @@ class Vad:
 
     @modal.enter()
     def load(self) -> None:
-        from shared.pipeline.vad import SileroVad
-
-        self.vad = SileroVad.from_settings(service_settings())
-
-    @modal.method()
-    def split(self, audio: "AudioSource | np.ndarray") -> list[Chunk]:
-        _see(audio)
-        return self.vad.split(audio)
+        self._load()
 
 
 # --- the runner: the pipeline's stages on the classes above ----------------------------------------
 
-def stage_targets() -> dict:
-    """Live partials and finals run on Transcriber instances of their own models (each its own containers)."""
+
+def stage_hosts() -> dict[Model, object]:
+    """Model -> the deployed object whose containers hold it (HOSTS, with the live models' instances)."""
     live = service_settings()
-    return modal_targets(Vad(), Transcriber(), ChunkTranscriber(), Diarizer(),
-                         partial=Transcriber(model=live.stream_partial_model),
-                         final=Transcriber(model=live.stream_final_model))
+    return {
+        model: globals()[host](**({"model": getattr(live, LIVE_WHISPER[model])} if model in LIVE_WHISPER else {}))
+        for model, host in HOSTS.items()
+    }
+
+
+def stage_targets() -> dict:
+    return modal_targets(stage_hosts(), ChunkTranscriber())
 
 
 def build_runner() -> ModalRunner:

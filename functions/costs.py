@@ -20,6 +20,7 @@ import numpy as np
 from functions.settings import FunctionSpec, ModalSettings
 from shared.core.domain import SAMPLE_RATE, TranscribeOptions
 from shared.media.pcm import ChunkAudio
+from shared.pipeline.stages import Stage
 
 GPU_PER_S = {
     "T4": 0.000164,
@@ -78,20 +79,20 @@ def measure(calls, samples: np.ndarray, *, batch_size: int, options: TranscribeO
     one container's busy time (what Modal bills), not the fan-out's wall time."""
     duration = len(samples) / SAMPLE_RATE
     probe = samples[: 10 * SAMPLE_RATE]
-    calls.call("vad.split", probe)  # warm: the enter hooks run on the first call
+    calls.call(Stage.VAD_SPLIT.value, probe)  # warm: the enter hooks run on the first call
     t = time.perf_counter()
-    chunks = calls.call("vad.split", samples)
+    chunks = calls.call(Stage.VAD_SPLIT.value, samples)
     vad_s = time.perf_counter() - t
     audio = [ChunkAudio(c, samples) for c in chunks]  # each takes only its own spans across the wire
     batches = [audio[i : i + batch_size] for i in range(0, len(audio), batch_size)]
-    calls.call("transcriber.transcribe", batches[0][:1], options)
+    calls.call(Stage.TRANSCRIBE.value, batches[0][:1], options)
     t = time.perf_counter()
     for batch in batches:
-        calls.call("transcriber.transcribe", batch, options)
+        calls.call(Stage.TRANSCRIBE.value, batch, options)
     transcribe_s = time.perf_counter() - t
-    calls.call("diarizer.diarize", probe, options.speakers)
+    calls.call(Stage.DIARIZE.value, probe, options.speakers)
     t = time.perf_counter()
-    calls.call("diarizer.diarize", samples, options.speakers)
+    calls.call(Stage.DIARIZE.value, samples, options.speakers)
     diarize_s = time.perf_counter() - t
     return {
         "audio_s": duration,

@@ -21,19 +21,16 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-
 from shared.core.config import auto_batch_size
 from shared.core.domain import ChunkTranscript, TranscribeOptions
-
-
 from shared.media.pcm import ChunkAudio
 from shared.pipeline.runner import Runner
-from shared.pipeline.stages import Stage
+from shared.pipeline.stages import SPECS, Model, Stage
 
 log = logging.getLogger(__name__)
 
@@ -109,17 +106,9 @@ class ModalCalls(MethodCalls):
 
 # --- the runner ---------------------------------------------------------------------------------------
 
-# Stage -> target name. TRANSCRIBE has two: whole batches, or single chunks on the dynamically batched class.
-TARGETS = {
-    Stage.VAD_SPLIT: "vad.split",
-    Stage.DETECT_LANGUAGE: "transcriber.detect_language",
-    Stage.TRANSCRIBE: "transcriber.transcribe",
-    Stage.DIARIZE: "diarizer.diarize",
-    Stage.LIVE_PARTIAL: "partial_transcriber.live_partial",
-    Stage.LIVE_FINAL: "final_transcriber.transcribe",
-    Stage.EMBED_VOICE: "diarizer.embed_voice",
-}
-CHUNK_TARGET = "chunk_transcriber.transcribe"
+# A stage's target is its name (`stage.value`); TRANSCRIBE has a second one: single chunks on the
+# dynamically batched class.
+CHUNK_TARGET = "transcribe.chunks"
 
 
 class ModalRunner(Runner):
@@ -155,7 +144,7 @@ class ModalRunner(Runner):
     # -- Runner port --
 
     def _submit(self, stage: Stage, *args: Any, **kwargs: Any) -> Future:
-        return self._pool.submit(self._call, TARGETS[stage], stage, Call(args, kwargs))
+        return self._pool.submit(self._call, stage.value, stage, Call(args, kwargs))
 
     def _map(self, stage: Stage, items: Iterable[Any], **kwargs: Any) -> Iterator[Any]:
         items = list(items)
@@ -163,7 +152,7 @@ class ModalRunner(Runner):
             return iter(())
         if stage is Stage.TRANSCRIBE and self._use_dynamic_batching(items):
             return self._map_chunks(items, kwargs)
-        return self._ordered(TARGETS[stage], stage, items, kwargs)
+        return self._ordered(stage.value, stage, items, kwargs)
 
     def close(self) -> None:
         self._closed.set()
@@ -246,21 +235,12 @@ def _note(exc: BaseException, stage: Stage, index: int | None, retried: int) -> 
         pass
 
 
-def modal_targets(vad: Any, transcriber: Any, chunk_transcriber: Any, diarizer: Any, *,
-                  partial: Any = None, final: Any = None) -> dict[str, Callable]:
-    """Target name -> the Modal method that serves it, from instances of the four deployed classes
-    (`partial`, `final`: the Transcriber instances of the live models; default the file model's)."""
-    partial, final = partial or transcriber, final or transcriber
-    return {
-        "vad.split": vad.split,
-        "transcriber.transcribe": transcriber.transcribe,
-        "transcriber.detect_language": transcriber.detect_language,
-        CHUNK_TARGET: chunk_transcriber.transcribe,
-        "diarizer.diarize": diarizer.diarize,
-        "partial_transcriber.live_partial": partial.live_partial,
-        "final_transcriber.transcribe": final.transcribe,
-        "diarizer.embed_voice": diarizer.embed_voice,
-    }
+def modal_targets(hosts: Mapping[Model, Any], chunk_transcriber: Any) -> dict[str, Callable]:
+    """Target name -> the Modal method that serves it: each stage's method (named after the stage) on the
+    deployed object that hosts the stage's model (`hosts`, read from the interface's SPECS), and the
+    @modal.batched chunk path."""
+    targets = {stage.value: getattr(hosts[spec.model], stage.value) for stage, spec in SPECS.items()}
+    return {**targets, CHUNK_TARGET: chunk_transcriber.transcribe}
 
 
 def transcribe_packed(whisper, chunks: list[ChunkAudio], options: list[TranscribeOptions], batch_size: int):

@@ -57,7 +57,7 @@ CLASSES = {
     "Transcriber": (modal_app.Transcriber().transcribe, S.transcriber),
     "ChunkTranscriber": (modal_app.ChunkTranscriber().transcribe, S.transcriber),
     "Diarizer": (modal_app.Diarizer().diarize, S.diarizer),
-    "Vad": (modal_app.Vad().split, S.vad),
+    "Vad": (modal_app.Vad().vad_split, S.vad),
 }
 FUNCTIONS = {
     "web": (modal_app.web, S.web),
@@ -179,10 +179,21 @@ def test_the_deployment_chooses_the_service_settings_with_their_own_bounds(monke
         ModalSettings(beam_size=Settings.model_fields["beam_size"].metadata[-1].le + 1)
 
 
-def test_transcriber_methods():
-    info = info_of(CLASSES["Transcriber"][0])
-    assert sorted(info.method_names) == ["detect_language", "live_partial", "transcribe"]
-    assert info.batching_info is None and info.concurrency_info is None  # one GPU batch at a time
+@pytest.mark.parametrize("name", ["Vad", "Transcriber", "Diarizer"])
+def test_each_class_serves_the_stages_of_the_models_it_hosts(name):
+    """Methods are read from the stage interface: one per stage whose model the class hosts, by its name."""
+    from shared.pipeline.stages import SPECS
+
+    hosted = {m for m, host in modal_app.HOSTS.items() if host == name}
+    info = info_of(CLASSES[name][0])
+    assert sorted(info.method_names) == sorted(s.value for s, spec in SPECS.items() if spec.model in hosted)
+    assert info.batching_info is None and info.concurrency_info is None  # one batch at a time
+
+
+def test_every_model_has_a_host():
+    from shared.pipeline.stages import Model
+
+    assert set(modal_app.HOSTS) == set(Model) and set(modal_app.stage_hosts()) == set(Model)
 
 
 def test_chunk_transcriber_batches_across_calls():
@@ -194,7 +205,7 @@ def test_chunk_transcriber_batches_across_calls():
 
 def test_vad_is_a_cpu_class_that_reads_clips_from_the_data_volume():
     info = info_of(CLASSES["Vad"][0])
-    assert info.method_names == ["split"] and set(info.volumes) == {DATA_PATH} and info.memory_mib == 4096
+    assert set(info.volumes) == {DATA_PATH} and info.memory_mib == 4096
     assert info.volumes[DATA_PATH].name == S.data_volume
 
 

@@ -201,7 +201,7 @@ with TestClient(A.web.local()) as c:
     assert c.get("/openapi.json").status_code == 200
 from shared.media.decode import decode
 samples = decode(fixture).samples
-assert A.Vad().split.local(samples)
+assert A.Vad().vad_split.local(samples)
 import functions.batch, shared.service.formats
 """,
     "transcriber": """
@@ -218,8 +218,9 @@ assert out and out[0].segments, out
     "diarizer": """
 from functions import app as A
 import functions.local; functions.local.install()
+from shared.core.domain import SpeakerHints
 from shared.media.decode import decode
-assert A.Diarizer().diarize.local(decode(fixture).samples)
+assert A.Diarizer().diarize.local(decode(fixture).samples, SpeakerHints())
 """,
     # images/Dockerfile.worker: local_dev's worker and the Kubernetes shard runner, all models in-process
     "worker": """

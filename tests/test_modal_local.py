@@ -49,7 +49,7 @@ def _batch(samples: np.ndarray, chunks) -> list[ChunkAudio]:
 
 
 def test_vad_split_is_the_shared_silero_vad(two):
-    chunks = modal_app.Vad().split.local(two)
+    chunks = modal_app.Vad().vad_split.local(two)
     assert len(chunks) >= 3
     assert all(c.end - c.start <= 10.0 + 1e-6 for c in chunks)
     assert chunks == SileroVad.from_settings(Settings()).split(two)
@@ -57,14 +57,14 @@ def test_vad_split_is_the_shared_silero_vad(two):
 
 def test_transcriber_transcribes_a_batch_and_detects_the_language(two):
     t = modal_app.Transcriber()
-    chunks = modal_app.Vad().split.local(two)
+    chunks = modal_app.Vad().vad_split.local(two)
     out = t.transcribe.local(_batch(two, chunks), TranscribeOptions(language="en"))
     assert [r.chunk for r in out] == chunks
     text = " ".join(s.text for r in out for s in r.segments)
     ref = _words(reference_text(TWO_SPEAKERS))
     assert len(_words(text) & ref) / len(ref) > 0.7, text  # tiny.en on 10 s chunks
     assert t.detect_language.local(two) == "en"
-    assert t.whisper is not None and t.whisper.model_name == "tiny.en"  # loaded once, by @modal.enter
+    assert t.worker.transcriber.model_name == "tiny.en"  # loaded once, by @modal.enter
 
 
 def test_the_model_parameter_overrides_the_configured_model(tmp_path):
@@ -72,13 +72,13 @@ def test_the_model_parameter_overrides_the_configured_model(tmp_path):
 
     t = modal_app.Transcriber(model=str(get_model_path()))
     assert t.detect_language.local(np.zeros(SAMPLE_RATE, np.float32)) == "en"
-    assert t.whisper.model_name == str(get_model_path())
+    assert t.worker.transcriber.model_name == str(get_model_path())
 
 
 def test_chunk_transcriber_packs_calls_from_different_requests(two):
     """The @modal.batched body gets lists; equal options share one pass, others get their own,
     and the results come back in call order."""
-    chunks = modal_app.Vad().split.local(two)
+    chunks = modal_app.Vad().vad_split.local(two)
     batch = _batch(two, chunks)
     plain = modal_app.Transcriber().transcribe.local(batch, TranscribeOptions(language="en"))
     en = TranscribeOptions(language="en")
@@ -119,7 +119,7 @@ def test_diarizer_finds_the_two_speakers(two):
     d = modal_app.Diarizer()
     turns = d.diarize.local(two, SpeakerHints(num_speakers=2))
     assert {t.speaker for t in turns} == {"SPEAKER_00", "SPEAKER_01"}
-    assert type(d.diarizer).__name__ == "EmbeddedDiarizer"  # PYANNOTE_MODEL unset
+    assert type(d.worker.diarizer).__name__ == "EmbeddedDiarizer"  # PYANNOTE_MODEL unset
     # each reference turn is mostly covered by one predicted speaker, and the two readers differ
     labels = []
     for ref_speaker, start, end in reference_turns(TWO_SPEAKERS):

@@ -19,7 +19,6 @@ from scoring import assert_same_transcript
 
 from functions.modal_runner import (
     CHUNK_TARGET,
-    TARGETS,
     FanOutBroken,
     ModalCalls,
     ModalRunner,
@@ -84,7 +83,7 @@ def _key(item: Any) -> Any:
 
 
 def square_runner(fail=None, **kwargs) -> tuple[ModalRunner, FakeCalls]:
-    calls = FakeCalls({target: (lambda x, **kw: x * x) for target in TARGETS.values()}, fail)
+    calls = FakeCalls({target: (lambda x, **kw: x * x) for target in (s.value for s in Stage)}, fail)
     return ModalRunner(calls, threads=4, **kwargs), calls
 
 
@@ -95,7 +94,7 @@ def test_map_yields_in_input_order_from_one_fan_out():
     runner, calls = square_runner()
     assert list(runner.map(Stage.VAD_SPLIT, range(10))) == [i * i for i in range(10)]
     assert [kind for kind, _, _ in calls.log] == ["map"]  # one .map(), not ten calls
-    assert calls.log[0][1] == "vad.split"
+    assert calls.log[0][1] == "vad_split"
 
 
 def test_map_of_nothing_calls_nothing():
@@ -104,27 +103,24 @@ def test_map_of_nothing_calls_nothing():
     assert calls.log == []
 
 
-def test_every_stage_has_a_deployed_method():
-    """Each stage's target is served by a method of the deployed classes (a new Stage without one fails)."""
+def test_every_stage_is_a_method_of_the_class_hosting_its_model():
+    """Targets are read from the stage interface: each stage's method, named after it, on the deployed
+    object hosting its model (the live models on Transcriber instances of their own model)."""
     from types import SimpleNamespace
 
     from functions.modal_runner import modal_targets
+    from shared.pipeline.stages import SPECS, Model
 
-    def shell(name):
-        return SimpleNamespace(**{m: f"{name}.{m}" for m in
-                                  ("split", "transcribe", "detect_language", "diarize", "live_partial", "embed_voice")})
-
-    live = dict(partial=shell("tiny"), final=shell("large"))
-    targets = modal_targets(shell("vad"), shell("whisper"), shell("chunks"), shell("diar"), **live)
-    assert set(TARGETS) == set(Stage)
-    served = {stage: targets[name] for stage, name in TARGETS.items()}
-    assert served[Stage.LIVE_PARTIAL] == "tiny.live_partial" and served[Stage.LIVE_FINAL] == "large.transcribe"
-    assert served[Stage.TRANSCRIBE] == "whisper.transcribe" and served[Stage.EMBED_VOICE] == "diar.embed_voice"
+    hosts = {model: SimpleNamespace(**{s.value: (model.value, s.value) for s in Stage}) for model in Model}
+    targets = modal_targets(hosts, SimpleNamespace(transcribe="packed"))
+    assert targets.pop(CHUNK_TARGET) == "packed"
+    assert targets == {stage.value: (spec.model.value, stage.value) for stage, spec in SPECS.items()}
+    assert targets["live_partial"] == ("partial_transcriber", "live_partial")
 
 
 def test_map_forwards_keyword_arguments_to_every_item():
     seen = []
-    calls = FakeCalls({"transcriber.transcribe": lambda b, options: seen.append(options) or len(b)})
+    calls = FakeCalls({"transcribe": lambda b, options: seen.append(options) or len(b)})
     runner = ModalRunner(calls, batch_size=2, dynamic_batching=False)
     opts = TranscribeOptions(language="en")
     assert list(runner.map(Stage.TRANSCRIBE, [[1, 2], [3, 4], [5]], options=opts)) == [2, 2, 1]
@@ -138,7 +134,7 @@ def test_submit_returns_a_future_per_call_run_concurrently():
         started.wait(timeout=5)  # all three must be in flight together
         return x + 1
 
-    calls = FakeCalls({"diarizer.diarize": slow})
+    calls = FakeCalls({"diarize": slow})
     runner = ModalRunner(calls, threads=8)
     futures = [runner.submit(Stage.DIARIZE, i) for i in range(3)]
     assert all(isinstance(f, Future) for f in futures)
@@ -152,7 +148,7 @@ def test_detect_language_is_sent_one_chunk_not_the_clip():
     import pickle
 
     sent = []
-    calls = FakeCalls({"transcriber.detect_language": lambda c, **kw: sent.append(pickle.dumps(c)) or "en"})
+    calls = FakeCalls({"detect_language": lambda c, **kw: sent.append(pickle.dumps(c)) or "en"})
     runner = ModalRunner(calls)
     hour = np.zeros(SAMPLE_RATE * 120, dtype=np.float32)  # two minutes stand in for an hour
     first = ChunkAudio(Chunk(index=0, start=0.0, end=25.0, keep_start=0.0, keep_end=25.0), hour)
@@ -175,7 +171,7 @@ def test_a_short_clip_goes_chunk_by_chunk_to_the_batched_class():
     calls = FakeCalls(
         {
             CHUNK_TARGET: lambda c, options: ("chunk", c.chunk.index),
-            "transcriber.transcribe": lambda b, options: [("batch", c.chunk.index) for c in b],
+            "transcribe": lambda b, options: [("batch", c.chunk.index) for c in b],
         }
     )
     runner = ModalRunner(calls, batch_size=8)
@@ -185,7 +181,7 @@ def test_a_short_clip_goes_chunk_by_chunk_to_the_batched_class():
 
 
 def test_full_batches_go_whole_to_the_plain_class():
-    calls = FakeCalls({"transcriber.transcribe": lambda b, options: [c.chunk.index for c in b]})
+    calls = FakeCalls({"transcribe": lambda b, options: [c.chunk.index for c in b]})
     runner = ModalRunner(calls, batch_size=4)
     batches = [_batch(4, 0), _batch(4, 4), _batch(2, 8)]  # a long clip: full batches and a tail
     assert list(runner.map(Stage.TRANSCRIBE, batches, options=TranscribeOptions())) == [
@@ -193,11 +189,11 @@ def test_full_batches_go_whole_to_the_plain_class():
         [4, 5, 6, 7],
         [8, 9],
     ]
-    assert [(k, t) for k, t, _ in calls.log] == [("map", "transcriber.transcribe")]
+    assert [(k, t) for k, t, _ in calls.log] == [("map", "transcribe")]
 
 
 def test_dynamic_batching_can_be_switched_off():
-    calls = FakeCalls({"transcriber.transcribe": lambda b, options: len(b)})
+    calls = FakeCalls({"transcribe": lambda b, options: len(b)})
     runner = ModalRunner(calls, batch_size=8, dynamic_batching=False)
     assert list(runner.map(Stage.TRANSCRIBE, [_batch(2)], options=TranscribeOptions())) == [2]
 
@@ -226,7 +222,7 @@ def test_an_input_lost_to_infrastructure_is_sent_again_and_keeps_its_place():
 
     runner, calls = square_runner(fail, retries=1)
     assert list(runner.map(Stage.VAD_SPLIT, range(6))) == [0, 1, 4, 9, 16, 25]
-    assert ("call", "vad.split", 3) in calls.log  # item 3 alone, once more
+    assert ("call", "vad_split", 3) in calls.log  # item 3 alone, once more
 
 
 def test_a_bad_input_is_raised_at_once_not_retried():
@@ -239,7 +235,7 @@ def test_a_bad_input_is_raised_at_once_not_retried():
     with pytest.raises(ValueError, match="not audio") as info:
         next(it)
     assert any("stage vad_split, item 2" in note for note in info.value.__notes__)
-    assert calls.attempts[("vad.split", 2)] == 1
+    assert calls.attempts[("vad_split", 2)] == 1
     assert not [entry for entry in calls.log if entry[0] == "call"]
 
 
@@ -250,7 +246,7 @@ def test_retries_are_bounded():
     runner, calls = square_runner(fail, retries=2)
     with pytest.raises(modal.exception.InternalFailure) as info:
         list(runner.map(Stage.VAD_SPLIT, range(3)))
-    assert calls.attempts[("vad.split", 1)] == 3  # the fan-out + 2 re-sends
+    assert calls.attempts[("vad_split", 1)] == 3  # the fan-out + 2 re-sends
     assert any("after 2 re-send(s)" in note for note in info.value.__notes__)
 
 
@@ -286,7 +282,7 @@ class BreakingCalls(FakeCalls):
 
 @pytest.mark.parametrize("error", [modal.exception.ConnectionError("lost"), None], ids=["raised", "ended-early"])
 def test_a_broken_fan_out_is_resumed_where_it_stopped(error):
-    calls = BreakingCalls({"vad.split": lambda x, **kw: -x}, after=3, error=error)
+    calls = BreakingCalls({"vad_split": lambda x, **kw: -x}, after=3, error=error)
     runner = ModalRunner(calls, retries=1)
     assert list(runner.map(Stage.VAD_SPLIT, range(7))) == [0, -1, -2, -3, -4, -5, -6]
     assert [inputs for kind, _, inputs in calls.log if kind == "map"] == [list(range(7)), [3, 4, 5, 6]]
@@ -301,7 +297,7 @@ def test_a_fan_out_that_breaks_for_good_raises():
 
             return broken()
 
-    runner = ModalRunner(AlwaysBreaking({"vad.split": abs}), retries=2)
+    runner = ModalRunner(AlwaysBreaking({"vad_split": abs}), retries=2)
     with pytest.raises(modal.exception.ConnectionError):
         list(runner.map(Stage.VAD_SPLIT, [1, 2]))
 
@@ -314,7 +310,7 @@ def test_submit_retries_infrastructure_errors_and_raises_bad_input():
             return ValueError("bad")
         return None
 
-    calls = FakeCalls({"diarizer.diarize": lambda x, **kw: x.upper()}, fail)
+    calls = FakeCalls({"diarize": lambda x, **kw: x.upper()}, fail)
     runner = ModalRunner(calls, retries=1)
     assert runner.submit(Stage.DIARIZE, "flaky").result() == "FLAKY"
     with pytest.raises(ValueError) as info:
@@ -358,9 +354,9 @@ class RecordingFunction:
 
 def test_modal_calls_use_remote_and_an_ordered_map_that_returns_exceptions():
     fn = RecordingFunction()
-    calls = ModalCalls({"vad.split": fn})
-    assert calls.call("vad.split", 1, x=2) == "remote-result"
-    out = list(calls.map("vad.split", [1, 2], {"options": "o"}))
+    calls = ModalCalls({"vad_split": fn})
+    assert calls.call("vad_split", 1, x=2) == "remote-result"
+    out = list(calls.map("vad_split", [1, 2], {"options": "o"}))
     assert out[0] == "a" and isinstance(out[1], ValueError)
     assert fn.calls == [
         ("remote", (1,), {"x": 2}),
@@ -402,7 +398,7 @@ def test_the_pipeline_through_modal_functions_matches_the_in_process_runner(monk
         calls = RecordingLocalCalls(modal_app.stage_targets(), batched={CHUNK_TARGET: 16})
         modal_runner = ModalRunner(calls, batch_size=2)
         via_modal = transcribe(samples, options, modal_runner, batch_size=2)
-    assert fanned and fanned[0][0] == "transcriber.transcribe" and fanned[0][1] >= 2, fanned
+    assert fanned and fanned[0][0] == "transcribe" and fanned[0][1] >= 2, fanned
 
     settings = Settings()
     with InProcessRunner(StageWorker(settings)) as local_runner:

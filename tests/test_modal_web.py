@@ -72,10 +72,10 @@ def test_web_local_returns_the_shared_fastapi_app_with_the_modal_runner(modal_ap
     service = modal_app_client.app.state.service
     assert isinstance(service.runner, ModalRunner)
     assert isinstance(service.runner.calls, LocalCalls)
-    from functions.modal_runner import TARGETS
+    from shared.pipeline.stages import Stage
 
     # every stage (and the batched chunk path) reaches a method of the deployed classes
-    assert set(service.runner.calls.targets) == set(TARGETS.values()) | {CHUNK_TARGET}
+    assert set(service.runner.calls.targets) == {s.value for s in Stage} | {CHUNK_TARGET}
     paths = set(modal_app_client.get("/openapi.json").json()["paths"])
     assert {"/api/audio", "/api/transcribe", "/healthz"} <= paths
 
