@@ -11,22 +11,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
-from shared.core.errors import ServiceError
+from shared.core.errors import ServiceError, http_code
 
 log = logging.getLogger(__name__)
-
-HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "file_too_large",
-    415: "unsupported_media",
-    422: "invalid_parameter",
-    429: "rate_limited",
-}
-
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
@@ -62,7 +49,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = HTTP_CODES.get(exc.status_code, "http_error")
+        code = http_code(exc.status_code)
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 405:  # every method served at this path, not only the first route's
             headers = {k: v for k, v in headers.items() if k.lower() != "allow"}

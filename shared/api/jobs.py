@@ -23,7 +23,7 @@ from shared.api.params import (
 )
 from shared.api.uploads import UPLOAD_FIELD, receive_upload
 from shared.core.domain import OutputFormat, TranscribeOptions, Transcript
-from shared.core.errors import InvalidParameter
+from shared.core.errors import InvalidParameter, InvalidSpeakerNames
 from shared.jobs.model import (
     DeliveryAttempt,
     Job,
@@ -37,7 +37,6 @@ from shared.jobs.model import (
 )
 from shared.jobs.manager import JobService
 from shared.service.transcription import TranscriptionService
-from shared.media.clip_store import check_clip_id
 
 router = APIRouter(prefix="/api", tags=["jobs"])
 
@@ -108,7 +107,7 @@ async def submit_transcription(
             )
             owns_clip = True
         elif clip_id:
-            clip = service.clips.get(check_clip_id(clip_id))
+            clip = service.clips.get(clip_id)  # the store checks the id
             owns_clip = False
         else:
             raise InvalidParameter(f"send the audio as a multipart '{UPLOAD_FIELD}' field, or a clip_id")
@@ -173,10 +172,6 @@ def get_job_result(
     if speaker_names:
         transcript = relabel(transcript, parse_speaker_names(speaker_names, transcript, fmt))
     return transcript_response(transcript, fmt, job.options)
-
-
-class InvalidSpeakerNames(InvalidParameter):
-    code = "invalid_speaker_names"
 
 
 SPEAKER_NAME_MAX = 64

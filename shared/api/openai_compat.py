@@ -25,11 +25,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.api.clips import get_service
-from shared.api.error_responses import HTTP_CODES
-from shared.api.params import ConflictingParameter
 from shared.api.uploads import UPLOAD_FIELD, receive_upload
 from shared.core.domain import Segment, SpeakerHints, Task, TranscribeOptions, Transcript
-from shared.core.errors import InvalidParameter, ServiceError
+from shared.core.errors import ConflictingParameter, InvalidParameter, ModelNotFound, ServiceError, http_code
 from shared.service.formats import to_srt, to_txt, to_vtt
 from shared.service.transcription import TranscriptionService
 
@@ -55,7 +53,7 @@ class OpenAIRoute(APIRoute):
             except ServiceError as exc:
                 return openai_error(exc.status, exc.code, exc.message, getattr(exc, "param", None))
             except StarletteHTTPException as exc:
-                return openai_error(exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail))
+                return openai_error(exc.status_code, http_code(exc.status_code), str(exc.detail))
 
         return route
 
@@ -204,7 +202,7 @@ def list_models(request: Request) -> dict:
 def get_model(model_id: str, request: Request) -> dict:
     if model_id not in _model_ids(request):
         message = f"no model {model_id!r}; any name works for transcription"
-        raise ServiceError(message, code="model_not_found", status=404)
+        raise ModelNotFound(message)
     return _model(model_id)
 
 

@@ -13,6 +13,7 @@ from shared.api.auth import PROTECTED
 from shared.api.params import FormatParams, TranscribeParams, form_body_schema
 from shared.core.config import Settings
 from shared.core.domain import ID_PATTERN
+from shared.core.errors import CODES
 
 ERROR_SCHEMA = "ErrorResponse"
 ERROR_COMPONENT = {
@@ -23,7 +24,12 @@ ERROR_COMPONENT = {
             "type": "object",
             "required": ["code", "message"],
             "properties": {
-                "code": {"type": "string", "description": "stable, machine-readable (see the README's table)"},
+                "code": {
+                    "type": "string",
+                    "enum": sorted(CODES),
+                    "description": "stable, machine-readable: "
+                    + "; ".join(f"{e.code} ({e.status or 'any'}): {e.description}" for e in CODES.values()),
+                },
                 "message": {"type": "string", "description": "for people"},
                 "type": {"type": "string", "description": "/v1 only: OpenAI's error type"},
                 "param": {"type": ["string", "null"], "description": "/v1 only: the parameter at fault"},
@@ -32,7 +38,7 @@ ERROR_COMPONENT = {
     },
 }
 
-DESCRIPTIONS = {
+SUMMARIES = {
     400: "Bad request: a malformed id, an empty file or an unreadable form body",
     401: "An API key is required, or the one sent is not valid",
     404: "No such clip, job or model",
@@ -40,8 +46,13 @@ DESCRIPTIONS = {
     413: "The body exceeds MAX_UPLOAD_MB, or the audio MAX_AUDIO_S",
     415: "The file is not decodable audio",
     422: "A parameter or form field is invalid, unknown, or given twice with different values",
-    429: "Too many requests (rate_limited), or too many failed API keys from this address (too_many_auth_failures)",
+    429: "Too many requests, or too many failed API keys from this address",
     500: "A bug on our side (logged); the server keeps serving",
+}
+# each status's summary and the registry's codes of that status
+DESCRIPTIONS = {
+    status: f"{summary} ({', '.join(e.code for e in CODES.values() if e.status == status)})"
+    for status, summary in SUMMARIES.items()
 }
 
 # What each operation can answer beyond the rules in `error_statuses`

@@ -19,15 +19,11 @@ from fastapi import Query, Request
 from pydantic import BaseModel, Field, ValidationError
 
 from shared.core.domain import OutputFormat, SpeakerHints, Task, TranscribeOptions
-from shared.core.errors import InvalidParameter
+from shared.core.errors import ConflictingParameter, InvalidParameter
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 FILE_FIELD = "file"
 M = TypeVar("M", bound=BaseModel)
-
-
-class ConflictingParameter(InvalidParameter):
-    code = "conflicting_parameter"
 
 
 class TranscribeParams(BaseModel):

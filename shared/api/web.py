@@ -16,7 +16,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from shared.core.errors import ServiceError
+from shared.core.errors import PageUnavailable
 from shared.jobs.model import ENDED
 from shared.service.transcription import whisper_languages
 
@@ -32,10 +32,6 @@ CSP = "; ".join([
 ])  # fmt: skip
 
 router = APIRouter(include_in_schema=False)
-
-
-class PageUnavailable(ServiceError):
-    status, code = 503, "page_unavailable"
 
 
 @router.api_route("/", methods=["GET", "HEAD"])

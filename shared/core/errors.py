@@ -1,17 +1,85 @@
-"""Errors the service reports to clients: one JSON shape {"error": {"code", "message"}}, stable codes."""
+"""Errors the service reports to clients: one JSON shape {"error": {"code", "message"}}, stable codes.
+
+CODES is the one registry of the codes an HTTP response can carry, each with its status and what it
+means; the error handlers (shared/api/error_responses.py), the OpenAPI document (shared/api/openapi.py)
+and tests read it. A ServiceError subclass names its code and takes the status from here, so a class
+with an unregistered code (or one that contradicts its entry) fails at import.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    code: str
+    status: int
+    description: str
+    generic: bool = False  # the code of any other error of this status (an unknown route, a bad method...)
+
+
+CODES: dict[str, ErrorCode] = {e.code: e for e in (
+    ErrorCode("bad_request", 400, "a malformed request (an unreadable form body, ...)", generic=True),
+    ErrorCode("invalid_clip_id", 400, "the clip id is not 32 lowercase hex characters"),
+    ErrorCode("invalid_job_id", 400, "the job id is not 32 lowercase hex characters"),
+    ErrorCode("empty_file", 400, "the upload has no bytes"),
+    ErrorCode("unauthorized", 401, "an API key is required, or the one sent is not valid", generic=True),
+    ErrorCode("forbidden", 403, "not allowed", generic=True),
+    ErrorCode("not_found", 404, "unknown route", generic=True),
+    ErrorCode("clip_not_found", 404, "no clip with that id (or it was deleted)"),
+    ErrorCode("job_not_found", 404, "no job with that id (or it expired)"),
+    ErrorCode("model_not_found", 404, "/v1: not a model this server lists"),
+    ErrorCode("method_not_allowed", 405, "the route does not take that method", generic=True),
+    ErrorCode("job_state_conflict", 409, "the job is not in a state that allows this"),
+    ErrorCode("job_finished", 409, "cancel: the job has already ended"),
+    ErrorCode("job_not_finished", 409, "result: the job has not succeeded yet"),
+    ErrorCode("job_failed", 409, "result: the job failed; the message says why"),
+    ErrorCode("file_too_large", 413, "the body exceeds MAX_UPLOAD_MB", generic=True),
+    ErrorCode("audio_too_long", 413, "the audio runs past MAX_AUDIO_S"),
+    ErrorCode("unsupported_media", 415, "the file is not decodable audio", generic=True),
+    ErrorCode("invalid_parameter", 422, "a bad query or form value", generic=True),
+    ErrorCode("conflicting_parameter", 422, "an option given as a query parameter and a form field, differently"),
+    ErrorCode("unsupported_language", 422, "a language Whisper does not know, or not English on an English-only model"),
+    ErrorCode("invalid_speaker_names", 422, "speaker_names is not a JSON object of usable names"),
+    ErrorCode("invalid_webhook_url", 422, "webhook_url is not a public http(s) URL"),
+    ErrorCode("webhooks_disabled", 422, "a webhook_url, but no WEBHOOK_SECRET to sign with"),
+    ErrorCode("rate_limited", 429, "over RATE_LIMIT_PER_MIN; Retry-After says when to come back", generic=True),
+    ErrorCode("too_many_auth_failures", 429, "too many wrong API keys from this address; Retry-After"),
+    ErrorCode("internal_error", 500, "a bug on our side (logged); the server keeps serving"),
+    ErrorCode("page_unavailable", 503, "the browser page's files are not installed; the API works"),
+    ErrorCode("storage_busy", 503, "Modal: the clip storage is busy; try again"),
+    ErrorCode("http_error", 0, "any other HTTP error (status 0 here: it is the response's)"),
+)}  # fmt: skip
+
+# the code of an HTTP error raised without one (Starlette's 404 and 405, a body too large...)
+HTTP_CODES: dict[int, str] = {e.status: e.code for e in CODES.values() if e.generic}
+FALLBACK_CODE = "http_error"
+
+
+def http_code(status: int) -> str:
+    return HTTP_CODES.get(status, FALLBACK_CODE)
 
 
 class ServiceError(Exception):
     status: int = 400
     code: str = "bad_request"
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        entry = CODES.get(cls.code)
+        if entry is None:
+            raise TypeError(f"{cls.__name__}: error code {cls.code!r} is not in shared.core.errors.CODES")
+        if "status" in cls.__dict__ and cls.status != entry.status:
+            raise TypeError(f"{cls.__name__}: status {cls.status} contradicts CODES[{cls.code!r}] ({entry.status})")
+        cls.status = entry.status
+
     def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
         super().__init__(message)
         self.message = message
         if code:
             self.code = code
+            self.status = CODES[code].status if code in CODES else self.status
         if status:
             self.status = status
 
@@ -20,32 +88,70 @@ class ServiceError(Exception):
 
 
 class InvalidParameter(ServiceError):
-    status, code = 422, "invalid_parameter"
+    code = "invalid_parameter"
+
+
+class ConflictingParameter(InvalidParameter):
+    code = "conflicting_parameter"
+
+
+class InvalidSpeakerNames(InvalidParameter):
+    code = "invalid_speaker_names"
 
 
 class InvalidClipId(ServiceError):
-    status, code = 400, "invalid_clip_id"
+    code = "invalid_clip_id"
 
 
 class ClipNotFound(ServiceError):
-    status, code = 404, "clip_not_found"
+    code = "clip_not_found"
 
 
 class EmptyFile(ServiceError):
-    status, code = 400, "empty_file"
+    code = "empty_file"
 
 
 class UnsupportedMedia(ServiceError):
-    status, code = 415, "unsupported_media"
+    code = "unsupported_media"
 
 
 class FileTooLarge(ServiceError):
-    status, code = 413, "file_too_large"
+    code = "file_too_large"
 
 
 class AudioTooLong(ServiceError):
-    status, code = 413, "audio_too_long"
+    code = "audio_too_long"
 
 
 class UnsupportedLanguage(ServiceError):
-    status, code = 422, "unsupported_language"
+    code = "unsupported_language"
+
+
+class InvalidJobId(ServiceError):
+    code = "invalid_job_id"
+
+
+class JobNotFound(ServiceError):
+    code = "job_not_found"
+
+
+class JobConflict(ServiceError):
+    """The job is not in a state that allows the request (cancel a finished job, read an unfinished result)."""
+
+    code = "job_state_conflict"
+
+
+class InvalidWebhookUrl(ServiceError):
+    code = "invalid_webhook_url"
+
+
+class WebhooksDisabled(ServiceError):
+    code = "webhooks_disabled"
+
+
+class ModelNotFound(ServiceError):
+    code = "model_not_found"
+
+
+class PageUnavailable(ServiceError):
+    code = "page_unavailable"

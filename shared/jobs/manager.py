@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from shared.core.config import Settings
 from shared.core.domain import ClipInfo, OutputFormat, TranscribeOptions
-from shared.core.errors import ServiceError
+from shared.core.errors import WebhooksDisabled
 from shared.jobs.model import DeliveryAttempt, Job, JobStatus, Progress, Webhook, new_job_id, new_webhook_id
 from shared.jobs.executor import JobExecutor
 from shared.jobs.sqlite_store import SqliteJobStore
@@ -24,10 +24,6 @@ from shared.jobs.webhooks import WebhookSender, check_webhook_url, parse_secret
 log = logging.getLogger(__name__)
 
 JOBS_DB = "jobs.sqlite3"
-
-
-class WebhooksDisabled(ServiceError):
-    status, code = 422, "webhooks_disabled"
 
 
 Dispatch = Callable[[Job], None]

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from shared.core.domain import OutputFormat, TranscribeOptions, Transcript, is_id
-from shared.core.errors import ServiceError
+from shared.core.errors import InvalidJobId, JobConflict, JobNotFound  # noqa: F401 - their home is core/errors.py
 
 
 
@@ -118,20 +118,6 @@ def new_job_id() -> str:
 
 def new_webhook_id() -> str:
     return f"msg_{uuid.uuid4().hex}"
-
-
-class InvalidJobId(ServiceError):
-    status, code = 400, "invalid_job_id"
-
-
-class JobNotFound(ServiceError):
-    status, code = 404, "job_not_found"
-
-
-class JobConflict(ServiceError):
-    """The job is not in a state that allows the request (cancel a finished job, read an unfinished result)."""
-
-    status, code = 409, "job_state_conflict"
 
 
 def check_job_id(job_id: str) -> str:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from shared.core.domain import OutputFormat, TranscribeOptions, Transcript
 from shared.jobs import transitions as T
-from shared.jobs.model import ENDED, DeliveryAttempt, Job, JobError, JobNotFound, JobStatus, Progress, Webhook
+from shared.core.errors import JobNotFound
+from shared.jobs.model import ENDED, DeliveryAttempt, Job, JobError, JobStatus, Progress, Webhook
 from shared.jobs.store import JobStore, Step
 from shared.jobs.transitions import Refusal, Stored
 

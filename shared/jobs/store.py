@@ -20,8 +20,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 
 from shared.core.domain import Transcript
+from shared.core.errors import JobConflict, JobNotFound
 from shared.jobs import transitions as T
-from shared.jobs.model import DeliveryAttempt, Job, JobConflict, JobError, JobNotFound, JobStatus
+from shared.jobs.model import DeliveryAttempt, Job, JobError, JobStatus
 from shared.jobs.transitions import Refusal, Stored
 
 Step = Callable[[Stored], "Stored | Refusal"]

@@ -39,7 +39,7 @@ from prometheus_client import Counter
 from pydantic import SecretStr
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
-from shared.core.errors import ServiceError
+from shared.core.errors import InvalidWebhookUrl
 from shared.jobs.model import DeliveryAttempt, Job, job_json
 from shared.jobs.store import JobStore
 
@@ -51,10 +51,6 @@ DELIVERIES = Counter("whospoke_webhook_deliveries", "webhook delivery attempts",
 for _outcome in ("delivered", "retry", "failed"):
     DELIVERIES.labels(_outcome)  # exported from the start, at 0
 MAX_URL_LENGTH = 2048
-
-
-class InvalidWebhookUrl(ServiceError):
-    status, code = 422, "invalid_webhook_url"
 
 
 class UnresolvableHost(InvalidWebhookUrl):
