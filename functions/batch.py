@@ -23,7 +23,7 @@ from shared.core.domain import OutputFormat, TranscribeOptions
 from shared.pipeline.flow import transcribe
 from shared.service.formats import render, to_rttm
 from shared.pipeline.runner import Runner
-from shared.service.transcription import check_language
+from shared.service.transcription import checked_options
 from shared.media.clip_store import atomic_write
 
 AUDIO_SUFFIXES = frozenset(
@@ -124,7 +124,7 @@ def transcribe_audio(
     file_id: str = "audio",
 ) -> dict[str, str]:
     """Decode, run the shared pipeline, render every requested format: {format: text}."""
-    options = options.model_copy(update={"language": check_language(options.language, settings.whisper_model)})
+    options = checked_options(options, settings.whisper_model)  # the batch input's edge: its one check
     samples = decode(data).samples
     result = transcribe(samples, options, runner, batch_size=settings.batch_size)
     return {

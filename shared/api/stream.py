@@ -26,7 +26,6 @@ from shared.api.params import transcribe_options
 from shared.core.domain import ClipInfo, TranscribeOptions
 from shared.core.errors import ServiceError
 from shared.service.transcription import TranscriptionService
-from shared.media.clip_store import check_clip_id
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ async def transcribe_stream(
 ) -> StreamingResponse:
     """Transcribe a stored clip and stream each segment as soon as it is final. NDJSON by default;
     Server-Sent Events when the request accepts text/event-stream."""
-    clip = service.clips.get(check_clip_id(clip_id))
+    clip = service.clips.get(clip_id)  # the store checks the id
     options = service.check_options(options)
     heartbeat_s = request.app.state.settings.heartbeat_s
     events = transcript_events(service, clip, options, heartbeat_s)

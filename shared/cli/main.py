@@ -8,7 +8,20 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from shared.cli import stream as cli_stream
+from shared.core.config import get_settings
 from shared.core.domain import OutputFormat, SpeakerHints, Task, TranscribeOptions
+from shared.core.errors import ServiceError
+from shared.media.decode import AudioDecodeError, decode_to_pcm
+from shared.media.pcm import PcmRef
+from shared.pipeline.flow import PipelineRun
+from shared.pipeline.models import StageWorker
+from shared.pipeline.runner import InProcessRunner
+from shared.service.formats import render
+from shared.service.transcription import checked_options
 
 PROGRESS_AFTER_S = 60.0  # show a progress bar for files longer than this (or with --progress)
 
@@ -29,8 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--word-timestamps", action="store_true")
     t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help=f"progress bar (default: on for files over {PROGRESS_AFTER_S:g} s)")
-    from shared.cli import stream as cli_stream
-
     cli_stream.add_parser(sub)
     return parser
 
@@ -38,11 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "stream":
-        from shared.cli import stream as cli_stream
-
         return cli_stream.run(args)
-    from pydantic import ValidationError
-
     try:
         options = TranscribeOptions(
             diarize=args.diarize,
@@ -60,16 +67,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def transcribe_file(path: Path, options: TranscribeOptions, fmt: OutputFormat, output: Path | None,
                     progress: bool | None) -> int:
-    from shared.media.decode import AudioDecodeError, decode_to_pcm
-    from shared.core.config import get_settings
-    from shared.core.errors import ServiceError
-    from shared.media.pcm import PcmRef
-    from shared.service.transcription import check_language
-
     settings = get_settings()
     with tempfile.TemporaryDirectory(prefix="whospoke-") as tmp:
         try:
-            options = options.model_copy(update={"language": check_language(options.language, settings.whisper_model)})
+            options = checked_options(options, settings.whisper_model)  # the options' one check: the edge
             decode_to_pcm(path, Path(tmp) / "audio.pcm")  # streamed: a long file is never in memory whole
         except (OSError, AudioDecodeError, ServiceError) as exc:
             print(f"whospoke: {path}: {getattr(exc, 'message', exc)}", file=sys.stderr)
@@ -78,13 +79,6 @@ def transcribe_file(path: Path, options: TranscribeOptions, fmt: OutputFormat, o
 
 
 def _transcribe(audio, name, options, settings, fmt, output, progress) -> int:
-    from tqdm import tqdm
-
-    from shared.pipeline.flow import PipelineRun
-    from shared.service.formats import render
-    from shared.pipeline.runner import InProcessRunner
-    from shared.pipeline.models import StageWorker
-
     duration = audio.duration
     show = progress if progress is not None else duration > PROGRESS_AFTER_S
     bar = tqdm(total=round(duration, 1), unit="s", unit_scale=True, desc=name, disable=not show, file=sys.stderr)
@@ -103,3 +97,6 @@ def _transcribe(audio, name, options, settings, fmt, output, progress) -> int:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
 
+
+if __name__ == "__main__":  # `python -m shared.cli.main` (the tests' way in), as `whospoke`
+    raise SystemExit(main())

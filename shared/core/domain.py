@@ -52,7 +52,8 @@ class SpeakerHints(BaseModel):
 
 
 class TranscribeOptions(BaseModel):
-    """Everything a caller can ask of one transcription."""
+    """Everything a caller can ask of one transcription. Checked once where it enters (the API routes, the
+    CLI, a batch input: shared.service.transcription.checked_options); the layers inside trust it."""
 
     diarize: bool = True
     speakers: SpeakerHints = Field(default_factory=SpeakerHints)

@@ -61,14 +61,20 @@ class ClipStore:
         self.clips.mkdir(parents=True, exist_ok=True)
         self.incoming.mkdir(parents=True, exist_ok=True)
 
+    def _path(self, clip_id: str, suffix: str) -> Path:
+        # The clip id check, kept here on purpose: this is where a client's string becomes a file name, so
+        # a malformed id ("../x") never reaches the file system (path traversal). The routes do not check
+        # it again; get() and delete() raise InvalidClipId before anything else.
+        return self.clips / f"{check_clip_id(clip_id)}.{suffix}"
+
     def audio_path(self, clip_id: str) -> Path:
-        return self.clips / f"{check_clip_id(clip_id)}.audio"
+        return self._path(clip_id, "audio")
 
     def pcm_path(self, clip_id: str) -> Path:
-        return self.clips / f"{check_clip_id(clip_id)}.pcm"
+        return self._path(clip_id, "pcm")
 
     def _meta_path(self, clip_id: str) -> Path:
-        return self.clips / f"{check_clip_id(clip_id)}.json"
+        return self._path(clip_id, "json")
 
     def incoming_file(self) -> Path:
         """A scratch path for an upload being received, on the same filesystem as the store."""

@@ -39,6 +39,13 @@ def check_language(language: str | None, whisper_model: str) -> str | None:
     return language
 
 
+def checked_options(options: TranscribeOptions, whisper_model: str) -> TranscribeOptions:
+    """The options' one check, run once where they enter (an API route, the CLI's arguments, a batch
+    input): the language against Whisper and the configured model, normalized. Past that edge the
+    TranscribeOptions are trusted as they are (the service, the pipeline and the job runner do not re-check)."""
+    return options.model_copy(update={"language": check_language(options.language, whisper_model)})
+
+
 def decode_upload(path: Path, pcm: Path, *, max_seconds: float) -> StreamInfo:
     """Decode a received upload into a PCM file, or say in the client's terms why not (empty, not audio,
     too long)."""
@@ -101,7 +108,8 @@ class TranscriptionService:
 
     # --- transcription ---
     def check_options(self, options: TranscribeOptions) -> TranscribeOptions:
-        return options.model_copy(update={"language": check_language(options.language, self.settings.whisper_model)})
+        """checked_options for this service's model: the API routes' one check, before start/transcribe_*."""
+        return checked_options(options, self.settings.whisper_model)
 
     def start(
         self,
@@ -111,7 +119,7 @@ class TranscriptionService:
     ) -> PipelineRun:
         return PipelineRun(
             audio,
-            self.check_options(options),
+            options,
             self.runner,
             batch_size=self.settings.batch_size,
             on_progress=on_progress,
@@ -120,7 +128,6 @@ class TranscriptionService:
     def transcribe_clip(
         self, clip_id: str, options: TranscribeOptions, on_progress: ProgressCallback | None = None
     ) -> Transcript:
-        options = self.check_options(options)
         return self.start(self.clip_audio(clip_id), options, on_progress).transcript()
 
     def transcribe_upload(
