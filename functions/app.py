@@ -1,25 +1,20 @@
 """The Modal deployment, on one page.
 
-    web (CPU, @modal.asgi_app)  the same FastAPI app as local runs, with a ModalRunner:
-      | Vad.split           -> chunks                      (CPU mapper)
-      | Transcriber.*.map() -> one GPU container per batch (T4; large-v3 loaded once per container)
-      | ChunkTranscriber    -> short clips, packed across requests by @modal.batched
-      | Diarizer.diarize    -> speaker turns, concurrently with transcription (GPU)
-    run_job (CPU)           one job of POST /api/transcriptions, spawned by the web endpoint: the same
-                            pipeline, the same ModalRunner; job state in a modal.Dict, clips on the Volume
-    deliver_webhook (CPU)   a finished job's signed webhook, with retries (shared/jobs/webhooks.py)
-    sweep_jobs (schedule)   lapsed leases, lost spawns, overdue webhooks, expired jobs
-    transcribe_file (CPU)   one input of a batch: the same pipeline, the same ModalRunner
-    batch (local entry)     `modal run -m functions.app::batch --src DIR|LIST|URL,...` -> every format
-    bench (local entry)     `modal run -m functions.app::bench --src FILE`: measured RTF -> $ per audio hour
+    web (CPU, @modal.asgi_app)  the same FastAPI app as local runs, with a ModalRunner whose stages are
+                                methods of the classes below, named after the stage (shared/pipeline/stages.py):
+      | Vad.vad_split            -> chunks (CPU)
+      | Transcriber.transcribe   -> .map(): one GPU container per batch; live stages on their own models
+      | ChunkTranscriber         -> short clips, packed across requests by @modal.batched
+      | Diarizer.diarize         -> speaker turns, concurrently with transcription (GPU)
+    run_job / deliver_webhook / sweep_jobs (CPU)  jobs: state in a modal.Dict, clips on the Volume
+    transcribe_file (CPU), batch, bench            `modal run -m functions.app::batch --src DIR|LIST|URL,...`;
+                                                   `::bench --src FILE`: measured RTF -> $ per audio hour
 
-Every class is a thin shell around the classes in shared/ (SileroVad, WhisperTranscriber,
-build_diarizer): models load once per container in @modal.enter, imports are captured in a memory
-snapshot (@modal.enter(snap=True)), weights are cached on a Volume (HF_HOME), the Hugging Face token
-comes from a Secret. All resources and scaling come from functions/settings.py.
-
-Deploy (see README): `modal secret create whospoke API_KEYS=<key> HUGGINGFACE_TOKEN=hf_...`, then
-`modal deploy -m functions.app`.
+Each class holds a StageWorker (shared/pipeline/models.py), built once per container in @modal.enter;
+imports are captured in a memory snapshot, weights cached on a Volume (HF_HOME), the Hugging Face token
+comes from a Secret; resources and scaling come from functions/settings.py. Tests run every body in
+process through functions/local.py. Deploy: `modal secret create whospoke API_KEYS=<key>
+HUGGINGFACE_TOKEN=hf_...`, then `modal deploy -m functions.app` (docs/deployment.md).
 """
 
 # No `from __future__ import annotations`: modal.parameter reads the class annotations as types.
@@ -130,9 +125,6 @@ class _StageShell:
 # --- transcription (GPU) ---------------------------------------------------------------------------
 
 
-_SNAP = settings.transcriber.memory_snapshot
-
-
 class _WhisperShell(_StageShell):
     """Loads faster-whisper once per container. `model` (a modal.parameter on each class) overrides
     WHISPER_MODEL, so one deployment can serve several models: Transcriber(model="large-v3-turbo"); every
@@ -141,7 +133,7 @@ class _WhisperShell(_StageShell):
 
     model: str
 
-    @modal.enter(snap=_SNAP)
+    @modal.enter(snap=settings.transcriber.memory_snapshot)
     def prepare(self) -> None:
         """Before the snapshot (no GPU, nothing written): import the libraries; the snapshot keeps them.
         Imported here, not at the top: the light image (web, VAD) imports this module without them."""
@@ -209,13 +201,8 @@ class ChunkTranscriber(_WhisperShell):
 # --- diarization (GPU) -----------------------------------------------------------------------------
 
 
-@app.cls(
-    image=diarizer_image,
-    volumes={MODELS_PATH: models_volume, DATA_PATH: data_volume},
-    secrets=[hf_secret],
-    env=GPU_ENV,
-    **settings.diarizer.decorator_kwargs(),
-)
+@app.cls(image=diarizer_image, volumes={MODELS_PATH: models_volume, DATA_PATH: data_volume}, secrets=[hf_secret],
+         env=GPU_ENV, **settings.diarizer.decorator_kwargs())
 class Diarizer(_StageShell):
     """pyannote.audio when PYANNOTE_MODEL is set at deploy time, else the embedded diarizer; live
     speakers' voice encoder beside it."""
@@ -280,7 +267,8 @@ _jobs_lock = threading.Lock()
 
 def build_jobs_worker(store_dict, spawn, volume) -> "JobWorker":
     """The job worker over `store_dict` (the jobs Dict), starting run_job and deliver_webhook through
-    `spawn(fn)` (ModalSpawn: `fn.spawn(...)`), its clips on `volume` (None: a plain directory)."""
+    `spawn(fn)` (ModalSpawn: `fn.spawn(...)`), its clips on `volume` (None: a plain directory).
+    Imported here: the GPU images import this module too, without the jobs' and the API's libraries."""
     from functions.dict_job_store import DictJobStore
     from functions.modal_jobs import JobWorker
     from functions.volume_clips import VolumeClipStore
@@ -311,12 +299,7 @@ def jobs_worker() -> "JobWorker":
         return _jobs
 
 
-@app.function(
-    image=light_image,
-    volumes={DATA_PATH: data_volume},
-    env=CPU_ENV,
-    **settings.jobs.decorator_kwargs(),
-)
+@app.function(image=light_image, volumes={DATA_PATH: data_volume}, env=CPU_ENV, **settings.jobs.decorator_kwargs())
 @modal.concurrent(max_inputs=settings.jobs.max_inputs)
 def run_job(job_id: str) -> str:
     """Claim the job, load its clip from the Volume, run the pipeline, store the result, spawn the
@@ -324,12 +307,8 @@ def run_job(job_id: str) -> str:
     return jobs_worker().run(job_id)
 
 
-@app.function(
-    image=light_image,
-    secrets=[api_secret],  # WEBHOOK_SECRET goes in the same Secret as API_KEYS
-    env=CPU_ENV,
-    **settings.webhooks.decorator_kwargs(),
-)
+# WEBHOOK_SECRET goes in the same Secret as API_KEYS
+@app.function(image=light_image, secrets=[api_secret], env=CPU_ENV, **settings.webhooks.decorator_kwargs())
 @modal.concurrent(max_inputs=settings.webhooks.max_inputs)
 def deliver_webhook(job_id: str) -> str:
     """Deliver one job's webhook with retries; returns its state (delivered, failed, pending)."""
@@ -358,13 +337,8 @@ def web_settings(s):
     return s.model_copy(update={"require_api_keys": True})
 
 
-@app.function(
-    image=light_image,
-    volumes={DATA_PATH: data_volume},
-    secrets=[api_secret],
-    env=CPU_ENV,
-    **settings.web.decorator_kwargs(web=True),
-)
+@app.function(image=light_image, volumes={DATA_PATH: data_volume}, secrets=[api_secret], env=CPU_ENV,
+              **settings.web.decorator_kwargs(web=True))
 @modal.concurrent(max_inputs=settings.web.max_inputs)
 @modal.asgi_app(label=settings.web_label, requires_proxy_auth=settings.web_proxy_auth)
 def web():
@@ -372,13 +346,8 @@ def web():
     from shared.api.app import create_app
 
     jobs = jobs_worker()
-    return create_app(
-        settings=web_settings(jobs.settings),
-        runner=build_runner(),
-        job_store=jobs.store,
-        clip_store=jobs.clips,
-        dispatch=jobs.dispatch,
-    )
+    return create_app(settings=web_settings(jobs.settings), runner=build_runner(), job_store=jobs.store,
+                      clip_store=jobs.clips, dispatch=jobs.dispatch)
 
 
 # --- batch: many files, every output format --------------------------------------------------------
@@ -400,31 +369,17 @@ def transcribe_file(source: bytes | str, name: str, options_json: str, formats: 
 
 
 @app.local_entrypoint()
-def batch(
-    src: str,
-    out: str = "transcripts",
-    formats: str = "all",
-    language: str = "",
-    diarize: bool = True,
-    num_speakers: int = 0,
-    word_timestamps: bool = False,
-):
+def batch(src: str, out: str = "transcripts", formats: str = "all", language: str = "", diarize: bool = True,
+          num_speakers: int = 0, word_timestamps: bool = False):
     """`modal run -m functions.app::batch --src ./calls` (a folder, a .txt list, or path,URL,...)."""
     from functions.batch import parse_formats, run_batch
 
-    options = TranscribeOptions(
-        diarize=diarize,
-        language=language or None,
-        word_timestamps=word_timestamps,
-        speakers=SpeakerHints(num_speakers=num_speakers or None),
-    )
+    options = TranscribeOptions(diarize=diarize, language=language or None, word_timestamps=word_timestamps,
+                                speakers=SpeakerHints(num_speakers=num_speakers or None))
     counts = run_batch(src, out, options, parse_formats(formats), transcribe_file)
     print(f"{counts['done']} transcribed, {counts['skipped']} already there, {counts['failed']} failed -> {out}")
     if counts["failed"]:
         raise SystemExit(1)
-
-
-# --- bench: measured speed -> cost per audio hour --------------------------------------------------
 
 
 @app.local_entrypoint()
