@@ -95,7 +95,7 @@ class JobWorker:
                 settings.job_result_ttl_s,
             )
 
-    # --- what the web endpoint's JobService calls ---
+    # --- what the web endpoint's JobManager calls ---
 
     def dispatch(self, job: Job) -> None:
         self.spawn_run(job.job_id)

@@ -15,7 +15,7 @@ published. So this store:
 
 What it does not do: a container that still has a clip in its view after another one deleted it keeps
 serving the clip's metadata until its next reload; a job on such a clip then fails with clip_not_found.
-With `volume=None` (tests, `functions.local_serve`) it is a plain filesystem store with the same rules.
+With `volume=None` (tests, `functions/local.py`) it is a plain filesystem store with the same rules.
 """
 
 from __future__ import annotations

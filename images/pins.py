@@ -14,7 +14,7 @@ what was tested. Families:
 - light: CPU only, for the web endpoint, the VAD mapper and the batch orchestrator: the API, decoding,
   Silero VAD (the ONNX model faster-whisper bundles; faster-whisper is also what the API checks
   languages against). No torch.
-- worker: everything on one CUDA image, for local_dev's Docker runner and the Kubernetes Job.
+- worker: everything on one CUDA image, for local_dev's Docker launcher and the Kubernetes Job.
 
 torch is the one package the test suite does not run at the images' version: the main venv has torch
 2.13.0 (the Makefile's TORCH: its CPU wheel is on local disk here), the images and the Makefile's pyannote

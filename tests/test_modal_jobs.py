@@ -34,7 +34,7 @@ from shared.api.app import create_app
 from shared.core.config import Settings
 from shared.core.domain import ClipInfo, Segment, SpeakerHints, TranscribeOptions, Transcript
 from shared.jobs.model import JobError, JobStatus
-from shared.jobs.manager import JobService
+from shared.jobs.manager import JobManager
 from shared.media.clip_store import new_clip_id
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*executing locally.*:UserWarning")
@@ -134,7 +134,7 @@ def test_deployed_containers_use_the_named_dict_and_spawn(monkeypatch, tmp_path)
     assert isinstance(worker.clips, VolumeClipStore) and worker.clips.volume is modal_app.data_volume
 
 
-# --- the seam in JobService: dispatch instead of job threads ------------------------------------------
+# --- the seam in JobManager: dispatch instead of job threads ------------------------------------------
 
 
 def test_a_job_the_dispatcher_refused_is_still_accepted_and_the_sweep_spawns_it(tmp_path):
@@ -342,7 +342,7 @@ def test_run_job_transcribes_the_clip_and_stores_the_result(local_jobs, tmp_path
     staged = tmp_path / "talk.flac"
     staged.write_bytes(TWO_SPEAKERS.read_bytes())
     clip = local_jobs.service.add_clip(staged, filename="talk.flac", content_type="audio/flac")
-    jobs = JobService(local_jobs.settings, local_jobs.service, local_jobs.store, dispatch=lambda job: None)
+    jobs = JobManager(local_jobs.settings, local_jobs.service, local_jobs.store, dispatch=lambda job: None)
     options = TranscribeOptions(speakers=SpeakerHints(num_speakers=2), word_timestamps=True)
     job = jobs.submit(clip, options, owns_clip=True)
 

@@ -16,7 +16,7 @@ from shared.api.ratelimit import install_rate_limit
 from shared.api.uploads import BodySizeLimit
 from shared.api.web import install_web
 from shared.core.config import Settings, get_settings
-from shared.jobs.manager import Dispatch, JobService
+from shared.jobs.manager import Dispatch, JobManager
 from shared.jobs.store import JobStore
 from shared.live.registry import LiveHub
 from shared.pipeline.runner import InProcessRunner, Runner
@@ -42,7 +42,7 @@ def create_app(
     dispatch: Dispatch | None = None,
 ) -> FastAPI:
     """`clip_store`: default, files under AUDIO_STORAGE_PATH. `dispatch`: hand each new job to it (e.g.
-    Modal's `.spawn()`) instead of running jobs on threads in this process (see JobService)."""
+    Modal's `.spawn()`) instead of running jobs on threads in this process (see JobManager)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -55,7 +55,7 @@ def create_app(
         if swept:
             log.info("removed %d half-received uploads", swept)
         app.state.service = TranscriptionService(settings, active, clips)
-        app.state.jobs = JobService.open(settings, app.state.service, job_store, dispatch=dispatch)  # default: SQLite
+        app.state.jobs = JobManager.open(settings, app.state.service, job_store, dispatch=dispatch)  # default: SQLite
         app.state.live = LiveHub(active, settings)
         try:
             yield

@@ -35,7 +35,7 @@ from shared.jobs.model import (
     job_json,
     job_links,
 )
-from shared.jobs.manager import JobService
+from shared.jobs.manager import JobManager
 from shared.service.transcription import TranscriptionService
 
 router = APIRouter(prefix="/api", tags=["jobs"])
@@ -56,7 +56,7 @@ async def job_params(request: Request, _query: Annotated[JobParams, Query()]) ->
 SUBMIT_BODY = form_body_schema(JobParams, TranscribeParams, FormatParams, file=True)
 
 
-def get_jobs(request: Request) -> JobService:
+def get_jobs(request: Request) -> JobManager:
     return request.app.state.jobs
 
 
@@ -87,7 +87,7 @@ async def submit_transcription(
     options: TranscribeOptions = Depends(transcribe_options),
     fmt: OutputFormat = Depends(output_format),
     service: TranscriptionService = Depends(get_service),
-    jobs: JobService = Depends(get_jobs),
+    jobs: JobManager = Depends(get_jobs),
 ) -> Response:
     """Queue a transcription: multipart `file` (or `clip_id`), the options of /api/transcribe, and an
     optional webhook_url, each as a query parameter or a form field. Answers 202 with the job; poll its
@@ -122,7 +122,7 @@ async def submit_transcription(
     return view(job, 200 if job.finished else 202, headers={"location": job_links(job).self})
 
 
-async def _wait_until_ended(jobs: JobService, job_id: str, max_s: float) -> Job:
+async def _wait_until_ended(jobs: JobManager, job_id: str, max_s: float) -> Job:
     deadline = time.monotonic() + max_s
     delay = 0.05
     while True:
@@ -134,13 +134,13 @@ async def _wait_until_ended(jobs: JobService, job_id: str, max_s: float) -> Job:
 
 
 @router.get("/jobs/{job_id}", response_model=JobView)
-def get_job(job_id: str, jobs: JobService = Depends(get_jobs)) -> Response:
+def get_job(job_id: str, jobs: JobManager = Depends(get_jobs)) -> Response:
     """Status, progress (audio seconds done / total) and, once it succeeded, the transcript."""
     return view(jobs.get(check_job_id(job_id)))
 
 
 @router.delete("/jobs/{job_id}", response_model=JobView)
-def cancel_job(job_id: str, jobs: JobService = Depends(get_jobs)) -> Response:
+def cancel_job(job_id: str, jobs: JobManager = Depends(get_jobs)) -> Response:
     """Cancel a queued or running job (409 once it has ended)."""
     return view(jobs.cancel(check_job_id(job_id)))
 
@@ -158,7 +158,7 @@ def get_job_result(
         max_length=4096,
         description='a JSON object renaming speakers in the result, e.g. {"SPEAKER_00": "Alice"}',
     ),
-    jobs: JobService = Depends(get_jobs),
+    jobs: JobManager = Depends(get_jobs),
 ) -> Response:
     """The transcript of a succeeded job, rendered as json, srt, vtt, txt or rttm; `speaker_names`
     relabels its speakers first (segments, words and the speaker list)."""
@@ -224,7 +224,7 @@ def relabel(transcript: Transcript, names: dict[str, str]) -> Transcript:
 
 
 @router.get("/jobs/{job_id}/deliveries", response_model=Deliveries)
-def get_deliveries(job_id: str, jobs: JobService = Depends(get_jobs)) -> Deliveries:
+def get_deliveries(job_id: str, jobs: JobManager = Depends(get_jobs)) -> Deliveries:
     """Every webhook attempt for the job: when, the status code or error, and whether it will be retried."""
     job = jobs.get(check_job_id(job_id))
     return Deliveries(job_id=job.job_id, webhook=job.webhook, attempts=jobs.deliveries(job.job_id))

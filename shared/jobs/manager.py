@@ -1,4 +1,4 @@
-"""JobService: the jobs application service the web layer calls (submit, get, cancel, deliveries), and
+"""JobManager: the jobs application service the web layer calls (submit, get, cancel, deliveries), and
 the owner of the store, the worker threads and the webhook sender. No HTTP in here.
 
 Where jobs run is the one seam: by default, worker threads in this process (JobExecutor) and a webhook
@@ -29,7 +29,7 @@ JOBS_DB = "jobs.sqlite3"
 Dispatch = Callable[[Job], None]
 
 
-class JobService:
+class JobManager:
     def __init__(
         self, settings: Settings, service: TranscriptionService, store: JobStore, *, dispatch: Dispatch | None = None
     ):
@@ -59,13 +59,13 @@ class JobService:
         store: JobStore | None = None,
         *,
         dispatch: Dispatch | None = None,
-    ) -> JobService:
+    ) -> JobManager:
         """Workers started and interrupted jobs recovered, over the given store or the SQLite one under the
         storage path (with a dispatcher: no workers here, and recovery is the dispatcher's side's)."""
         store = store or SqliteJobStore(settings.audio_storage_path / JOBS_DB)
         return cls(settings, service, store, dispatch=dispatch).start()
 
-    def start(self) -> "JobService":
+    def start(self) -> "JobManager":
         if self.runner:
             self.runner.start()
         if self.webhooks:
