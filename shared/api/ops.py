@@ -177,7 +177,7 @@ class HttpMetrics:
 
 
 def meter_audio(runner) -> None:
-    """Count the audio of every transcription: each splits its audio once (Stage.VAD_SPLIT), whatever
+    """Count the audio of every transcription: each splits its audio once (the vad_split stage), whatever
     the runner. The runner's own `_submit` is wrapped once, so its type and attributes stay as they are."""
     from shared.pipeline.stages import Stage
 

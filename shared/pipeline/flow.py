@@ -1,7 +1,7 @@
 """The flow, on one page.
 
-    audio --VAD_SPLIT--> chunks --TRANSCRIBE (batches, fanned out by the runner)--> words
-    audio --DIARIZE (started first, runs while transcription goes on)--> speaker turns
+    audio --vad_split--> chunks --transcribe (batches, fanned out by the runner)--> words
+    audio --diarize (started first, runs while transcription goes on)--> speaker turns
     words + turns --assign--> segments, emitted in time order as soon as they are final
 
 `audio` is a reference (shared/media/pcm.py): stages read the spans they need from the stored PCM file, so

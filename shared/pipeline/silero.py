@@ -86,7 +86,7 @@ def score_clip(audio: AudioSource) -> np.ndarray:
 class ProbabilityCache:
     """Silero's probabilities of the last few clips, computed once per process.
 
-    Chunking (VAD_SPLIT) and the embedded diarizer score the same recording at the same time (the
+    Chunking (vad_split) and the embedded diarizer score the same recording at the same time (the
     pipeline submits both at once): the second caller waits for the first one's result instead of
     scoring the clip again (~0.7 s of CPU on the bench's 5.5 minutes). A stored PCM file is known by
     its path, length and modification time; audio in memory by the object itself, and its entry goes
