@@ -1,5 +1,7 @@
-"""One registry of HTTP error codes (shared/core/errors.py CODES): every code the app can answer with is
-in it, with the status it is sent with, and the OpenAPI document lists exactly its codes."""
+"""One registry of error codes (shared/core/errors.py): CODES, every code the app can answer with, with the
+status it is sent with (the OpenAPI document lists exactly its codes); LIVE_CODES, every code the WebSocket
+protocols send, with the close code that follows it (the page reads the fatal ones from /web/config).
+Both are documented, in docs/api.md and docs/live.md."""
 
 from __future__ import annotations
 
@@ -13,10 +15,13 @@ import functions.volume_clips  # noqa: F401 - defines a ServiceError of its own
 import shared.api.app  # noqa: F401 - imports every route module, so every ServiceError subclass
 from shared.api.app import create_app
 from shared.core.config import Settings
-from shared.core.errors import CODES, HTTP_CODES, ServiceError
+from shared.core.errors import CODES, HTTP_CODES, LIVE_CODES, ServiceError
 
 ROOT = Path(__file__).resolve().parents[1]
 WEBSOCKET_PROTOCOLS = {"live_ws.py", "realtime.py", "realtime_config.py"}  # their own error events
+LIVE_MODULES = [ROOT / "shared/api" / name for name in sorted(WEBSOCKET_PROTOCOLS)] + sorted(
+    (ROOT / "shared/live").glob("*.py"))
+STATIC = ROOT / "shared/api/static"
 
 
 def _subclasses(cls):
@@ -84,3 +89,64 @@ def test_the_openapi_document_lists_the_registry(tmp_path):
                 if status[0] in "45":
                     listed = set(re.findall(r"\(([^()]*)\)$", response["description"])[0].split(", "))
                     assert listed == {e.code for e in CODES.values() if e.status == int(status)}, status
+
+
+# --- the live protocols (LIVE_CODES) ---
+
+# where a live module sends an error: the code must be a registered LiveErrorCode, never a string
+LIVE_SENDS = re.compile(r'\b(?:send_error\(\s*\w+,|_error\(|(?<!log)\.error\(|Problem\(|_end\(|refuse\(|ItemFailed\(\s*\w+,)\s*(f?"\w*)')
+
+
+def test_every_live_code_sent_is_registered_and_every_registered_one_is_sent():
+    used = set()
+    for path in LIVE_MODULES:
+        text = path.read_text()
+        assert not LIVE_SENDS.findall(text), (path.name, LIVE_SENDS.findall(text))
+        for code in re.findall(r'\blive_code\(\s*"(\w+)"\s*\)', text):
+            assert code in LIVE_CODES, (path.name, code)
+            used.add(code)
+        # a registered code written as a bare string anywhere else (a comparison, a set...); an OpenAI error
+        # `type` ("server_error" is one too) is not a code
+        rest = re.sub(r'live_code\(\s*"\w+"\s*\)|kind="\w+"|"type": "\w+"', "", text)
+        bare = set(re.findall(r'"(\w+)"', rest)) & set(LIVE_CODES)
+        assert not bare, (path.name, bare)
+    assert used == set(LIVE_CODES)  # no entry that nothing sends
+
+
+def test_live_close_codes():
+    fatal = [e for e in LIVE_CODES.values() if e.fatal]
+    assert all(4400 <= e.close < 4500 for e in fatal)
+    assert {e.code: e.close for e in fatal} == {
+        "invalid_option": 4400, "unsupported_intent": 4400, "session_not_found": 4404, "idle_timeout": 4408,
+        "session_too_long": 4413, "audio_undecodable": 4415, "too_many_streams": 4429}
+
+
+def test_the_page_reads_the_fatal_live_codes_from_the_config(tmp_path):
+    settings = Settings(_env_file=None, audio_storage_path=tmp_path)
+    with TestClient(create_app(settings)) as client:
+        config = client.get("/web/config").json()
+    assert config["fatal_live_codes"] == sorted(e.code for e in LIVE_CODES.values() if e.fatal)
+    js = "\n".join(p.read_text() for p in STATIC.glob("*.js"))
+    assert "fatal_live_codes" in js
+    assert not [code for code in LIVE_CODES if f'"{code}"' in js]  # no copy of the registry in the page
+
+
+def _documented(*names: str) -> set[str]:
+    """The words in `code spans` of these docs."""
+    text = "\n".join((ROOT / "docs" / name).read_text() for name in names)
+    return {word for span in re.findall(r"`([^`\n]+)`", text) for word in re.findall(r"\w+", span)}
+
+
+def test_every_code_is_documented():
+    assert set(CODES) - _documented("api.md", "live.md") == set()
+    assert set(LIVE_CODES) - _documented("live.md") == set()
+
+
+def test_the_live_docs_give_each_code_its_close():
+    rows = [line for line in (ROOT / "docs/live.md").read_text().splitlines() if line.startswith("| `")]
+    for entry in LIVE_CODES.values():
+        mine = [row for row in rows if f"`{entry.code}`" in row.split("|")[1]]
+        assert mine, entry.code
+        for row in mine:
+            closes = re.findall(r"close (44\d\d)", row)
+            assert closes == ([str(entry.close)] if entry.fatal else []), (entry.code, row)

@@ -21,7 +21,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from shared.api.auth import IDENTITY, client_address
 from shared.api.params import TranscribeParams, merge_params
 from shared.core.domain import ID_PATTERN, SAMPLE_RATE
-from shared.core.errors import InvalidParameter
+from shared.core.errors import InvalidParameter, LiveErrorCode, live_code
 from shared.live import events as ev
 from shared.live.registry import LiveHub, LiveStream, ResumeRefused, TooManyStreams
 from shared.live.session import LiveConfig
@@ -29,13 +29,12 @@ from shared.live.session import LiveConfig
 log = logging.getLogger(__name__)
 router = APIRouter()
 
-# close codes (README's table); 1000 is a normal end after {"type": "end"}
-CLOSE_INVALID_OPTION = 4400
-CLOSE_SESSION_NOT_FOUND = 4404
-CLOSE_IDLE = 4408
-CLOSE_TOO_LONG = 4413
-CLOSE_UNDECODABLE = 4415
-CLOSE_TOO_MANY = 4429
+# the error codes this protocol sends (shared/core/errors.py LIVE_CODES, with their close codes; docs/live.md);
+# too_many_streams and session_not_found come with the hub's exceptions. 1000 is a normal end after "end".
+INVALID_OPTION, AUDIO_UNDECODABLE = live_code("invalid_option"), live_code("audio_undecodable")
+INVALID_JSON, UNKNOWN_EVENT = live_code("invalid_json"), live_code("unknown_event")
+FRAME_TOO_LARGE, INVALID_OFFSET = live_code("frame_too_large"), live_code("invalid_offset")
+IDLE_TIMEOUT, SESSION_TOO_LONG = live_code("idle_timeout"), live_code("session_too_long")
 
 
 class StreamParams(TranscribeParams):
@@ -78,10 +77,11 @@ def identity_of(websocket: WebSocket) -> str:
     return websocket.scope.get(IDENTITY) or "addr:" + client_address(websocket.scope)
 
 
-async def send_error(websocket: WebSocket, code: str, message: str, close: int | None = None) -> None:
-    await websocket.send_json({"type": "error", "code": code, "message": message})
-    if close is not None:
-        await websocket.close(close)
+async def send_error(websocket: WebSocket, error: LiveErrorCode, message: str) -> None:
+    """The `error` event; a fatal code's close follows it."""
+    await websocket.send_json({"type": "error", "code": error.code, "message": message})
+    if error.close is not None:
+        await websocket.close(error.close)
 
 
 @router.websocket("/ws/stream")
@@ -93,18 +93,18 @@ async def ws_stream(websocket: WebSocket) -> None:
         params = merge_params(StreamParams, websocket.query_params, {})
         options = params.options()
     except InvalidParameter as exc:
-        return await send_error(websocket, "invalid_option", exc.message, CLOSE_INVALID_OPTION)
+        return await send_error(websocket, INVALID_OPTION, exc.message)
     identity = identity_of(websocket)
     try:
         hub.acquire(identity)
     except TooManyStreams as exc:
-        return await send_error(websocket, "too_many_streams", str(exc), CLOSE_TOO_MANY)
+        return await send_error(websocket, exc.code, str(exc))
     try:
         if params.session:
             try:
                 stream = hub.resume(params.session, identity)
             except ResumeRefused as exc:
-                return await send_error(websocket, "session_not_found", str(exc), CLOSE_SESSION_NOT_FOUND)
+                return await send_error(websocket, exc.code, str(exc))
         else:
             config = LiveConfig.from_settings(settings, options, partials=params.partials)
             stream = hub.open(config, identity, params.format, params.rate)
@@ -127,9 +127,9 @@ class Connection:
         async with self._sending:
             await self.ws.send_json(message)
 
-    async def _error(self, code: str, message: str, close: int | None = None) -> None:
+    async def _error(self, error: LiveErrorCode, message: str) -> None:
         async with self._sending:
-            await send_error(self.ws, code, message, close)
+            await send_error(self.ws, error, message)
 
     async def run(self, params: StreamParams) -> None:
         loop = asyncio.get_running_loop()
@@ -173,20 +173,20 @@ class Connection:
             data, text = message.get("bytes"), message.get("text")
             if data is not None:
                 if len(data) > limit:
-                    await self._error("frame_too_large", f"binary frames carry at most {limit} bytes")
+                    await self._error(FRAME_TOO_LARGE, f"binary frames carry at most {limit} bytes")
                     continue
                 try:
                     received = await asyncio.to_thread(self.stream.write, data, position)
                 except ValueError as exc:
-                    await self._error("invalid_offset", str(exc))
+                    await self._error(INVALID_OFFSET, str(exc))
                     continue
                 position += len(data)
                 self.last_audio = time.monotonic()
                 samples = self.stream.session.received
                 await self._json({"type": "ack", "bytes": received, "samples": samples})
                 if samples / SAMPLE_RATE > self.settings.stream_max_session_s:
-                    await self._end(f"the session reached its limit of {self.settings.stream_max_session_s:g} s",
-                                    code="session_too_long", close=CLOSE_TOO_LONG)
+                    await self._end(SESSION_TOO_LONG,
+                                    f"the session reached its limit of {self.settings.stream_max_session_s:g} s")
                     return
             elif text is not None:
                 if await self._control(text):
@@ -195,13 +195,13 @@ class Connection:
     async def _control(self, text: str) -> bool:
         """A client text frame; True when the connection is done."""
         if len(text) > self.settings.stream_max_frame_bytes:
-            await self._error("frame_too_large", "text frames carry at most a small JSON event")
+            await self._error(FRAME_TOO_LARGE, "text frames carry at most a small JSON event")
             return False
         try:
             message = json.loads(text)
             kind = message.get("type") if isinstance(message, dict) else None
         except json.JSONDecodeError:
-            await self._error("invalid_json", "text frames must be JSON objects")
+            await self._error(INVALID_JSON, "text frames must be JSON objects")
             return False
         if kind == "heartbeat":
             return False
@@ -211,23 +211,23 @@ class Connection:
         if kind == "end":
             await self._end()
             return True
-        await self._error("unknown_event", f"unknown event type {kind!r}: send heartbeat, commit or end")
+        await self._error(UNKNOWN_EVENT, f"unknown event type {kind!r}: send heartbeat, commit or end")
         return False
 
-    async def _end(self, message: str | None = None, *, code: str = "", close: int = 1000) -> None:
-        """Finish the session: its last finals, then `done` (or the error) and the close."""
+    async def _end(self, error: LiveErrorCode | None = None, message: str = "") -> None:
+        """Finish the session: its last finals, then `done` and the close 1000 (or the error and its close)."""
         if self.ended:
             return
         self.ended = True
         await asyncio.to_thread(self.stream.finish, 120.0)
         await asyncio.sleep(0)  # let the listener's last call_soon_threadsafe land
         await self._flush()
-        if message:
-            await self._error(code, message, close)
+        if error is not None:
+            await self._error(error, message)
         else:
             async with self._sending:
                 await self.ws.send_json({"type": "done", "last_event": self.stream.seq})
-                await self.ws.close(close)
+                await self.ws.close(1000)
 
     async def _flush(self) -> None:
         while not self.outbox.empty():
@@ -244,8 +244,7 @@ class Connection:
             return False
         if event is None:  # the decoder gave up on the stream
             self.ended = True
-            await self._error("audio_undecodable", self.stream.decode_error or "undecodable audio",
-                             CLOSE_UNDECODABLE)
+            await self._error(AUDIO_UNDECODABLE, self.stream.decode_error or "undecodable audio")
             return False
         await self._json(event_json(seq, event))
         return True
@@ -255,7 +254,6 @@ class Connection:
         while True:
             await asyncio.sleep(min(every, self.settings.stream_idle_s))
             if time.monotonic() - self.last_audio > self.settings.stream_idle_s:
-                await self._end(f"no audio for {self.settings.stream_idle_s:g} s", code="idle_timeout",
-                                close=CLOSE_IDLE)
+                await self._end(IDLE_TIMEOUT, f"no audio for {self.settings.stream_idle_s:g} s")
                 return
             await self._json({"type": "heartbeat", "samples": self.stream.session.received})

@@ -22,10 +22,10 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from shared.api.live_ws import CLOSE_IDLE, CLOSE_TOO_LONG, CLOSE_TOO_MANY, identity_of
-from shared.api.live_ws import CLOSE_INVALID_OPTION as CLOSE_UNSUPPORTED_INTENT
+from shared.api.live_ws import identity_of
 from shared.api.realtime_config import Problem, TranscriptionSession, new_id
 from shared.core.domain import SAMPLE_RATE
+from shared.core.errors import LiveErrorCode, live_code
 from shared.live import events as ev
 from shared.live.audio_in import Pcm16Input
 from shared.live.registry import LiveHub, TooManyStreams
@@ -35,6 +35,14 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 JSON_OVERHEAD = 4096  # an append event's bytes beyond its base64 audio
+
+# the error codes of this protocol besides realtime_config's (shared/core/errors.py LIVE_CODES, with their
+# close codes; docs/live.md); too_many_streams comes with the hub's exception
+INVALID_JSON, INVALID_EVENT = live_code("invalid_json"), live_code("invalid_event")
+UNKNOWN_EVENT_TYPE, UNSUPPORTED_INTENT = live_code("unknown_event_type"), live_code("unsupported_intent")
+FRAME_TOO_LARGE, INVALID_AUDIO = live_code("frame_too_large"), live_code("invalid_audio")
+COMMIT_EMPTY, SERVER_ERROR = live_code("input_audio_buffer_commit_empty"), live_code("server_error")
+IDLE_TIMEOUT, SESSION_TOO_LONG = live_code("idle_timeout"), live_code("session_too_long")
 
 
 class Realtime:
@@ -99,9 +107,9 @@ class Realtime:
     def send(self, type_: str, **fields) -> None:
         self.outbox.put_nowait({"type": type_, **fields})
 
-    def error(self, code: str, message: str, *, param: str | None = None, event_id: str | None = None,
+    def error(self, error: LiveErrorCode, message: str, *, param: str | None = None, event_id: str | None = None,
               kind: str = "invalid_request_error") -> None:
-        self.send("error", error={"type": kind, "code": code, "message": message, "param": param,
+        self.send("error", error={"type": kind, "code": error.code, "message": message, "param": param,
                                   "event_id": event_id})
 
     async def run(self) -> None:
@@ -141,25 +149,25 @@ class Realtime:
             if text is None:
                 text = (message.get("bytes") or b"").decode("utf-8", "replace")
             if len(text) > limit:
-                self.error("frame_too_large", f"an event carries at most {self.settings.stream_max_frame_bytes} bytes "
+                self.error(FRAME_TOO_LARGE, f"an event carries at most {self.settings.stream_max_frame_bytes} bytes "
                            "of audio: send it in smaller appends")
                 continue
             try:
                 event = json.loads(text)
             except (json.JSONDecodeError, RecursionError):
-                self.error("invalid_json", "client events must be JSON objects")
+                self.error(INVALID_JSON, "client events must be JSON objects")
                 continue
             if not isinstance(event, dict):
-                self.error("invalid_event", "client events must be JSON objects with a type")
+                self.error(INVALID_EVENT, "client events must be JSON objects with a type")
                 continue
             event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
             try:
                 await self._handle(event)
             except Problem as exc:
-                self.error(exc.code, exc.message, param=exc.param, event_id=event_id)
+                self.error(exc.error, exc.message, param=exc.param, event_id=event_id)
             except Exception:
                 log.exception("realtime event %r failed", event.get("type"))
-                self.error("server_error", "the event could not be handled", event_id=event_id, kind="server_error")
+                self.error(SERVER_ERROR, "the event could not be handled", event_id=event_id, kind="server_error")
 
     async def _handle(self, event: dict) -> None:
         kind = event.get("type")
@@ -170,14 +178,14 @@ class Realtime:
             await self._append(event.get("audio"))
         elif kind == "input_audio_buffer.commit":
             if self.engine is None or not await asyncio.to_thread(self._commit):
-                raise Problem("input_audio_buffer_commit_empty", "the input audio buffer is empty: append audio "
+                raise Problem(COMMIT_EMPTY, "the input audio buffer is empty: append audio "
                               "before committing")
         elif kind == "input_audio_buffer.clear":
             if self.engine is not None:
                 await asyncio.to_thread(self._clear)
             self.send("input_audio_buffer.cleared")
         else:
-            raise Problem("unknown_event_type", f"unknown event type {kind!r}: this server takes session.update "
+            raise Problem(UNKNOWN_EVENT_TYPE, f"unknown event type {kind!r}: this server takes session.update "
                           "and input_audio_buffer.append, .commit and .clear", "type")
 
     def _commit(self) -> bool:
@@ -192,18 +200,18 @@ class Realtime:
 
     async def _append(self, audio: Any) -> None:
         if not isinstance(audio, str):
-            raise Problem("invalid_audio", "audio must be a base64 string of PCM16 samples", "audio")
+            raise Problem(INVALID_AUDIO, "audio must be a base64 string of PCM16 samples", "audio")
         try:
             data = base64.b64decode(audio, validate=True)
         except (binascii.Error, ValueError):
-            raise Problem("invalid_audio", "audio is not valid base64", "audio") from None
+            raise Problem(INVALID_AUDIO, "audio is not valid base64", "audio") from None
         if self.engine is None:
             self._start()
         await asyncio.to_thread(self.input.write, data)
         self.last_audio = time.monotonic()
         limit = self.settings.stream_max_session_s
         if self.engine.received / SAMPLE_RATE > limit:
-            await self._end("session_too_long", f"the session reached its limit of {limit:g} s of audio", CLOSE_TOO_LONG)
+            await self._end(SESSION_TOO_LONG, f"the session reached its limit of {limit:g} s of audio")
 
     def _start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -226,9 +234,9 @@ class Realtime:
             if busy:
                 self.last_audio = time.monotonic()  # finals still to come: not idle
             elif time.monotonic() - self.last_audio > idle:
-                await self._end("idle_timeout", f"no audio for {idle:g} s", CLOSE_IDLE)
+                await self._end(IDLE_TIMEOUT, f"no audio for {idle:g} s")
 
-    async def _end(self, code: str, message: str, close: int) -> None:
+    async def _end(self, error: LiveErrorCode, message: str) -> None:
         """Close the session: the finals of what was heard, then the error and the close."""
         if self.ending:
             return
@@ -236,8 +244,8 @@ class Realtime:
         if self.engine is not None:
             await asyncio.to_thread(self.engine.finish, 120.0)
             await asyncio.sleep(0)  # let the engine's last call_soon_threadsafe land
-        self.error(code, message)
-        self.outbox.put_nowait(close)
+        self.error(error, message)
+        self.outbox.put_nowait(error.close)
 
 
 @router.websocket("/v1/realtime")
@@ -246,19 +254,19 @@ async def realtime(websocket: WebSocket) -> None:
     await websocket.accept()
     connection = Realtime(websocket, hub, websocket.app.state.settings)
 
-    async def refuse(code: str, message: str, close: int) -> None:
-        connection.error(code, message)
-        connection.outbox.put_nowait(close)
+    async def refuse(error: LiveErrorCode, message: str) -> None:
+        connection.error(error, message)
+        connection.outbox.put_nowait(error.close)
         await connection._sender()
 
     if websocket.query_params.get("intent") != "transcription":
-        return await refuse("unsupported_intent", "this server offers transcription sessions only: connect to "
-                            "/v1/realtime?intent=transcription", CLOSE_UNSUPPORTED_INTENT)
+        return await refuse(UNSUPPORTED_INTENT, "this server offers transcription sessions only: connect to "
+                            "/v1/realtime?intent=transcription")
     identity = identity_of(websocket)
     try:
         hub.acquire(identity)
     except TooManyStreams as exc:
-        return await refuse("too_many_streams", str(exc), CLOSE_TOO_MANY)
+        return await refuse(exc.code, str(exc))
     try:
         await connection.run()
     finally:

@@ -11,9 +11,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shared.core.domain import TranscribeOptions
-from shared.core.errors import UnsupportedLanguage
+from shared.core.errors import LiveErrorCode, UnsupportedLanguage, live_code
 from shared.live.session import LiveConfig
 from shared.service.transcription import check_language
+
+
+# the codes of a refused session.update (shared/core/errors.py LIVE_CODES; docs/live.md)
+INVALID_SESSION_CONFIG = live_code("invalid_session_config")
+UNSUPPORTED_SESSION_TYPE = live_code("unsupported_session_type")
+UNSUPPORTED_AUDIO_FORMAT = live_code("unsupported_audio_format")
+UNSUPPORTED_TURN_DETECTION = live_code("unsupported_turn_detection")
+UNSUPPORTED_LANGUAGE = live_code("unsupported_language")
+SESSION_ALREADY_STARTED = live_code("session_already_started")
 
 
 def new_id(prefix: str) -> str:
@@ -23,9 +32,10 @@ def new_id(prefix: str) -> str:
 class Problem(Exception):
     """A client event the session refuses: answered with an `error` event, the session goes on."""
 
-    def __init__(self, code: str, message: str, param: str | None = None):
+    def __init__(self, error: LiveErrorCode, message: str, param: str | None = None):
         super().__init__(message)
-        self.code, self.message, self.param = code, message, param
+        self.error, self.message, self.param = error, message, param
+        self.code = error.code
 
 
 class _Strict(BaseModel):
@@ -134,7 +144,7 @@ class TranscriptionSession:
             for model in models:
                 language = check_language(language, model)
         except UnsupportedLanguage as exc:
-            raise Problem("unsupported_language", exc.message, "session.audio.input.transcription.language") from None
+            raise Problem(UNSUPPORTED_LANGUAGE, exc.message, "session.audio.input.transcription.language") from None
         options = TranscribeOptions(language=language, initial_prompt=source.transcription.prompt or None)
         vad = source.turn_detection
         if vad is None:
@@ -146,25 +156,25 @@ class TranscriptionSession:
         """Apply a `session.update`'s session (all of it, or nothing: Problem says why). `started`: audio
         has arrived, so the engine's settings can no longer change."""
         if not isinstance(session, dict):
-            raise Problem("invalid_session_config", "session must be an object", "session")
+            raise Problem(INVALID_SESSION_CONFIG, "session must be an object", "session")
         if session.get("type", "transcription") != "transcription":
-            raise Problem("unsupported_session_type", "this server offers transcription sessions only: "
+            raise Problem(UNSUPPORTED_SESSION_TYPE, "this server offers transcription sessions only: "
                           'set session.type to "transcription"', "session.type")
         try:
             config = SessionConfig.model_validate(merged(self.config.model_dump(), session, self.defaults))
         except ValidationError as exc:
             first = exc.errors()[0]
             param = ".".join(["session", *map(str, first["loc"])])
-            raise Problem("invalid_session_config", f"{param}: {first['msg']}", param) from None
+            raise Problem(INVALID_SESSION_CONFIG, f"{param}: {first['msg']}", param) from None
         fmt, vad = config.audio.input.format, config.audio.input.turn_detection
         if fmt.type != "audio/pcm" or not 8000 <= fmt.rate <= 48000:
-            raise Problem("unsupported_audio_format", f"audio {fmt.type!r} at {fmt.rate} Hz is not supported: send "
+            raise Problem(UNSUPPORTED_AUDIO_FORMAT, f"audio {fmt.type!r} at {fmt.rate} Hz is not supported: send "
                           '{"type": "audio/pcm", "rate": 24000} (PCM16 mono; 8000-48000 Hz)', "session.audio.input.format")
         if vad is not None and vad.type != "server_vad":
-            raise Problem("unsupported_turn_detection", f"turn detection {vad.type!r} is not supported: use "
+            raise Problem(UNSUPPORTED_TURN_DETECTION, f"turn detection {vad.type!r} is not supported: use "
                           '"server_vad", or null for manual commits', "session.audio.input.turn_detection.type")
         live = self._live_config(config)
         if started and (live != self.live or fmt.rate != self.config.audio.input.format.rate):
-            raise Problem("session_already_started", "the audio format, turn detection, language and prompt are "
+            raise Problem(SESSION_ALREADY_STARTED, "the audio format, turn detection, language and prompt are "
                           "fixed once audio has been appended; open a new session to change them")
         self.config, self.live = config, live

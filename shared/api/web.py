@@ -4,7 +4,7 @@ No build step and nothing from another origin: the page is plain HTML, CSS and E
 Content-Security-Policy tells the browser to load and connect to this origin only (audio also from
 `blob:`, the user's own file). The page talks to the public API like any client; `/web/config` tells it
 what it cannot find out otherwise (whether keys are needed, the languages the model knows, the job states
-in which a job has ended). None of these routes is in the OpenAPI document, and none needs a key (auth
+in which a job has ended, the live error codes after which the server closes the stream). None of these routes is in the OpenAPI document, and none needs a key (auth
 guards /api, /v1 and /metrics).
 """
 
@@ -16,7 +16,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from shared.core.errors import PageUnavailable
+from shared.core.errors import LIVE_CODES, PageUnavailable
 from shared.jobs.model import ENDED
 from shared.service.transcription import whisper_languages
 
@@ -55,6 +55,7 @@ def config(request: Request) -> dict:
         "languages": ["en"] if english_only else sorted(whisper_languages()),
         "max_upload_mb": settings.max_upload_mb,
         "terminal_job_states": [s.value for s in ENDED],
+        "fatal_live_codes": sorted(e.code for e in LIVE_CODES.values() if e.fatal),
     }
 
 

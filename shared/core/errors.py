@@ -4,6 +4,11 @@ CODES is the one registry of the codes an HTTP response can carry, each with its
 means; the error handlers (shared/api/error_responses.py), the OpenAPI document (shared/api/openapi.py)
 and tests read it. A ServiceError subclass names its code and takes the status from here, so a class
 with an unregistered code (or one that contradicts its entry) fails at import.
+
+LIVE_CODES is the same for the `error` events of the WebSocket protocols (`/ws/stream`, `/v1/realtime`):
+each code with the close code that follows it (None: the session goes on). The protocol modules look
+their codes up at import (`live_code`), so an unregistered one fails there; the page gets the fatal ones
+from `/web/config`.
 """
 
 from __future__ import annotations
@@ -59,6 +64,53 @@ FALLBACK_CODE = "http_error"
 
 def http_code(status: int) -> str:
     return HTTP_CODES.get(status, FALLBACK_CODE)
+
+
+@dataclass(frozen=True)
+class LiveErrorCode:
+    code: str
+    close: int | None  # the WebSocket close code sent after it; None: the session goes on
+    description: str
+
+    @property
+    def fatal(self) -> bool:
+        """The server closes the stream after it: a reconnect cannot help."""
+        return self.close is not None
+
+
+LIVE_CODES: dict[str, LiveErrorCode] = {e.code: e for e in (
+    # both protocols
+    LiveErrorCode("invalid_json", None, "a text frame (event) that is not JSON"),
+    LiveErrorCode("frame_too_large", None, "a frame over STREAM_MAX_FRAME_BYTES: dropped"),
+    LiveErrorCode("transcription_failed", None, "an utterance's final could not be made"),
+    LiveErrorCode("idle_timeout", 4408, "no audio for STREAM_IDLE_S"),
+    LiveErrorCode("session_too_long", 4413, "more than STREAM_MAX_SESSION_S of audio"),
+    LiveErrorCode("too_many_streams", 4429, "more than STREAM_MAX_PER_KEY live streams for one key or address"),
+    # /ws/stream
+    LiveErrorCode("unknown_event", None, "a text frame of another type than heartbeat, commit or end"),
+    LiveErrorCode("invalid_offset", None, "a resumed client resends from past what the server has"),
+    LiveErrorCode("invalid_option", 4400, "a bad query parameter"),
+    LiveErrorCode("session_not_found", 4404, "resume of an unknown or expired session (or another key's)"),
+    LiveErrorCode("audio_undecodable", 4415, "format=webm/ogg bytes PyAV cannot read"),
+    # /v1/realtime
+    LiveErrorCode("invalid_event", None, "a client event that is not a JSON object"),
+    LiveErrorCode("unknown_event_type", None, "a client event of a type this server does not take"),
+    LiveErrorCode("invalid_audio", None, "append: audio missing, not a string, or not base64"),
+    LiveErrorCode("input_audio_buffer_commit_empty", None, "commit with nothing appended since the last utterance"),
+    LiveErrorCode("invalid_session_config", None, "session.update: a bad field"),
+    LiveErrorCode("unsupported_session_type", None, "session.update: a type other than transcription"),
+    LiveErrorCode("unsupported_audio_format", None, "session.update: an audio format or rate not supported"),
+    LiveErrorCode("unsupported_turn_detection", None, "session.update: turn detection other than server_vad"),
+    LiveErrorCode("unsupported_language", None, "session.update: a language the model cannot do"),
+    LiveErrorCode("session_already_started", None, "session.update changes what is fixed once audio arrived"),
+    LiveErrorCode("server_error", None, "an event the server failed on (logged)"),
+    LiveErrorCode("unsupported_intent", 4400, "no intent=transcription in the URL"),
+)}  # fmt: skip
+
+
+def live_code(code: str) -> LiveErrorCode:
+    """The registered live error code (a KeyError for an unregistered one: call it at import)."""
+    return LIVE_CODES[code]
 
 
 class ServiceError(Exception):

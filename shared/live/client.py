@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
+from shared.core.errors import LIVE_CODES
+
 BYTES_PER_S = 32_000  # PCM16 mono at 16 kHz
 
 
@@ -137,8 +139,7 @@ class StreamClient:
             return
 
 
-FATAL = {"invalid_option", "too_many_streams", "session_not_found", "idle_timeout", "session_too_long",
-         "audio_undecodable"}
+FATAL = {e.code for e in LIVE_CODES.values() if e.fatal}  # the server closes after them: no resume
 
 
 class StreamError(RuntimeError):

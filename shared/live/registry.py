@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from shared.core.errors import live_code
 from shared.live.audio_in import ContainerInput, Pcm16Input
 from shared.live.events import Event
 from shared.live.models import LiveModels
@@ -25,11 +26,13 @@ LOG_EVENTS = 20_000  # events kept for replay per stream (a long session's oldes
 
 
 class TooManyStreams(Exception):
-    pass
+    code = live_code("too_many_streams")
 
 
 class ResumeRefused(Exception):
     """No such session, or another client's."""
+
+    code = live_code("session_not_found")
 
 
 class LiveStream:

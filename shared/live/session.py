@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shared.core.domain import SAMPLE_RATE, TranscribeOptions, Word
+from shared.core.errors import live_code
 from shared.live.agreement import LocalAgreement
 from shared.live.endpoint import Boundary, Endpointer
 from shared.live.events import (
@@ -35,6 +36,7 @@ from shared.live.speakers import SpeakerTracker
 
 log = logging.getLogger(__name__)
 
+TRANSCRIPTION_FAILED = live_code("transcription_failed")  # an utterance's final could not be made
 PREROLL_S = 1.0  # audio kept while nobody speaks: the prefix padding and the speech that opens an utterance
 
 
@@ -209,7 +211,7 @@ class LiveSession:
             del self._closing[item]
             self._next_final += 1
             if closing.error == "transcript":
-                self._emit(ItemFailed(item, "transcription_failed", "the utterance could not be transcribed"))
+                self._emit(ItemFailed(item, TRANSCRIPTION_FAILED.code, "the utterance could not be transcribed"))
                 continue
             self._emit_final(item, closing)
         if not self._closing:

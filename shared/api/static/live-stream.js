@@ -10,16 +10,15 @@ const SILENT_MS = 15_000; // at least, and 3 server heartbeats: nothing heard fo
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
 const RECONNECT_FOR_MS = 60_000; // the server keeps a dropped session this long (STREAM_RESUME_S)
 const MAX_BUFFER_S = 120; // unacknowledged audio kept for a resend
-// errors after which a reconnect cannot help (the server closes with a 44xx code after them)
-const FATAL = new Set(["invalid_option", "too_many_streams", "session_not_found", "idle_timeout",
-  "session_too_long", "audio_undecodable", "buffer_full"]);
 
 export class LiveStream {
-  // options: transcription options ({diarize, num_speakers, language, ...}); onEvent(event) gets every
-  // new engine event and every error; onState(state, detail) gets connecting, live, reconnecting,
-  // ended or failed.
-  constructor({ rate, options, onEvent, onState }) {
+  // options: transcription options ({diarize, num_speakers, language, ...}); fatal: the error codes after
+  // which the server closes the stream and a reconnect cannot help (/web/config's fatal_live_codes);
+  // onEvent(event) gets every new engine event and every error; onState(state, detail) gets connecting,
+  // live, reconnecting, ended or failed.
+  constructor({ rate, options, fatal, onEvent, onState }) {
     this.rate = rate;
+    this.fatal = new Set(fatal);
     this.options = options;
     this.onEvent = onEvent;
     this.onState = onState;
@@ -103,7 +102,7 @@ export class LiveStream {
       this.lastSeq = event.seq;
     }
     if (kind === "heartbeat") return;
-    if (kind === "error" && event.seq === undefined && FATAL.has(event.code)) this.over = true;
+    if (kind === "error" && event.seq === undefined && this.fatal.has(event.code)) this.over = true;
     if (kind === "done") {
       this.over = true;
       this.ending?.resolve();

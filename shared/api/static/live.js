@@ -87,6 +87,7 @@ export class LiveMode {
     this.stream = new LiveStream({
       rate: mic.rate,
       options: this.options(),
+      fatal: this.config.fatal_live_codes,
       onEvent: (event) => this.event(event),
       onState: (name) => this.changed(name),
     });
