@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from local_dev import wire
+from shared.pipeline.stages import Stage
 
 DEFAULT_FACTORY = "shared.pipeline.models:StageWorker"
 
@@ -59,7 +60,6 @@ def serve(
         worker = _load_factory(init.factory or DEFAULT_FACTORY)(init.settings)
         started = time.perf_counter()
         if init.preload:
-            from shared.pipeline.stages import Stage
 
             worker.load(tuple(Stage(s) for s in init.stages))
         ready = {"load_seconds": time.perf_counter() - started, **_device_check(init.settings)}

@@ -19,6 +19,7 @@ from shared.core.config import Settings, get_settings
 from shared.jobs.manager import Dispatch, JobManager
 from shared.jobs.store import JobStore
 from shared.live.registry import LiveHub
+from shared.pipeline.models import StageWorker
 from shared.pipeline.runner import InProcessRunner, Runner
 from shared.service.transcription import TranscriptionService
 from shared.media.clip_store import ClipStore
@@ -28,7 +29,6 @@ log = logging.getLogger(__name__)
 
 def default_runner(settings: Settings) -> Runner:
     """Models in this process, loaded now so the first request does not wait for them."""
-    from shared.pipeline.models import StageWorker
 
     return InProcessRunner(StageWorker(settings).load())
 

@@ -24,8 +24,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.core.domain import SAMPLE_RATE
 from shared.jobs.model import JobStatus
 from shared.jobs.webhooks import DELIVERIES
+from shared.pipeline.stages import Stage
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +181,6 @@ class HttpMetrics:
 def meter_audio(runner) -> None:
     """Count the audio of every transcription: each splits its audio once (the vad_split stage), whatever
     the runner. The runner's own `_submit` is wrapped once, so its type and attributes stay as they are."""
-    from shared.pipeline.stages import Stage
 
     if getattr(runner, "_audio_metered", False):
         return
@@ -197,7 +198,6 @@ def meter_audio(runner) -> None:
 
 
 def _seconds(audio) -> float:
-    from shared.core.domain import SAMPLE_RATE
 
     samples = getattr(audio, "num_samples", None)
     if samples is None:

@@ -10,6 +10,11 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from shared.live.client import StreamClient, StreamError
+from shared.media.decode import AudioDecodeError, decode_stream
+
 GREY, RESET, CLEAR = "\033[90m", "\033[0m", "\r\033[K"
 
 
@@ -28,10 +33,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from shared.media.decode import AudioDecodeError, decode_stream
-    from shared.live.client import StreamClient, StreamError
 
     pieces: list[bytes] = []
     try:
