@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Protocol
 
 from shared.core.domain import ClipInfo
-from shared.core.errors import ClipNotFound, ServiceError
+from shared.core.errors import ClipNotFound, StorageBusy
 from shared.media.pcm import PcmRef
 from shared.media.clip_store import ClipStore, atomic_write, check_clip_id
 
@@ -47,10 +47,6 @@ class VolumeOps(Protocol):
     def commit(self) -> None: ...
 
     def reload(self) -> None: ...
-
-
-class StorageBusy(ServiceError):
-    status, code = 503, "storage_busy"
 
 
 class SharedLock:

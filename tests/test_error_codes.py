@@ -1,21 +1,22 @@
-"""One registry of error codes (shared/core/errors.py): CODES, every code the app can answer with, with the
-status it is sent with (the OpenAPI document lists exactly its codes); LIVE_CODES, every code the WebSocket
-protocols send, with the close code that follows it (the page reads the fatal ones from /web/config).
-Both are documented, in docs/api.md and docs/live.md."""
+"""One registry of error codes (shared/core/errors.py CODES), each code defined once: the HTTP ones with
+the status they are sent with (the OpenAPI document lists exactly them), the ones the WebSocket protocols
+send (LIVE_CODES) with the close code that follows them (the page reads the fatal ones from /web/config),
+and a failed job's own. No other module spells a code but to look it up; all are documented, in
+docs/api.md and docs/live.md."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-import functions.volume_clips  # noqa: F401 - defines a ServiceError of its own
 import shared.api.app  # noqa: F401 - imports every route module, so every ServiceError subclass
 from shared.api.app import create_app
 from shared.core.config import Settings
-from shared.core.errors import CODES, HTTP_CODES, LIVE_CODES, ServiceError
+from shared.core.errors import CODES, HTTP_CODES, HTTP_ERRORS, LIVE_CODES, ServiceError, live_code
 
 ROOT = Path(__file__).resolve().parents[1]
 WEBSOCKET_PROTOCOLS = {"live_ws.py", "realtime.py", "realtime_config.py"}  # their own error events
@@ -43,32 +44,59 @@ def test_a_class_with_an_unregistered_code_or_status_fails_at_import():
         type("Made", (ServiceError,), {"code": "made_up_code"})
     with pytest.raises(TypeError, match="contradicts"):
         type("Made", (ServiceError,), {"code": "job_not_found", "status": 400})
+    with pytest.raises(TypeError, match="not answered with an HTTP status"):
+        type("Made", (ServiceError,), {"code": "idle_timeout"})  # a live protocol's code
+    with pytest.raises(KeyError):
+        live_code("job_not_found")  # not one the live protocols send
 
 
 def _sources():
     for folder in ("shared", "functions"):
-        for path in (ROOT / folder).rglob("*.py"):
-            if path.name not in WEBSOCKET_PROTOCOLS and "live" not in path.parts:
-                yield path, path.read_text()
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path != ROOT / "shared/core/errors.py":
+                yield path, ast.parse(path.read_text())
 
 
-CALL_SITES = [
-    re.compile(r'\berror_response\(\s*(\d+),\s*"(\w+)"'),  # error_response(429, "rate_limited", ...)
-    re.compile(r'\b_refuse\([^)]*?(\d+),\s*"(\w+)"'),  # the auth middleware's refusals
-]
+LOOKUPS = {"error_code", "live_code"}  # a code looked up in the registry (at import: an unknown one fails)
+SENDERS = {"error_response", "openai_error", "_refuse", "send_error", "_error", "error", "_end", "refuse",
+           "Problem", "JobError", "ItemFailed"}  # what takes a code to send
 
 
-def test_every_code_written_at_a_call_site_is_registered():
-    seen = set()
-    for path, text in _sources():
-        for pattern in CALL_SITES:
-            for status, code in pattern.findall(text):
-                assert CODES.get(code) and CODES[code].status == int(status), (path, code, status)
-                seen.add(code)
-        for code in re.findall(r'\bcode="(\w+)"', text):  # ServiceError(..., code="...")
-            assert code in CODES, (path, code)
-            seen.add(code)
-    assert {"rate_limited", "unauthorized", "too_many_auth_failures", "internal_error", "job_finished"} <= seen
+def _not_a_code(node: ast.AST, parents: dict) -> bool:
+    """An OpenAI error `type` ("server_error" is a code too): {"type": ...}, or a `kind` argument or variable."""
+    parent = parents.get(node)
+    if isinstance(parent, ast.IfExp):
+        return _not_a_code(parent, parents)
+    if isinstance(parent, ast.Dict):
+        key = parent.keys[parent.values.index(node)] if node in parent.values else None
+        return isinstance(key, ast.Constant) and key.value == "type"
+    if isinstance(parent, ast.keyword):
+        return parent.arg == "kind"
+    if isinstance(parent, ast.Assign):
+        return [ast.unparse(t) for t in parent.targets] == ["kind"]
+    return isinstance(parent, ast.arguments) and "kind" in [a.arg for a in parent.kwonlyargs + parent.args]
+
+
+def test_no_module_but_the_registry_spells_a_code():
+    looked_up, spelled = set(), []
+    for path, tree in _sources():
+        parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in LOOKUPS:
+                (arg,) = node.args
+                assert isinstance(arg, ast.Constant) and arg.value in CODES, (path.name, ast.unparse(node))
+                looked_up.add(arg.value)
+            elif isinstance(node, ast.Constant) and node.value in CODES and not _not_a_code(node, parents):
+                call = parents.get(node)
+                if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) in LOOKUPS):
+                    spelled.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
+        for node in ast.walk(tree):  # nor sends one it did not look up (an unregistered one included)
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) in SENDERS:
+                for arg in [*node.args, *(k.value for k in node.keywords if k.arg != "kind")]:
+                    if isinstance(arg, ast.Constant) and re.fullmatch(r"[a-z]+(_[a-z]+)+", str(arg.value)):
+                        spelled.append(f"{path.relative_to(ROOT)}:{node.lineno} {arg.value!r}")
+    assert not spelled, spelled
+    assert {"rate_limited", "unauthorized", "too_many_auth_failures", "internal_error", "interrupted"} <= looked_up
 
 
 def test_generic_codes_are_one_per_status():
@@ -82,7 +110,8 @@ def test_the_openapi_document_lists_the_registry(tmp_path):
     with TestClient(create_app(settings)) as client:
         schema = client.get("/openapi.json", headers={"x-api-key": "k" * 20}).json()
     code = schema["components"]["schemas"]["ErrorResponse"]["properties"]["error"]["properties"]["code"]
-    assert code["enum"] == sorted(CODES)
+    assert code["enum"] == sorted(HTTP_ERRORS)
+    assert "interrupted" not in code["enum"] and "idle_timeout" not in code["enum"]  # not HTTP answers
     for operations in schema["paths"].values():
         for operation in operations.values():
             for status, response in operation["responses"].items():
@@ -111,6 +140,12 @@ def test_every_live_code_sent_is_registered_and_every_registered_one_is_sent():
         bare = set(re.findall(r'"(\w+)"', rest)) & set(LIVE_CODES)
         assert not bare, (path.name, bare)
     assert used == set(LIVE_CODES)  # no entry that nothing sends
+
+
+def test_one_table_one_definition():
+    assert set(HTTP_ERRORS) | set(LIVE_CODES) | {"interrupted"} == set(CODES)
+    assert set(HTTP_ERRORS) & set(LIVE_CODES) == {"unsupported_language"}  # HTTP 422, and a refused session.update
+    assert all(e.close is None for e in HTTP_ERRORS.values())
 
 
 def test_live_close_codes():

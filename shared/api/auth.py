@@ -32,10 +32,12 @@ from pydantic import SecretStr
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.core.config import Settings
+from shared.core.errors import ErrorCode, error_code
 
 PROTECTED = ("/api", "/v1", "/ws", "/metrics")
 IDENTITY = "whospoke.identity"  # scope key: "key:<digest>" or "addr:<address>"
 _KEY = re.compile(r"[!-~]+")  # printable ASCII without spaces: what a header can carry unchanged
+UNAUTHORIZED, TOO_MANY_AUTH_FAILURES = error_code("unauthorized"), error_code("too_many_auth_failures")
 
 
 class ConfigurationError(RuntimeError):
@@ -148,7 +150,7 @@ class ApiKeyAuth:
                 stats = await self.limiter.get_window_stats(self.failures, "auth-failures", address)
                 wait = max(1, math.ceil(stats.reset_time - time.time()))
                 message = f"too many failed API key attempts from this address: try again in {wait} s"
-                return await self._refuse(scope, receive, send, 429, "too_many_auth_failures", message,
+                return await self._refuse(scope, receive, send, TOO_MANY_AUTH_FAILURES, message,
                                           {"retry-after": str(wait)})
         if self._valid(key):
             scope[IDENTITY] = key_id(key)  # type: ignore[arg-type]
@@ -159,10 +161,10 @@ class ApiKeyAuth:
             message = "the API key is not valid"
             if self.limiter is not None:
                 await self.limiter.hit(self.failures, "auth-failures", address)
-        await self._refuse(scope, receive, send, 401, "unauthorized", message, {"www-authenticate": "Bearer"})
+        await self._refuse(scope, receive, send, UNAUTHORIZED, message, {"www-authenticate": "Bearer"})
 
-    async def _refuse(self, scope, receive, send, status: int, code: str, message: str, headers: dict) -> None:
-        error = {"code": code, "message": message}
+    async def _refuse(self, scope, receive, send, refusal: ErrorCode, message: str, headers: dict) -> None:
+        status, error = refusal.status, {"code": refusal.code, "message": message}
         if scope.get("path", "").startswith("/v1"):  # OpenAI's error shape there, a superset of ours
             error |= {"type": "invalid_request_error", "param": None}
         response = JSONResponse({"error": error}, status_code=status, headers=headers)

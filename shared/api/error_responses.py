@@ -11,9 +11,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
-from shared.core.errors import ServiceError, http_code
+from shared.core.errors import InvalidParameter, ServiceError, error_code, http_code
 
 log = logging.getLogger(__name__)
+INTERNAL_ERROR = error_code("internal_error")
+
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
@@ -45,7 +47,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "invalid_parameter", describe_validation_error(exc))
+        return error_response(InvalidParameter.status, InvalidParameter.code, describe_validation_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -59,4 +61,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return error_response(500, "internal_error", "the server failed to process the request")
+        return error_response(INTERNAL_ERROR.status, INTERNAL_ERROR.code, "the server failed to process the request")

@@ -23,11 +23,10 @@ from shared.api.params import (
 )
 from shared.api.uploads import UPLOAD_FIELD, receive_upload
 from shared.core.domain import OutputFormat, TranscribeOptions, Transcript
-from shared.core.errors import InvalidParameter, InvalidSpeakerNames
+from shared.core.errors import InvalidParameter, InvalidSpeakerNames, JobFailed, JobNotFinished
 from shared.jobs.model import (
     DeliveryAttempt,
     Job,
-    JobConflict,
     JobLinks,
     JobStatus,
     Webhook,
@@ -164,9 +163,9 @@ def get_job_result(
     relabels its speakers first (segments, words and the speaker list)."""
     job = jobs.get(check_job_id(job_id))
     if job.status is JobStatus.failed:
-        raise JobConflict(f"job {job_id} failed: {job.error.message if job.error else 'no reason'}", code="job_failed")
+        raise JobFailed(f"job {job_id} failed: {job.error.message if job.error else 'no reason'}")
     if job.status is not JobStatus.succeeded or job.result is None:
-        raise JobConflict(f"job {job_id} is {job.status.value}: no result", code="job_not_finished")
+        raise JobNotFinished(f"job {job_id} is {job.status.value}: no result")
     fmt = format or job.format
     transcript = job.result
     if speaker_names:

@@ -21,7 +21,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from shared.api.auth import IDENTITY, client_address
 from shared.api.params import TranscribeParams, merge_params
 from shared.core.domain import ID_PATTERN, SAMPLE_RATE
-from shared.core.errors import InvalidParameter, LiveErrorCode, live_code
+from shared.core.errors import ErrorCode, InvalidParameter, live_code
 from shared.live import events as ev
 from shared.live.registry import LiveHub, LiveStream, ResumeRefused, TooManyStreams
 from shared.live.session import LiveConfig
@@ -77,7 +77,7 @@ def identity_of(websocket: WebSocket) -> str:
     return websocket.scope.get(IDENTITY) or "addr:" + client_address(websocket.scope)
 
 
-async def send_error(websocket: WebSocket, error: LiveErrorCode, message: str) -> None:
+async def send_error(websocket: WebSocket, error: ErrorCode, message: str) -> None:
     """The `error` event; a fatal code's close follows it."""
     await websocket.send_json({"type": "error", "code": error.code, "message": message})
     if error.close is not None:
@@ -127,7 +127,7 @@ class Connection:
         async with self._sending:
             await self.ws.send_json(message)
 
-    async def _error(self, error: LiveErrorCode, message: str) -> None:
+    async def _error(self, error: ErrorCode, message: str) -> None:
         async with self._sending:
             await send_error(self.ws, error, message)
 
@@ -214,7 +214,7 @@ class Connection:
         await self._error(UNKNOWN_EVENT, f"unknown event type {kind!r}: send heartbeat, commit or end")
         return False
 
-    async def _end(self, error: LiveErrorCode | None = None, message: str = "") -> None:
+    async def _end(self, error: ErrorCode | None = None, message: str = "") -> None:
         """Finish the session: its last finals, then `done` and the close 1000 (or the error and its close)."""
         if self.ended:
             return

@@ -13,7 +13,7 @@ from shared.api.auth import PROTECTED
 from shared.api.params import FormatParams, TranscribeParams, form_body_schema
 from shared.core.config import Settings
 from shared.core.domain import ID_PATTERN
-from shared.core.errors import CODES
+from shared.core.errors import HTTP_ERRORS
 
 ERROR_SCHEMA = "ErrorResponse"
 ERROR_COMPONENT = {
@@ -26,9 +26,9 @@ ERROR_COMPONENT = {
             "properties": {
                 "code": {
                     "type": "string",
-                    "enum": sorted(CODES),
+                    "enum": sorted(HTTP_ERRORS),
                     "description": "stable, machine-readable: "
-                    + "; ".join(f"{e.code} ({e.status or 'any'}): {e.description}" for e in CODES.values()),
+                    + "; ".join(f"{e.code} ({e.status or 'any'}): {e.description}" for e in HTTP_ERRORS.values()),
                 },
                 "message": {"type": "string", "description": "for people"},
                 "type": {"type": "string", "description": "/v1 only: OpenAI's error type"},
@@ -51,7 +51,7 @@ SUMMARIES = {
 }
 # each status's summary and the registry's codes of that status
 DESCRIPTIONS = {
-    status: f"{summary} ({', '.join(e.code for e in CODES.values() if e.status == status)})"
+    status: f"{summary} ({', '.join(e.code for e in HTTP_ERRORS.values() if e.status == status)})"
     for status, summary in SUMMARIES.items()
 }
 

@@ -23,8 +23,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from shared.api.auth import IDENTITY, PROTECTED, client_address, is_protected, limiter_storage
 from shared.api.error_responses import error_response
 from shared.core.config import Settings
+from shared.core.errors import error_code
 
 LIMITED = tuple(p for p in PROTECTED if p != "/metrics")  # a scraper is not a client
+RATE_LIMITED = error_code("rate_limited")
 
 
 def rate_limit_item(per_minute: int, burst: int) -> RateLimitItem:
@@ -55,9 +57,8 @@ class RateLimit:
             return await self.app(scope, receive, send)
         stats = await self.limiter.get_window_stats(self.item, "requests", caller)
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
-        response = error_response(
-            429, "rate_limited", f"too many requests: try again in {retry_after} s", {"retry-after": str(retry_after)}
-        )
+        message = f"too many requests: try again in {retry_after} s"
+        response = error_response(RATE_LIMITED.status, RATE_LIMITED.code, message, {"retry-after": str(retry_after)})
         await response(scope, receive, send)
 
 

@@ -25,7 +25,7 @@ from starlette.websockets import WebSocketDisconnect
 from shared.api.live_ws import identity_of
 from shared.api.realtime_config import Problem, TranscriptionSession, new_id
 from shared.core.domain import SAMPLE_RATE
-from shared.core.errors import LiveErrorCode, live_code
+from shared.core.errors import ErrorCode, live_code
 from shared.live import events as ev
 from shared.live.audio_in import Pcm16Input
 from shared.live.registry import LiveHub, TooManyStreams
@@ -107,7 +107,7 @@ class Realtime:
     def send(self, type_: str, **fields) -> None:
         self.outbox.put_nowait({"type": type_, **fields})
 
-    def error(self, error: LiveErrorCode, message: str, *, param: str | None = None, event_id: str | None = None,
+    def error(self, error: ErrorCode, message: str, *, param: str | None = None, event_id: str | None = None,
               kind: str = "invalid_request_error") -> None:
         self.send("error", error={"type": kind, "code": error.code, "message": message, "param": param,
                                   "event_id": event_id})
@@ -236,7 +236,7 @@ class Realtime:
             elif time.monotonic() - self.last_audio > idle:
                 await self._end(IDLE_TIMEOUT, f"no audio for {idle:g} s")
 
-    async def _end(self, error: LiveErrorCode, message: str) -> None:
+    async def _end(self, error: ErrorCode, message: str) -> None:
         """Close the session: the finals of what was heard, then the error and the close."""
         if self.ending:
             return
@@ -254,7 +254,7 @@ async def realtime(websocket: WebSocket) -> None:
     await websocket.accept()
     connection = Realtime(websocket, hub, websocket.app.state.settings)
 
-    async def refuse(error: LiveErrorCode, message: str) -> None:
+    async def refuse(error: ErrorCode, message: str) -> None:
         connection.error(error, message)
         connection.outbox.put_nowait(error.close)
         await connection._sender()

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shared.core.domain import TranscribeOptions
-from shared.core.errors import LiveErrorCode, UnsupportedLanguage, live_code
+from shared.core.errors import ErrorCode, UnsupportedLanguage, live_code
 from shared.live.session import LiveConfig
 from shared.service.transcription import check_language
 
@@ -32,7 +32,7 @@ def new_id(prefix: str) -> str:
 class Problem(Exception):
     """A client event the session refuses: answered with an `error` event, the session goes on."""
 
-    def __init__(self, error: LiveErrorCode, message: str, param: str | None = None):
+    def __init__(self, error: ErrorCode, message: str, param: str | None = None):
         super().__init__(message)
         self.error, self.message, self.param = error, message, param
         self.code = error.code

@@ -24,7 +24,7 @@ from fastapi.responses import StreamingResponse
 from shared.api.clips import get_service
 from shared.api.params import transcribe_options
 from shared.core.domain import ClipInfo, TranscribeOptions
-from shared.core.errors import ServiceError
+from shared.core.errors import ServiceError, error_code
 from shared.service.transcription import TranscriptionService
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ router = APIRouter(prefix="/api", tags=["streaming"])
 
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
+INTERNAL_ERROR = error_code("internal_error")  # what the work failed with, when not a ServiceError
 
 
 class _ClientGone(Exception):
@@ -112,7 +113,7 @@ async def transcript_events(
             _try(put, {"type": "error", "error": {"code": exc.code, "message": exc.message}})
         except Exception:  # noqa: BLE001 - reported in the stream; the status line is long gone
             log.exception("stream of clip %s failed", clip.clip_id)
-            _try(put, {"type": "error", "error": {"code": "internal_error", "message": "the transcription failed"}})
+            _try(put, {"type": "error", "error": {"code": INTERNAL_ERROR.code, "message": "the transcription failed"}})
 
     yield {"type": "start", "clip_id": clip.clip_id, "duration": clip.duration}
     thread = threading.Thread(target=work, name=f"stream-{clip.clip_id[:8]}", daemon=True)
@@ -123,7 +124,7 @@ async def transcript_events(
                 event = await asyncio.wait_for(queue.get(), timeout=heartbeat_s)
             except TimeoutError:
                 if not thread.is_alive() and queue.empty():  # it died without a word: never hang the client
-                    yield {"type": "error", "error": {"code": "internal_error", "message": "the transcription stopped"}}
+                    yield {"type": "error", "error": {"code": INTERNAL_ERROR.code, "message": "the transcription stopped"}}
                     return
                 yield {"type": "heartbeat", "progress": dict(progress)}
                 continue

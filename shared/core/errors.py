@@ -1,14 +1,16 @@
 """Errors the service reports to clients: one JSON shape {"error": {"code", "message"}}, stable codes.
 
-CODES is the one registry of the codes an HTTP response can carry, each with its status and what it
-means; the error handlers (shared/api/error_responses.py), the OpenAPI document (shared/api/openapi.py)
-and tests read it. A ServiceError subclass names its code and takes the status from here, so a class
-with an unregistered code (or one that contradicts its entry) fails at import.
+CODES is the one registry of error codes: every code the service sends, once, with what it means and
+how it is sent. `status`: the HTTP status it is answered with (None: never an HTTP answer). `live`: it
+is an `error` event of the WebSocket protocols (`/ws/stream`, `/v1/realtime`), with `close`, the close
+code that follows it (None: the session goes on). A code can be both (unsupported_language). The error
+handlers (shared/api/error_responses.py), the OpenAPI document (shared/api/openapi.py), the live
+protocols, the job runner and the page (via `/web/config`) read it; docs/api.md and docs/live.md
+document it (tests/test_error_codes.py checks all of that).
 
-LIVE_CODES is the same for the `error` events of the WebSocket protocols (`/ws/stream`, `/v1/realtime`):
-each code with the close code that follows it (None: the session goes on). The protocol modules look
-their codes up at import (`live_code`), so an unregistered one fails there; the page gets the fatal ones
-from `/web/config`.
+A ServiceError subclass names its code and takes the status from here, so a class with an unregistered
+code (or one that contradicts its entry) fails at import; the live protocols and the job runner look
+their codes up at import (`live_code`, `error_code`), so an unregistered one fails there.
 """
 
 from __future__ import annotations
@@ -19,12 +21,24 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class ErrorCode:
     code: str
-    status: int
+    status: int | None  # the HTTP status (0: the failed response's own); None: never an HTTP answer
     description: str
     generic: bool = False  # the code of any other error of this status (an unknown route, a bad method...)
+    live: bool = False  # an `error` event of the WebSocket protocols
+    close: int | None = None  # live: the WebSocket close code sent after it; None: the session goes on
+
+    @property
+    def fatal(self) -> bool:
+        """The server closes the stream after it: a reconnect cannot help."""
+        return self.close is not None
 
 
-CODES: dict[str, ErrorCode] = {e.code: e for e in (
+def _live(code: str, description: str, close: int | None = None) -> ErrorCode:
+    return ErrorCode(code, None, description, live=True, close=close)
+
+
+_TABLE = (
+    # HTTP answers (/api, /v1, /metrics, the page)
     ErrorCode("bad_request", 400, "a malformed request (an unreadable form body, ...)", generic=True),
     ErrorCode("invalid_clip_id", 400, "the clip id is not 32 lowercase hex characters"),
     ErrorCode("invalid_job_id", 400, "the job id is not 32 lowercase hex characters"),
@@ -45,7 +59,8 @@ CODES: dict[str, ErrorCode] = {e.code: e for e in (
     ErrorCode("unsupported_media", 415, "the file is not decodable audio", generic=True),
     ErrorCode("invalid_parameter", 422, "a bad query or form value", generic=True),
     ErrorCode("conflicting_parameter", 422, "an option given as a query parameter and a form field, differently"),
-    ErrorCode("unsupported_language", 422, "a language Whisper does not know, or not English on an English-only model"),
+    ErrorCode("unsupported_language", 422, "a language Whisper does not know, or not English on an English-only model",
+              live=True),  # also refuses a /v1/realtime session.update
     ErrorCode("invalid_speaker_names", 422, "speaker_names is not a JSON object of usable names"),
     ErrorCode("invalid_webhook_url", 422, "webhook_url is not a public http(s) URL"),
     ErrorCode("webhooks_disabled", 422, "a webhook_url, but no WEBHOOK_SECRET to sign with"),
@@ -55,7 +70,40 @@ CODES: dict[str, ErrorCode] = {e.code: e for e in (
     ErrorCode("page_unavailable", 503, "the browser page's files are not installed; the API works"),
     ErrorCode("storage_busy", 503, "Modal: the clip storage is busy; try again"),
     ErrorCode("http_error", 0, "any other HTTP error (status 0 here: it is the response's)"),
-)}  # fmt: skip
+    # a failed job's error only (besides the codes above that a transcription raises)
+    ErrorCode("interrupted", None, "a job whose runs kept dying (JOB_MAX_ATTEMPTS) is failed with it"),
+    # the live protocols, both
+    _live("invalid_json", "a text frame (event) that is not JSON"),
+    _live("frame_too_large", "a frame over STREAM_MAX_FRAME_BYTES: dropped"),
+    _live("transcription_failed", "an utterance's final could not be made"),
+    _live("idle_timeout", "no audio for STREAM_IDLE_S", close=4408),
+    _live("session_too_long", "more than STREAM_MAX_SESSION_S of audio", close=4413),
+    _live("too_many_streams", "more than STREAM_MAX_PER_KEY live streams for one key or address", close=4429),
+    # /ws/stream
+    _live("unknown_event", "a text frame of another type than heartbeat, commit or end"),
+    _live("invalid_offset", "a resumed client resends from past what the server has"),
+    _live("invalid_option", "a bad query parameter", close=4400),
+    _live("session_not_found", "resume of an unknown or expired session (or another key's)", close=4404),
+    _live("audio_undecodable", "format=webm/ogg bytes PyAV cannot read", close=4415),
+    # /v1/realtime
+    _live("invalid_event", "a client event that is not a JSON object"),
+    _live("unknown_event_type", "a client event of a type this server does not take"),
+    _live("invalid_audio", "append: audio missing, not a string, or not base64"),
+    _live("input_audio_buffer_commit_empty", "commit with nothing appended since the last utterance"),
+    _live("invalid_session_config", "session.update: a bad field"),
+    _live("unsupported_session_type", "session.update: a type other than transcription"),
+    _live("unsupported_audio_format", "session.update: an audio format or rate not supported"),
+    _live("unsupported_turn_detection", "session.update: turn detection other than server_vad"),
+    _live("session_already_started", "session.update changes what is fixed once audio arrived"),
+    _live("server_error", "an event the server failed on (logged)"),
+    _live("unsupported_intent", "no intent=transcription in the URL", close=4400),
+)  # fmt: skip
+CODES: dict[str, ErrorCode] = {e.code: e for e in _TABLE}
+if len(CODES) != len(_TABLE):  # one definition per code
+    raise ValueError(f"registered twice: {sorted(c for c in CODES if [e.code for e in _TABLE].count(c) > 1)}")
+
+HTTP_ERRORS: dict[str, ErrorCode] = {c: e for c, e in CODES.items() if e.status is not None}  # the OpenAPI enum
+LIVE_CODES: dict[str, ErrorCode] = {c: e for c, e in CODES.items() if e.live}
 
 # the code of an HTTP error raised without one (Starlette's 404 and 405, a body too large...)
 HTTP_CODES: dict[int, str] = {e.status: e.code for e in CODES.values() if e.generic}
@@ -66,51 +114,18 @@ def http_code(status: int) -> str:
     return HTTP_CODES.get(status, FALLBACK_CODE)
 
 
-@dataclass(frozen=True)
-class LiveErrorCode:
-    code: str
-    close: int | None  # the WebSocket close code sent after it; None: the session goes on
-    description: str
-
-    @property
-    def fatal(self) -> bool:
-        """The server closes the stream after it: a reconnect cannot help."""
-        return self.close is not None
+def error_code(code: str) -> ErrorCode:
+    """The registered code (a KeyError for an unregistered one: call it at import)."""
+    return CODES[code]
 
 
-LIVE_CODES: dict[str, LiveErrorCode] = {e.code: e for e in (
-    # both protocols
-    LiveErrorCode("invalid_json", None, "a text frame (event) that is not JSON"),
-    LiveErrorCode("frame_too_large", None, "a frame over STREAM_MAX_FRAME_BYTES: dropped"),
-    LiveErrorCode("transcription_failed", None, "an utterance's final could not be made"),
-    LiveErrorCode("idle_timeout", 4408, "no audio for STREAM_IDLE_S"),
-    LiveErrorCode("session_too_long", 4413, "more than STREAM_MAX_SESSION_S of audio"),
-    LiveErrorCode("too_many_streams", 4429, "more than STREAM_MAX_PER_KEY live streams for one key or address"),
-    # /ws/stream
-    LiveErrorCode("unknown_event", None, "a text frame of another type than heartbeat, commit or end"),
-    LiveErrorCode("invalid_offset", None, "a resumed client resends from past what the server has"),
-    LiveErrorCode("invalid_option", 4400, "a bad query parameter"),
-    LiveErrorCode("session_not_found", 4404, "resume of an unknown or expired session (or another key's)"),
-    LiveErrorCode("audio_undecodable", 4415, "format=webm/ogg bytes PyAV cannot read"),
-    # /v1/realtime
-    LiveErrorCode("invalid_event", None, "a client event that is not a JSON object"),
-    LiveErrorCode("unknown_event_type", None, "a client event of a type this server does not take"),
-    LiveErrorCode("invalid_audio", None, "append: audio missing, not a string, or not base64"),
-    LiveErrorCode("input_audio_buffer_commit_empty", None, "commit with nothing appended since the last utterance"),
-    LiveErrorCode("invalid_session_config", None, "session.update: a bad field"),
-    LiveErrorCode("unsupported_session_type", None, "session.update: a type other than transcription"),
-    LiveErrorCode("unsupported_audio_format", None, "session.update: an audio format or rate not supported"),
-    LiveErrorCode("unsupported_turn_detection", None, "session.update: turn detection other than server_vad"),
-    LiveErrorCode("unsupported_language", None, "session.update: a language the model cannot do"),
-    LiveErrorCode("session_already_started", None, "session.update changes what is fixed once audio arrived"),
-    LiveErrorCode("server_error", None, "an event the server failed on (logged)"),
-    LiveErrorCode("unsupported_intent", 4400, "no intent=transcription in the URL"),
-)}  # fmt: skip
-
-
-def live_code(code: str) -> LiveErrorCode:
-    """The registered live error code (a KeyError for an unregistered one: call it at import)."""
-    return LIVE_CODES[code]
+def live_code(code: str) -> ErrorCode:
+    """The registered live error code (a KeyError for an unregistered one or one the live protocols do not
+    send: call it at import)."""
+    entry = CODES[code]
+    if not entry.live:
+        raise KeyError(f"{code!r} is not a live error code")
+    return entry
 
 
 class ServiceError(Exception):
@@ -122,18 +137,15 @@ class ServiceError(Exception):
         entry = CODES.get(cls.code)
         if entry is None:
             raise TypeError(f"{cls.__name__}: error code {cls.code!r} is not in shared.core.errors.CODES")
+        if not entry.status:
+            raise TypeError(f"{cls.__name__}: {cls.code!r} is not answered with an HTTP status of its own")
         if "status" in cls.__dict__ and cls.status != entry.status:
             raise TypeError(f"{cls.__name__}: status {cls.status} contradicts CODES[{cls.code!r}] ({entry.status})")
         cls.status = entry.status
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
+    def __init__(self, message: str):
         super().__init__(message)
         self.message = message
-        if code:
-            self.code = code
-            self.status = CODES[code].status if code in CODES else self.status
-        if status:
-            self.status = status
 
     def body(self) -> dict:
         return {"error": {"code": self.code, "message": self.message}}
@@ -193,6 +205,18 @@ class JobConflict(ServiceError):
     code = "job_state_conflict"
 
 
+class JobFinished(JobConflict):
+    code = "job_finished"
+
+
+class JobNotFinished(JobConflict):
+    code = "job_not_finished"
+
+
+class JobFailed(JobConflict):
+    code = "job_failed"
+
+
 class InvalidWebhookUrl(ServiceError):
     code = "invalid_webhook_url"
 
@@ -207,3 +231,7 @@ class ModelNotFound(ServiceError):
 
 class PageUnavailable(ServiceError):
     code = "page_unavailable"
+
+
+class StorageBusy(ServiceError):
+    code = "storage_busy"

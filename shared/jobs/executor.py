@@ -13,12 +13,13 @@ import time
 import uuid
 from collections.abc import Callable
 
-from shared.core.errors import ClipNotFound, ServiceError
+from shared.core.errors import ClipNotFound, ServiceError, error_code
 from shared.jobs.model import Job, JobError
 from shared.jobs.store import JobStore
 from shared.service.transcription import TranscriptionService
 
 log = logging.getLogger(__name__)
+INTERNAL_ERROR = error_code("internal_error")  # a job that failed on our side
 
 
 class _Cancelled(Exception):
@@ -121,7 +122,7 @@ class JobExecutor:
             reference = uuid.uuid4().hex[:12]
             log.exception("job %s failed (reference %s)", job_id, reference)
             message = f"transcription failed on our side (reference {reference}); the job can be submitted again"
-            ended = self.store.fail(job_id, JobError(code="internal_error", message=message))
+            ended = self.store.fail(job_id, JobError(code=INTERNAL_ERROR.code, message=message))
         else:
             ended = self.store.finish(job_id, transcript)
         if ended:

@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 
 from shared.core.domain import Transcript
-from shared.core.errors import JobConflict, JobNotFound
+from shared.core.errors import JobFinished, JobNotFound
 from shared.jobs import transitions as T
 from shared.jobs.model import DeliveryAttempt, Job, JobError, JobStatus
 from shared.jobs.transitions import Refusal, Stored
@@ -162,11 +162,11 @@ class JobStore(ABC):
         return self._apply(job_id, lambda s: T.fail(s, run=run, error=error, now=now))[1] is None
 
     def cancel(self, job_id: str) -> Job:
-        """queued or running -> cancelled; JobConflict when it already ended."""
+        """queued or running -> cancelled; JobFinished (a JobConflict) when it already ended."""
         now = self.clock()
         stored, refused = self._apply(job_id, lambda s: T.cancel(s, now=now))
         if refused:
-            raise JobConflict(f"job {job_id} already {stored.job.status.value}", code="job_finished")
+            raise JobFinished(f"job {job_id} already {stored.job.status.value}")
         return stored.job
 
     def release(self, job_id: str) -> bool:

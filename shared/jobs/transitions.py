@@ -23,9 +23,10 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 from shared.core.domain import Transcript
+from shared.core.errors import error_code
 from shared.jobs.model import Job, JobError, JobStatus, Progress, WebhookState
 
-INTERRUPTED = "interrupted"
+INTERRUPTED = error_code("interrupted").code
 
 
 @dataclass(frozen=True)
