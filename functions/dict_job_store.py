@@ -117,7 +117,7 @@ class _Version:
 
     def dumps(self) -> str:
         s = self.stored
-        job = s.job.model_dump(mode="json", exclude={"result"})
+        job = s.job.model_dump(mode="json", exclude={"result"}) | {"owner": s.job.owner}  # owner: exclude=True
         return json.dumps({"job": job, "run": s.run, "lease_until": s.lease_until, "result_run": self.result_run})
 
     @classmethod

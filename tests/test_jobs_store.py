@@ -15,7 +15,7 @@ import pytest
 
 from shared.core.domain import Segment, TranscribeOptions, Transcript
 from shared.jobs.model import DeliveryAttempt, Job, JobConflict, JobError, JobNotFound, JobStatus, Progress, Webhook
-from shared.jobs.model import new_job_id, new_webhook_id
+from shared.jobs.model import job_json, new_job_id, new_webhook_id
 from shared.jobs.sqlite_store import SqliteJobStore
 
 
@@ -57,12 +57,13 @@ def reopen(store, clock):
         s.close()
 
 
-def new_job(created: float = 1_000_000.0, webhook: bool = False, owns_clip: bool = False) -> Job:
+def new_job(created: float = 1_000_000.0, webhook: bool = False, owns_clip: bool = False, owner: str = "") -> Job:
     return Job(
         job_id=new_job_id(),
         status=JobStatus.queued,
         clip_id="a" * 32,
         owns_clip=owns_clip,
+        owner=owner,
         options=TranscribeOptions(diarize=False, language="en"),
         created_at=datetime.fromtimestamp(created, timezone.utc),
         progress=Progress(total=28.0),
@@ -94,6 +95,31 @@ def test_sqlite_file_from_before_leases_opens_and_its_running_job_recovers(tmp_p
     (back,) = store.recover(max_attempts=3, any_lease=True)
     assert back.job_id == job.job_id and store.claim_next().attempts == 2
     store.close()
+
+
+def test_sqlite_file_from_before_owners_opens_with_unowned_jobs(tmp_path, clock):
+    """jobs.sqlite3 written before jobs had an owner: the column is added, old jobs belong to '' (keys off)."""
+    path = tmp_path / "old.sqlite3"
+    store = SqliteJobStore(path, clock=clock)
+    job = store.create(new_job(owner="key:0123456789abcdef"))
+    store.close()
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE jobs DROP COLUMN owner")
+    db.commit()
+    db.close()
+    store = SqliteJobStore(path, clock=clock)
+    assert store.get(job.job_id).owner == ""
+    assert store.create(new_job(owner="key:fedcba9876543210")).owner == "key:fedcba9876543210"
+    store.close()
+
+
+def test_the_owner_is_stored_but_never_shown(store, reopen):
+    job = store.create(new_job(owner="key:0123456789abcdef", webhook=True))
+    store.claim_next()
+    store.finish(job.job_id, TRANSCRIPT)
+    again = reopen().get(job.job_id)
+    assert again.owner == "key:0123456789abcdef" and again.status is JobStatus.succeeded
+    assert "owner" not in again.model_dump() and "owner" not in job_json(again)
 
 
 def test_lifecycle(store, clock):

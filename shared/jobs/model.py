@@ -68,6 +68,11 @@ class Job(BaseModel):
     status: JobStatus
     clip_id: str
     owns_clip: bool = Field(False, description="the clip was uploaded with the job and is deleted with it")
+    owner: str = Field(
+        "",
+        exclude=True,  # never in the API's JSON or a webhook's body: stores write it explicitly
+        description="who submitted it: the API key's id (shared/api/auth.py key_id); '' when keys are off",
+    )
     options: TranscribeOptions
     format: OutputFormat = OutputFormat.json
     created_at: datetime

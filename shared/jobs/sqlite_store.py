@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     webhook_state   TEXT,
     webhook_next_at REAL,
     run             INTEGER NOT NULL DEFAULT 0,
-    lease_until     REAL
+    lease_until     REAL,
+    owner           TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_webhook ON jobs (webhook_state, webhook_next_at);
@@ -64,11 +65,11 @@ CREATE INDEX IF NOT EXISTS deliveries_by_job ON deliveries (job_id, id);
 """
 
 # columns added since the first schema: (name, definition), added to older files at open
-_ADDED = (("run", "INTEGER NOT NULL DEFAULT 0"), ("lease_until", "REAL"))
+_ADDED = (("run", "INTEGER NOT NULL DEFAULT 0"), ("lease_until", "REAL"), ("owner", "TEXT NOT NULL DEFAULT ''"))
 _COLUMNS = (
     "job_id", "status", "clip_id", "owns_clip", "options", "format", "created_at", "started_at", "finished_at",
     "attempts", "progress_done", "progress_total", "result", "error_code", "error_message", "webhook_url",
-    "webhook_id", "webhook_state", "webhook_next_at", "run", "lease_until",
+    "webhook_id", "webhook_state", "webhook_next_at", "run", "lease_until", "owner",
 )  # fmt: skip
 _ENDED = tuple(s.value for s in ENDED)
 _ENDED_MARKS = ",".join("?" * len(_ENDED))
@@ -216,7 +217,7 @@ def _values(s: Stored) -> tuple:
         job.error.code if job.error else None, job.error.message if job.error else None,
         hook.url if hook else None, hook.id if hook else None,
         hook.state.value if hook and hook.state else None, _ts(hook.next_attempt_at) if hook else None,
-        s.run, s.lease_until,
+        s.run, s.lease_until, job.owner,
     )  # fmt: skip
 
 
@@ -238,6 +239,7 @@ def _job(r: sqlite3.Row) -> Job:
         status=JobStatus(r["status"]),
         clip_id=r["clip_id"],
         owns_clip=bool(r["owns_clip"]),
+        owner=r["owner"],
         options=TranscribeOptions.model_validate_json(r["options"]),
         format=OutputFormat(r["format"]),
         created_at=_dt(r["created_at"]),
