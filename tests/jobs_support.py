@@ -26,11 +26,11 @@ import numpy as np
 from audio_fixtures import ONE_SPEAKER, TWO_SPEAKERS, load_audio
 from live_server import LiveServer, free_port, live_server
 
-API_KEY = "test-key-1"
+API_KEY = "test-key-1-0123456789"
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 KEYED_ENV = {
-    "API_KEYS": f"{API_KEY},test-key-2",
+    "API_KEYS": f"{API_KEY},test-key-2-0123456789",
     "WEBHOOK_SECRET": WEBHOOK_SECRET,
     "WEBHOOK_ALLOW_PRIVATE": "true",
     "WEBHOOK_BACKOFF_S": "0.2",

@@ -41,7 +41,7 @@ def open_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def keyed_server_no_models(tmp_path_factory):
-    settings = Settings(_env_file=None, audio_storage_path=tmp_path_factory.mktemp("browser-keyed"), api_keys="page-key")
+    settings = Settings(_env_file=None, audio_storage_path=tmp_path_factory.mktemp("browser-keyed"), api_keys="page-key-0123456789")
     with ThreadedServer(create_app(settings, runner=NoModels())) as server:
         yield server
 

@@ -59,7 +59,7 @@ def site(tmp_path_factory):
 
 
 def test_the_page_and_its_assets_are_served_without_a_key(tmp_path):
-    settings = Settings(_env_file=None, audio_storage_path=tmp_path, api_keys="k1")
+    settings = Settings(_env_file=None, audio_storage_path=tmp_path, api_keys="k1-0123456789abcdef")
     with ThreadedServer(create_app(settings, runner=NoModels())) as server, server.client() as client:
         page = client.get("/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")

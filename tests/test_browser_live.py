@@ -104,7 +104,7 @@ def first_message(url: str) -> dict:
 
 def test_live_mode_shows_the_apis_error_and_asks_for_a_missing_key(tmp_path):
     open_settings = Settings(_env_file=None, audio_storage_path=tmp_path / "open")
-    keyed_settings = Settings(_env_file=None, audio_storage_path=tmp_path / "keyed", api_keys="page-key")
+    keyed_settings = Settings(_env_file=None, audio_storage_path=tmp_path / "keyed", api_keys="page-key-0123456789")
     flags = fake_microphone(microphone_wav(tmp_path))
     with ThreadedServer(create_app(open_settings, runner=NoModels())) as server, browser(flags=flags) as driver:
         # what the server itself answers a stream asking for 40 speakers

@@ -109,11 +109,11 @@ def test_two_sessions_at_once_keep_their_own_speakers(server):
     assert wer(load_reference(ONE_SPEAKER)["text"], one.transcript()) < 0.25
 
 
-async def exchange(url: str, sends: list, *, until: str | None = None, count: int = 1):
+async def exchange(url: str, sends: list, *, until: str | None = None, count: int = 1, headers: dict | None = None):
     """Open a stream, send each item (bytes, or a str text frame), and collect events until `count`
     events of type `until` (or the close). Returns (events, close code)."""
     events = []
-    async with websockets.connect(url, max_size=None) as ws:
+    async with websockets.connect(url, max_size=None, additional_headers=headers) as ws:
         events.append(json.loads(await ws.recv()))
         for item in sends:
             await ws.send(item)
@@ -155,7 +155,7 @@ def test_undecodable_opus_stream_closes_with_its_code(server):
 
 
 def test_keys_limits_and_idle_timeout(tmp_path):
-    env = {"API_KEYS": "k-live", "STREAM_MAX_PER_KEY": "1", "STREAM_IDLE_S": "2", "HEARTBEAT_S": "1"}
+    env = {"API_KEYS": "k-live-0123456789", "STREAM_MAX_PER_KEY": "1", "STREAM_IDLE_S": "2", "HEARTBEAT_S": "1"}
     with live_server(tmp_path / "limits", env=env) as server:
         url = ws_url(server)
         with pytest.raises(websockets.InvalidStatus) as refused:
@@ -163,9 +163,10 @@ def test_keys_limits_and_idle_timeout(tmp_path):
         assert refused.value.response.status_code == 401
 
         async def two_at_once():
-            async with websockets.connect(url + "?api_key=k-live") as first:
+            key = {"X-API-Key": "k-live-0123456789"}  # in a header: a key in the URL is refused
+            async with websockets.connect(url, additional_headers=key) as first:
                 hello = json.loads(await first.recv())
-                second = await exchange(url + "?api_key=k-live", [])
+                second = await exchange(url, [], headers=key)
                 beats, events = 0, []
                 try:
                     while True:  # no audio: heartbeats, then the idle timeout
@@ -181,11 +182,11 @@ def test_keys_limits_and_idle_timeout(tmp_path):
         assert second[0]["code"] == "too_many_streams" and second_code == 4429
         assert any(e["type"] == "heartbeat" for e in events)
         assert events[-1]["code"] == "idle_timeout" and first_code == 4408
-        client = StreamClient(url, api_key="k-live", speed=0)
+        client = StreamClient(url, api_key="k-live-0123456789", speed=0)
         run = asyncio.run(client.run(pcm16(ONE_SPEAKER)[: 32000 * 5]))
         assert run.finals
         with pytest.raises(StreamError):
-            asyncio.run(StreamClient(url, api_key="k-live", params={"num_speakers": 99}).run(b""))
+            asyncio.run(StreamClient(url, api_key="k-live-0123456789", params={"num_speakers": 99}).run(b""))
 
 
 def test_cli_stream_prints_finals_with_speakers_and_resumes(server):

@@ -17,7 +17,7 @@ from jobs_support import WEBHOOK_SECRET, ThreadedServer, assert_error
 from shared.api.app import create_app
 from shared.core.config import Settings
 
-KEY = "schema-test-key"
+KEY = "schema-test-key-0123456789"
 ANY_ID = "0" * 32
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 

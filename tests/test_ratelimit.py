@@ -53,13 +53,13 @@ async def _window_checks():
 
 
 def keyed_app(tmp_path, **settings):
-    base = {"api_keys": "k1,k2", "rate_limit_per_min": 2, "rate_limit_burst": 2, "auth_failures_per_min": 100}
+    base = {"api_keys": "key-one-0123456789,key-two-0123456789", "rate_limit_per_min": 2, "rate_limit_burst": 2, "auth_failures_per_min": 100}
     return create_app(Settings(_env_file=None, audio_storage_path=tmp_path, **(base | settings)), runner=NoModels())
 
 
 def test_limits_follow_the_authenticated_key(tmp_path):
     with ThreadedServer(keyed_app(tmp_path)) as s, s.client() as c:
-        k1, k2 = {"X-API-Key": "k1"}, {"Authorization": "Bearer k2"}
+        k1, k2 = {"X-API-Key": "key-one-0123456789"}, {"Authorization": "Bearer key-two-0123456789"}
         assert [c.get(f"/api/jobs/{ANY_ID}", headers=k1).status_code for _ in range(3)] == [404, 404, 429]
         for _ in range(3):  # refused keys are answered before the limit and spend no one's budget
             assert_error(c.get("/v1/models", headers={"X-API-Key": "wrong"}), 401, "unauthorized")
@@ -86,15 +86,15 @@ def test_an_unusable_storage_refuses_to_start(tmp_path):
 def test_storage_setting_accepts_limits_uris(tmp_path):
     for uri in ("memory://", "async+memory://"):
         with ThreadedServer(keyed_app(tmp_path, rate_limit_storage=uri)) as s, s.client() as c:
-            codes = [c.get("/v1/models", headers={"X-API-Key": "k1"}).status_code for _ in range(3)]
+            codes = [c.get("/v1/models", headers={"X-API-Key": "key-one-0123456789"}).status_code for _ in range(3)]
             assert codes == [200, 200, 429]
 
 
 @pytest.mark.slow
 def test_the_server_limits_per_key(tmp_path):
-    env = {"API_KEYS": "k1,k2", "RATE_LIMIT_PER_MIN": "2", "RATE_LIMIT_BURST": "2"}
+    env = {"API_KEYS": "key-one-0123456789,key-two-0123456789", "RATE_LIMIT_PER_MIN": "2", "RATE_LIMIT_BURST": "2"}
     with live_server(tmp_path, env=env) as server, server.client() as c:
-        k1, k2 = {"X-API-Key": "k1"}, {"Authorization": "Bearer k2"}
+        k1, k2 = {"X-API-Key": "key-one-0123456789"}, {"Authorization": "Bearer key-two-0123456789"}
         codes = [c.get(f"/api/audio/{'0' * 32}", headers=k1).status_code for _ in range(3)]
         assert codes == [404, 404, 429]
         limited = c.get("/api/jobs/" + "0" * 32, headers=k1)

@@ -268,7 +268,7 @@ def test_two_concurrent_sessions_keep_their_own_speakers(server, pcm):
 
 
 # --- limits, on a server with API keys, one stream per key, a short idle timeout and session length ---
-KEYS = ("rt-key-one", "rt-key-two")
+KEYS = ("rt-key-one-0123456789", "rt-key-two-0123456789")
 
 
 @pytest.fixture(scope="module")
