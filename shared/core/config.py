@@ -76,6 +76,19 @@ class Settings(BaseSettings):
     # --- service ---
     host: str = "127.0.0.1"
     port: int = 8000
+    allow_open_bind: bool = Field(
+        default=False, description="serve without API_KEYS on a HOST that is not loopback (a trusted network only)"
+    )
+    allowed_hosts: str = Field(
+        default="",
+        description="comma-separated Host names the server answers (*.example.com, or * for any); empty: "
+        "localhost, 127.0.0.1, ::1 and HOST without API_KEYS, any host with them",
+    )
+    allowed_origins: str = Field(
+        default="",
+        description="comma-separated origins (https://app.example.com, or *) whose pages may open WebSockets "
+        "and send POST/PUT/PATCH/DELETE; empty: the server's own origin only",
+    )
     max_upload_mb: float = Field(default=500.0, gt=0)
     max_audio_s: float = Field(default=6 * 3600.0, gt=0, description="longest audio accepted, in seconds")
     log_level: str = "info"
@@ -86,7 +99,11 @@ class Settings(BaseSettings):
     )
     require_api_keys: bool = Field(default=False, description="refuse to start without API_KEYS (public endpoints)")
     auth_failures_per_min: int = Field(
-        default=10, ge=0, description="wrong API keys per client address a minute before 429; 0: no throttle"
+        default=10, ge=0,
+        description="wrong API keys per client address a minute; past it wrong ones get 429 (a right one passes); 0: off",
+    )
+    live_ticket_ttl_s: int = Field(
+        default=30, ge=1, le=300, description="a live ticket (POST /api/live/tickets) opens one WebSocket this long"
     )
     rate_limit_per_min: int = Field(default=0, ge=0, description="requests a minute per API key or address; 0: off")
     rate_limit_burst: int = Field(default=0, ge=0, description="largest burst; 0: RATE_LIMIT_PER_MIN")
