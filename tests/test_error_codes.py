@@ -158,7 +158,7 @@ def test_live_close_codes():
 
 def test_the_page_reads_the_fatal_live_codes_from_the_config(tmp_path):
     settings = Settings(_env_file=None, audio_storage_path=tmp_path)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://localhost") as client:  # a host the server answers
         config = client.get("/web/config").json()
     assert config["fatal_live_codes"] == sorted(e.code for e in LIVE_CODES.values() if e.fatal)
     js = "\n".join(p.read_text() for p in STATIC.glob("*.js"))

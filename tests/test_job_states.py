@@ -67,7 +67,7 @@ def test_metrics_export_every_state(store_in_every_state):
 
 def test_the_page_gets_the_terminal_states_and_labels_every_state(tmp_path):
     settings = Settings(_env_file=None, audio_storage_path=tmp_path)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://localhost") as client:  # a host the server answers
         config = client.get("/web/config").json()
     assert config["terminal_job_states"] == [s.value for s in ENDED]
     upload = (STATIC_DIR / "upload.js").read_text()

@@ -144,7 +144,8 @@ def test_a_job_the_dispatcher_refused_is_still_accepted_and_the_sweep_spawns_it(
         raise ConnectionError("Modal is unreachable")
 
     settings = Settings(_env_file=None, audio_storage_path=tmp_path)
-    with TestClient(create_app(settings, runner=NoModels(), job_store=DictJobStore(d), dispatch=refuse)) as c:
+    app = create_app(settings, runner=NoModels(), job_store=DictJobStore(d), dispatch=refuse)
+    with TestClient(app, base_url="http://localhost") as c:  # without keys, a loopback host name
         with open(ONE_SPEAKER, "rb") as f:
             r = c.post("/api/transcriptions", params={"diarize": False}, files={"file": f})
         assert r.status_code == 202, r.text  # stored before the dispatch: accepted
@@ -359,7 +360,7 @@ def test_run_job_transcribes_the_clip_and_stores_the_result(local_jobs, tmp_path
 def test_the_web_endpoint_spawns_the_job_and_its_webhook(local_jobs):
     """POST /api/transcriptions on `web.local()`: the job goes to run_job through the spawn seam
     (LocalSpawn: .local() on a thread), then its webhook to deliver_webhook the same way."""
-    with WebhookReceiver(plan=[503]) as receiver, TestClient(modal_app.web.local()) as client:
+    with WebhookReceiver(plan=[503]) as receiver, TestClient(modal_app.web.local(), base_url="http://localhost") as client:
         assert client.app.state.jobs.runner is None  # no job threads in the web container
         with open(TWO_SPEAKERS, "rb") as f:
             params = {"webhook_url": receiver.url, "num_speakers": 2}

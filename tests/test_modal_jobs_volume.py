@@ -210,7 +210,8 @@ def test_two_web_containers_serve_the_same_clips_and_jobs(volume, tmp_path):
                 dispatch=dispatched.append,
             )
         )
-    with TestClient(apps[0]) as one, TestClient(apps[1]) as two:
+    local = "http://localhost"  # without keys, the servers answer loopback host names
+    with TestClient(apps[0], base_url=local) as one, TestClient(apps[1], base_url=local) as two:
         with open(ONE_SPEAKER, "rb") as f:
             clip = one.post("/api/audio", files={"file": ("one.flac", f)}).json()
         assert two.get(f"/api/audio/{clip['clip_id']}").json()["duration"] == clip["duration"]

@@ -63,7 +63,7 @@ def modal_app_client(tmp_path, monkeypatch):
     local = LocalDeployment()
     local.build()
     app = modal_app.web.local()
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:  # served without keys: a loopback host name
         yield c
     local.close()
 
