@@ -38,9 +38,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from local_dev.pool import serving_pool
+    from shared.api.auth import ConfigurationError
+    from shared.api.serving import uvicorn_options
 
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        options = uvicorn_options(settings)  # before any worker starts: an open bind without keys is refused
+    except ConfigurationError as exc:
+        print(f"local_dev: not starting: {exc}", file=sys.stderr)
+        return 2
     pool = serving_pool(settings, docker=args.docker, workers=args.workers, external=args.external_workers,
                         listen_host=args.listen, build=False)
     try:
@@ -65,8 +72,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except ImportError as exc:
             print(f"local_dev: shared.api.app is not available ({exc})", file=sys.stderr)
             return 2
-        app = create_app(settings=settings, runner=pool)
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+        try:
+            app = create_app(settings=settings, runner=pool)
+        except ConfigurationError as exc:
+            print(f"local_dev: not starting: {exc}", file=sys.stderr)
+            return 2
+        uvicorn.run(app, **options)
     finally:
         pool.close()
     return 0

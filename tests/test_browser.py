@@ -28,6 +28,7 @@ from shared.core.config import Settings
 
 pytestmark = pytest.mark.timeout(300)
 
+PAGE_KEY = "page-key-0123456789"  # API keys have at least 16 characters
 CONTROLS = ["file", "diarize", "num-speakers", "language", "word-timestamps", "submit", "live-toggle"]
 
 
@@ -41,7 +42,7 @@ def open_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def keyed_server_no_models(tmp_path_factory):
-    settings = Settings(_env_file=None, audio_storage_path=tmp_path_factory.mktemp("browser-keyed"), api_keys="page-key-0123456789")
+    settings = Settings(_env_file=None, audio_storage_path=tmp_path_factory.mktemp("browser-keyed"), api_keys=PAGE_KEY)
     with ThreadedServer(create_app(settings, runner=NoModels())) as server:
         yield server
 
@@ -170,9 +171,9 @@ def test_a_server_with_keys_gets_its_key_from_the_field(keyed_server_no_models, 
         shown = wait_until(lambda: alert_text(driver), 20, "the 401")
         assert "an API key is required" in shown and "unauthorized" in shown
         assert driver.switch_to.active_element.get_attribute("id") == "api-key"
-        by_id(driver, "api-key").send_keys("page-key")
+        by_id(driver, "api-key").send_keys(PAGE_KEY)
         by_id(driver, "key-form").find_element("css selector", "button[type=submit]").click()
-        assert driver.execute_script("return sessionStorage.getItem('whospoke.apiKey')") == "page-key"
+        assert driver.execute_script("return sessionStorage.getItem('whospoke.apiKey')") == PAGE_KEY
         assert driver.execute_script("return localStorage.length") == 0  # never kept beyond the tab
         by_id(driver, "submit").click()
         # the key went through: the job was accepted and ran (and failed, as it has no models)
@@ -180,7 +181,7 @@ def test_a_server_with_keys_gets_its_key_from_the_field(keyed_server_no_models, 
         assert "unauthorized" not in alert_text(driver)
         # a reload in the same tab keeps it; another browser session does not have it
         load(driver, server.url)
-        assert by_id(driver, "api-key").get_attribute("value") == "page-key"
+        assert by_id(driver, "api-key").get_attribute("value") == PAGE_KEY
         assert_clean(driver, server.url, answered=(401,))
     with browser() as other:
         load(other, server.url)

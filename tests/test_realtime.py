@@ -307,8 +307,9 @@ def test_api_keys(keyed):
     assert session.count("session.created") == 1 and not session.errors()
     close(session)
 
-    url = keyed.url.replace("http", "ws") + f"/v1/realtime?intent=transcription&api_key={KEYS[1]}"  # browsers
-    with ws_connect(url) as ws:
+    url = keyed.url.replace("http", "ws") + "/v1/realtime?intent=transcription"  # browsers: the key as a subprotocol
+    with ws_connect(url, subprotocols=["realtime", f"openai-insecure-api-key.{KEYS[1]}"]) as ws:
+        assert ws.subprotocol == "realtime"
         assert json.loads(ws.recv(timeout=10))["type"] == "session.created"
 
 

@@ -7,9 +7,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 
-from shared.api import clips, jobs, live_ws, openai_compat, realtime, stream
+from shared.api import clips, jobs, live_ws, openai_compat, realtime, stream, tickets
 from shared.api.auth import install_auth
 from shared.api.error_responses import install_error_handlers
+from shared.api.host_and_origin_checks import install_host_and_origin_checks
 from shared.api.openapi import install_openapi
 from shared.api.ops import install_metrics, meter_audio
 from shared.api.ratelimit import install_rate_limit
@@ -77,12 +78,14 @@ def create_app(
     app.include_router(clips.router)
     app.include_router(jobs.router)
     app.include_router(stream.router)
+    app.include_router(tickets.router)
     app.include_router(live_ws.router)
     app.include_router(realtime.router)
     app.include_router(openai_compat.router)
     install_web(app)  # the browser page at /
     install_rate_limit(app, settings)  # inside auth: a refused key spends no one's budget
     install_auth(app, settings)
+    install_host_and_origin_checks(app, settings)  # before auth: a foreign page or host name spends no ticket
     install_metrics(app)  # outermost: refused requests (401, 429) are counted too
     install_openapi(app, settings)  # error responses of every route, after auth's security schemes
 

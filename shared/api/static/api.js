@@ -56,6 +56,12 @@ export async function getJSON(path, options) {
   return (await request(path, options)).json();
 }
 
+// A single-use ticket for one live WebSocket (POST /api/live/tickets, the key in a header as for any call):
+// a browser cannot set headers on a WebSocket, and a key in its URL would end up in logs.
+export async function liveTicket() {
+  return (await getJSON("/api/live/tickets", { method: "POST" })).ticket;
+}
+
 // A multipart POST with upload progress (fetch cannot report it): onProgress(sentBytes, totalBytes).
 export function upload(path, form, onProgress) {
   return new Promise((resolve, reject) => {

@@ -3,7 +3,7 @@
 // reconnect (`session`, `last_event`, `offset`) resends it; events already seen (seq <= last) are skipped.
 // The model is shared/live/client.py.
 
-import { getKey } from "./api.js";
+import { liveTicket } from "./api.js";
 
 const HEARTBEAT_MS = 10_000;
 const SILENT_MS = 15_000; // at least, and 3 server heartbeats: nothing heard for that long is a dead link
@@ -41,7 +41,7 @@ export class LiveStream {
     this.connect();
   }
 
-  url() {
+  url(ticket) {
     const query = new URLSearchParams({ format: "pcm16", rate: String(this.rate) });
     for (const [name, value] of Object.entries(this.options)) {
       if (value !== null && value !== undefined && value !== "") query.set(name, String(value));
@@ -51,16 +51,26 @@ export class LiveStream {
       query.set("last_event", String(this.lastSeq));
       query.set("offset", String(this.pieces[0]?.start ?? this.sent));
     }
-    const key = getKey();
-    if (key) query.set("api_key", key); // a browser cannot set headers on a WebSocket
+    query.set("ticket", ticket); // never the key itself: URLs are logged
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     return `${scheme}//${location.host}/ws/stream?${query}`;
   }
 
-  connect() {
+  // Each connection, a resume's too, opens with a fresh ticket asked for just before it.
+  async connect() {
     this.ready = false;
     this.onState(this.sessionId ? "reconnecting" : "connecting");
-    const ws = new WebSocket(this.url());
+    let ticket;
+    try {
+      ticket = await liveTicket();
+    } catch (err) {
+      if (this.over) return;
+      // refused (a missing or wrong key): say why; unreachable or busy while resuming: retry as for a drop
+      if (!this.sessionId || err.status === 401 || err.status === 403) return this.fail(err.code, err.message, err.status);
+      return this.closed({ code: 1006, reason: err.message });
+    }
+    if (this.over) return;
+    const ws = new WebSocket(this.url(ticket));
     this.ws = ws;
     ws.onmessage = (e) => {
       this.heardAt = Date.now();
@@ -168,11 +178,11 @@ export class LiveStream {
     setTimeout(() => !this.over && this.connect(), delay);
   }
 
-  fail(code, message) {
+  fail(code, message, status = 0) {
     if (this.over) return;
     this.over = true;
     clearInterval(this.timer);
-    this.onEvent({ type: "error", code, message });
+    this.onEvent({ type: "error", code, message, status });
     this.onState("failed");
     this.ending?.reject(new Error(message));
     if (this.ws && this.ws.readyState <= WebSocket.OPEN) this.ws.close();

@@ -150,8 +150,8 @@ export class LiveMode {
       case "final":
         this.final(event);
         break;
-      case "error":
-        this.showError({ message: event.message, code: event.code });
+      case "error": // an HTTP status: the ticket was refused (a 401 opens the key field)
+        this.showError(event.status ? new ApiError(event.message, event) : { message: event.message, code: event.code });
         break;
       default: // speech_stopped, speaker, done: nothing to draw
     }
