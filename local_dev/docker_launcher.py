@@ -159,7 +159,8 @@ def compose_config(gpus: int, image: str = DEFAULT_IMAGE) -> dict[str, Any]:
                         "--listen", "0.0.0.0"],
             "env_file": [{"path": "../.env", "required": False}],
             "environment": {
-                "HOST": "0.0.0.0",
+                "HOST": "0.0.0.0",  # inside the container; published on the host's 127.0.0.1 only (ports)
+                "ALLOW_OPEN_BIND": "true",  # so no API_KEYS are needed, as on 127.0.0.1 (set them to publish wider)
                 "PORT": "8000",
                 "WORKER_PORT": str(COMPOSE_WORKER_PORT),
                 "WORKER_AUTHKEY": authkey,

@@ -138,6 +138,21 @@ def test_compose_one_worker_per_gpu_diarizer_on_the_second():
     assert compose_config(1)["services"]["worker-gpu0"]["command"][-3] == "all"
 
 
+def test_the_compose_api_may_listen_on_all_interfaces_of_its_container():
+    """HOST=0.0.0.0 inside the container, published on the host's 127.0.0.1 only: ALLOW_OPEN_BIND says so,
+    and the server's bind check accepts it without API keys (it refuses 0.0.0.0 without either)."""
+    from shared.api.auth import ConfigurationError
+    from shared.api.serving import check_bind
+    from shared.core.config import Settings
+
+    api = compose_config(2)["services"]["api"]
+    assert api["ports"] == ["127.0.0.1:8000:8000"] and api["environment"]["ALLOW_OPEN_BIND"] == "true"
+    settings = Settings(_env_file=None, host=api["environment"]["HOST"], allow_open_bind=True)
+    check_bind(settings)
+    with pytest.raises(ConfigurationError, match="ALLOW_OPEN_BIND"):
+        check_bind(settings.model_copy(update={"allow_open_bind": False}))
+
+
 # --------------------------------------------------------------------------- through a stand-in docker
 
 FAKE_DOCKER = textwrap.dedent(
