@@ -18,7 +18,7 @@ adapter's `BEGIN IMMEDIATE` transactions are:
 - a job ends once: finish, fail, cancel and recovery race for the same version, one wins, the others
   see the ended job and report that they did not apply (a worker that lost to a cancel simply stops);
 - progress from a worker whose run was taken over (its lease lapsed) is refused, so it stops too.
-The lease itself (run number and `lease_until`) is part of the version: one key per change, one CAS.
+The lease itself (run number, `lease_until` and its holder) is part of the version: one key per change, one CAS.
 
 Other keys of a job (all derived from, or named by, its versions):
     job:<id>:head               hint: the latest version number known. Readers start there and read
@@ -118,12 +118,15 @@ class _Version:
     def dumps(self) -> str:
         s = self.stored
         job = s.job.model_dump(mode="json", exclude={"result"}) | {"owner": s.job.owner}  # owner: exclude=True
-        return json.dumps({"job": job, "run": s.run, "lease_until": s.lease_until, "result_run": self.result_run})
+        return json.dumps(
+            {"job": job, "run": s.run, "lease_until": s.lease_until, "holder": s.holder, "result_run": self.result_run}
+        )
 
     @classmethod
     def loads(cls, raw: str) -> _Version:
         data = json.loads(raw)
-        stored = Stored(Job.model_validate(data["job"]), data.get("run", 0), data.get("lease_until"))
+        job = Job.model_validate(data["job"])
+        stored = Stored(job, data.get("run", 0), data.get("lease_until"), data.get("holder"))
         return cls(stored, data.get("result_run"))
 
 
@@ -135,10 +138,11 @@ class DictJobStore(JobStore):
         clock: Callable[[], float] = time.time,
         lease_s: float = 120.0,
         orphan_after_s: float = 600.0,
+        instance_id: str | None = None,
     ):
         """`d`: a modal.Dict. `lease_s`: how long a running job's worker is trusted without a sign of life.
         `orphan_after_s`: index entries of a creation that never completed are removed after this long."""
-        super().__init__(clock=clock, lease_s=lease_s)
+        super().__init__(clock=clock, lease_s=lease_s, instance_id=instance_id)
         self.d = d
         self.orphan_after_s = orphan_after_s
 
@@ -166,7 +170,7 @@ class DictJobStore(JobStore):
 
     def _load(self, job_id: str) -> Stored:
         _, v = self._latest(job_id)
-        return Stored(self._full(v), v.stored.run, v.stored.lease_until)
+        return Stored(self._full(v), v.stored.run, v.stored.lease_until, v.stored.holder)
 
     def _change(self, job_id: str, step: Step) -> tuple[Stored, Refusal | None]:
         for attempt in range(CAS_TRIES):

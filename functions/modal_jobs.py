@@ -9,7 +9,8 @@ holds only their decorated shells).
                  while the next attempt falls within this call's time budget
     sweep_jobs   on a schedule: jobs whose worker went silent (lease lapsed: it died or stalled) go back to
                  the queue (or fail after JOB_MAX_ATTEMPTS) and are spawned again; jobs queued for long (a lost spawn) are
-                 spawned again; overdue webhooks get a deliverer; expired jobs and their uploads go.
+                 spawned again; overdue webhooks get a deliverer; expired jobs and their uploads go, and
+                 so do clips past CLIP_TTL_S and orphaned ones (shared/jobs/retention.py).
 
 A job is never lost: it is in the Dict before the 202 answers, and anything that drops a spawn (a
 failed `.spawn()`, a dead container, a timeout) leaves it queued or running under a lapsing lease, which
@@ -41,6 +42,7 @@ from functions.volume_clips import VolumeClipStore
 from shared.core.config import Settings
 from shared.jobs.model import DeliveryAttempt, Job, JobNotFound, WebhookState, check_job_id
 from shared.jobs.executor import JobExecutor
+from shared.jobs.retention import sweep_clips
 from shared.pipeline.runner import Runner
 from shared.service.transcription import TranscriptionService
 from shared.jobs.webhooks import WebhookSender
@@ -231,7 +233,7 @@ class JobWorker:
 
     def sweep(self, now: float | None = None) -> dict[str, int]:
         now = time.time() if now is None else now
-        counts = {"recovered": 0, "failed": 0, "redispatched": 0, "webhooks": 0, "expired": 0}
+        counts = {"recovered": 0, "failed": 0, "redispatched": 0, "webhooks": 0, "expired": 0, "clips": 0}
         spawned: set[str] = set()
         for job in self.store.recover(self.settings.job_max_attempts):
             if job.finished:
@@ -248,6 +250,8 @@ class JobWorker:
             counts["webhooks"] += 1
             self.ended(job)
         counts["expired"] = len(self.job_runner().delete_expired(now))
+        self.clips.reload()  # every container's clips, not only those this one saw
+        counts["clips"] = sweep_clips(self.clips, self.store, now=now, clip_ttl_s=self.settings.clip_ttl_s).total
         if any(counts.values()):
             log.info("sweep: %s", counts)
         return counts

@@ -34,7 +34,7 @@ from typing import Protocol
 from shared.core.domain import ClipInfo
 from shared.core.errors import ClipNotFound, StorageBusy
 from shared.media.pcm import PcmRef
-from shared.media.clip_store import ClipStore, atomic_write, check_clip_id
+from shared.media.clip_store import ClipStore, StoredClip, atomic_write, check_clip_id, not_found, stored_clip
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,8 @@ class VolumeClipStore(ClipStore):
 
     # --- ClipStore ---
 
-    def add(self, staged: Path, info: ClipInfo, pcm: Path | None = None) -> ClipInfo:
+    def add(self, staged: Path, info: ClipInfo, pcm: Path | None = None) -> StoredClip:
+        info = stored_clip(info)
         with self.lock.shared():
             for source, target in ((staged, self.audio_path(info.clip_id)), (pcm, self.pcm_path(info.clip_id))):
                 if source is not None:
@@ -151,25 +152,27 @@ class VolumeClipStore(ClipStore):
 
     def clip_audio(self, clip_id: str) -> PcmRef:
         """The PCM copy on the Volume: stage containers mount it and read their spans from there."""
-        self.get(clip_id)
+        clip = self.get(clip_id)
         with self.lock.shared():
             if self.pcm_path(clip_id).exists():
-                return PcmRef.of(self.pcm_path(clip_id))
+                return PcmRef.of(self.pcm_path(clip_id), clip.pcm_format)
         ref = super().clip_audio(clip_id)  # a clip stored before PCM copies: make one, once
         self.commit()
         return ref
 
-    def get(self, clip_id: str) -> ClipInfo:
+    def load(self, clip_id: str) -> StoredClip:
+        """The metadata, reloading the Volume once on a miss (a clip another container stored). The owner
+        check (get) comes after: another owner's clip costs no reload."""
         check_clip_id(clip_id)
         missed_at = time.monotonic()
         try:
             with self.lock.shared():
-                return super().get(clip_id)
+                return super().load(clip_id)
         except ClipNotFound:
             if not self.reload(missed_at):
                 raise
         with self.lock.shared():
-            return super().get(clip_id)
+            return super().load(clip_id)
 
     def read_audio(self, clip_id: str) -> Path:
         self.get(clip_id)
@@ -181,11 +184,13 @@ class VolumeClipStore(ClipStore):
             try:
                 shutil.copyfile(self.audio_path(clip_id), local)
             except FileNotFoundError:
-                raise ClipNotFound(f"no clip with id {clip_id}") from None
+                raise not_found(clip_id) from None
         return local
 
-    def delete(self, clip_id: str) -> None:
+    def delete(self, clip_id: str, owner: str | None = None) -> None:
         check_clip_id(clip_id)
+        if owner is not None:
+            self.get(clip_id, owner)  # reloads on a miss
         missed_at = time.monotonic()
         try:
             with self.lock.shared():
@@ -196,6 +201,19 @@ class VolumeClipStore(ClipStore):
             with self.lock.shared():
                 super().delete(clip_id)
         self.commit()
+
+    def stored(self) -> Iterator[StoredClip]:
+        """Every clip's metadata this container sees (the sweep reloads first; the quota counts what this
+        container saw at its last reload, plus its own writes)."""
+        with self.lock.shared():  # read whole inside the lock: no Volume file stays open outside it
+            return iter(list(super().stored()))
+
+    def sweep_leftovers(self, older_than: float) -> int:
+        with self.lock.shared():
+            n = super().sweep_leftovers(older_than)
+        if n:
+            self.commit()
+        return n
 
     def _drop_old_reads(self) -> None:
         cutoff = time.time() - READ_COPY_TTL_S

@@ -19,23 +19,29 @@ from shared.core.errors import ClipNotFound
 from shared.jobs.model import Job, JobStatus, Progress, new_job_id
 from shared.jobs.executor import JobExecutor
 from shared.jobs.sqlite_store import SqliteJobStore
+from test_jobs_store import Clock
 from shared.media.clip_store import ClipStore, new_clip_id
 
 
 class SlowService:
-    """Reports progress every 50 ms for `seconds`, then returns a one-segment transcript."""
+    """Reports progress every 50 ms for `seconds` (quiet: none, like one long stage), then returns a
+    one-segment transcript."""
 
-    def __init__(self, clips: ClipStore, seconds: float = 5.0, error: Exception | None = None):
+    def __init__(self, clips: ClipStore, seconds: float = 5.0, error: Exception | None = None, quiet: bool = False):
         self.clips = clips
         self.seconds = seconds
         self.error = error
+        self.quiet = quiet
         self.started = threading.Event()
+        self.runs = 0
 
     def transcribe_clip(self, clip_id, options, on_progress):
         self.started.set()
+        self.runs += 1
         steps = int(self.seconds / 0.05)
         for i in range(steps):
-            on_progress(i * 0.05, self.seconds)
+            if not self.quiet:
+                on_progress(i * 0.05, self.seconds)
             time.sleep(0.05)
         if self.error:
             raise self.error
@@ -97,6 +103,56 @@ def test_clean_shutdown_puts_the_job_back(store, tmp_path):
     assert time.monotonic() - started < 2
     back = store.get(job.job_id)
     assert back.status is JobStatus.queued and back.attempts == 0  # a clean stop does not use up an attempt
+
+
+def test_a_second_server_leaves_a_job_alone_while_its_first_servers_heartbeats_keep_the_lease(tmp_path):
+    """Two servers (an executor over its own store each) on one SQLite file. The first runs a job with no
+    progress for three leases' time (one long stage): its heartbeats keep the lease, so the second,
+    started meanwhile and recovering lapsed leases a few times a lease, never runs the job again."""
+    path = tmp_path / "jobs.sqlite3"
+    first_store, second_store = SqliteJobStore(path, lease_s=1.0), SqliteJobStore(path, lease_s=1.0)
+    first = SlowService(ClipStore(tmp_path), seconds=3.0, quiet=True)
+    second = SlowService(ClipStore(tmp_path), seconds=0.1)
+    one = JobExecutor(first_store, first, poll_s=0.05).start()
+    two = None
+    try:
+        job = queue(first_store)
+        assert first.started.wait(5)
+        two = JobExecutor(second_store, second, poll_s=0.05).start()
+        wait_until(lambda: first_store.get(job.job_id).finished, timeout=30)
+    finally:
+        one.close()
+        if two:
+            two.close()
+    done = second_store.get(job.job_id)
+    assert done.status is JobStatus.succeeded and done.attempts == 1 and second.runs == 0
+    first_store.close()
+    second_store.close()
+
+
+def test_a_restarted_or_second_server_takes_a_dead_servers_job_once_its_lease_lapsed(tmp_path):
+    """The first server claimed a job and died (no heartbeats). A server starting on the same storage
+    leaves it while its lease is alive, and runs it (attempt 2) once the lease has lapsed."""
+    path, clock = tmp_path / "jobs.sqlite3", Clock()
+    dead = SqliteJobStore(path, clock=clock, lease_s=30.0)
+    job = queue(dead)
+    assert dead.claim_next().job_id == job.job_id
+    dead.close()  # ...and the process is gone
+    store = SqliteJobStore(path, clock=clock, lease_s=30.0)
+    service = SlowService(ClipStore(tmp_path), seconds=0.1)
+    runner = JobExecutor(store, service, poll_s=0.05).start()
+    try:
+        clock.t += 29.0
+        assert runner.recover() == []
+        assert store.get(job.job_id).status is JobStatus.running and service.runs == 0
+        clock.t += 1.0
+        assert [j.job_id for j in runner.recover()] == [job.job_id]
+        wait_until(lambda: store.get(job.job_id).finished)
+    finally:
+        runner.close()
+    done = store.get(job.job_id)
+    assert done.status is JobStatus.succeeded and done.attempts == 2 and service.runs == 1
+    store.close()
 
 
 def test_failures_keep_their_code(store, tmp_path):

@@ -87,12 +87,12 @@ def test_sqlite_file_from_before_leases_opens_and_its_running_job_recovers(tmp_p
     store.claim_next()
     store.close()
     db = sqlite3.connect(path)
-    db.execute("ALTER TABLE jobs DROP COLUMN lease_until")
-    db.execute("ALTER TABLE jobs DROP COLUMN run")
+    for column in ("holder", "lease_until", "run"):
+        db.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
     db.commit()
     db.close()
     store = SqliteJobStore(path, clock=clock)
-    (back,) = store.recover(max_attempts=3, any_lease=True)
+    (back,) = store.recover(max_attempts=3)  # no lease recorded: nothing to wait for
     assert back.job_id == job.job_id and store.claim_next().attempts == 2
     store.close()
 
@@ -211,12 +211,23 @@ def test_recover_waits_for_the_lease_then_requeues_then_fails_with_a_reason(stor
     assert store.due_webhooks(clock.t, 10)[0].job_id == job.job_id
 
 
-def test_recover_at_start_up_takes_every_running_job_whatever_its_lease(store, reopen):
+def test_a_second_server_waits_for_the_first_ones_lease_whoever_holds_it(store, reopen, clock):
+    """Two stores on one storage (two servers, or one restarted): a live lease stays with its holder."""
     job = store.create(new_job())
     store.claim_next()
-    store.close()
-    (back,) = reopen().recover(max_attempts=2, any_lease=True)  # the only server on this storage restarts
+    second = reopen()
+    assert second.instance_id != store.instance_id
+    assert second.recover(max_attempts=2) == [] and second.claim_next() is None
+    assert not second.heartbeat(job.job_id)  # not its run: it cannot keep the job alive either
+    clock.t += LEASE_S * 0.9
+    assert store.heartbeat(job.job_id)  # the holder is alive
+    clock.t += LEASE_S * 0.9
+    assert second.recover(max_attempts=2) == []
+    clock.t += LEASE_S * 0.1  # the holder fell silent: its lease lapses
+    (back,) = second.recover(max_attempts=2)
     assert back.job_id == job.job_id and back.status is JobStatus.queued and back.progress.done == 0.0
+    assert second.claim_next().attempts == 2
+    assert not store.update_progress(job.job_id, 1.0, 28.0)  # the first server's run has lost it
 
 
 def test_progress_and_heartbeats_renew_the_lease(store, reopen, clock):

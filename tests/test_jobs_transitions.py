@@ -50,6 +50,17 @@ def test_progress_renews_the_lease_of_the_current_run_only():
     assert T.heartbeat(s, run=0, now=NOW, lease_s=LEASE).reason == "lost_lease"
 
 
+def test_a_lease_names_its_holder_and_only_the_holder_renews_it():
+    s = T.claim(T.create(running().job.model_copy(update={"status": JobStatus.queued})), now=NOW, lease_s=LEASE,
+                holder="server-a")  # fmt: skip
+    assert s.holder == "server-a"
+    assert T.heartbeat(s, run=s.run, now=NOW + 5, lease_s=LEASE, holder="server-b").reason == "lost_lease"
+    renewed = T.heartbeat(s, run=s.run, now=NOW + 5, lease_s=LEASE, holder="server-a")
+    assert renewed.lease_until == NOW + 5 + LEASE and renewed.holder == "server-a"
+    back = T.recover(renewed, now=NOW + 5 + LEASE, max_attempts=3)
+    assert back.job.status is JobStatus.queued and back.holder is None and back.lease_until is None
+
+
 def test_recover_waits_for_the_lease_then_requeues_then_fails():
     s = T.progress(running(), run=1, done=7.0, total=28.0, now=NOW, lease_s=LEASE)
     assert T.recover(s, now=NOW + LEASE - 0.1, max_attempts=2).reason == "lease_alive"
@@ -59,7 +70,8 @@ def test_recover_waits_for_the_lease_then_requeues_then_fails():
     again = T.claim(back, now=NOW + 40, lease_s=LEASE)
     assert again.run == 2 and again.job.attempts == 2
     assert T.finish(again, run=1, result=RESULT, now=NOW + 41).reason == "lost_lease"  # the stalled run
-    failed = T.recover(again, now=NOW + 40, max_attempts=2, any_lease=True)
+    assert T.recover(again, now=NOW + 40, max_attempts=2).reason == "lease_alive"  # whoever asks
+    failed = T.recover(again, now=NOW + 40 + LEASE, max_attempts=2)
     assert failed.job.status is JobStatus.failed and failed.job.error.code == T.INTERRUPTED
     assert failed.job.webhook.state is WebhookState.pending
 

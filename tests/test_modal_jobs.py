@@ -257,7 +257,7 @@ def test_a_job_out_of_attempts_fails_with_a_reason_and_is_called_back(tmp_path):
         crashed.claim(job.job_id)
         time.sleep(0.35)
         worker.sweep()
-    assert worker.sweep() == {"recovered": 0, "failed": 0, "redispatched": 0, "webhooks": 0, "expired": 0}
+    assert worker.sweep() == {"recovered": 0, "failed": 0, "redispatched": 0, "webhooks": 0, "expired": 0, "clips": 0}
     failed = worker.store.get(job.job_id)
     assert failed.status is JobStatus.failed and failed.error.code == "interrupted"
     assert failed.webhook.state == "pending" and worker.service.runs == 0
@@ -326,8 +326,15 @@ def test_sweep_jobs_recovers_respawns_and_expires(deployment, monkeypatch):
     past.claim(old.job_id)
     past.fail(old.job_id, JobError(code="boom", message="it broke"))
 
+    staged = local_jobs.clips.incoming_file()
+    staged.write_bytes(b"y")
+    long_ago = datetime.fromtimestamp(time.time() - local_jobs.settings.clip_ttl_s - 5, timezone.utc)
+    stale = local_jobs.clips.add(staged, info.model_copy(update={"clip_id": new_clip_id(), "created_at": long_ago}))
+
     counts = modal_app.sweep_jobs.local()
-    assert counts == {"recovered": 1, "failed": 0, "redispatched": 1, "webhooks": 0, "expired": 1}
+    assert counts == {"recovered": 1, "failed": 0, "redispatched": 1, "webhooks": 0, "expired": 1, "clips": 1}
+    with pytest.raises(Exception, match="no clip"):
+        local_jobs.clips.get(stale.clip_id)  # uploaded with POST /api/audio past CLIP_TTL_S
     assert sorted(spawned) == sorted([dead.job_id, lost.job_id])
     assert local_jobs.store.get(dead.job_id).status is JobStatus.queued
     assert local_jobs.store.get(fresh.job_id).status is JobStatus.queued

@@ -1,4 +1,9 @@
-"""The seed's API: upload, inspect and delete clips; transcribe a stored clip."""
+"""The seed's API: upload, inspect and delete clips; transcribe a stored clip.
+
+Clips belong to the caller that uploaded them (`owner`): with API keys on, the key's id; with keys off,
+everyone is the one local user (owner ""; a client's address is never an owner, a laptop's changes).
+Another owner's clip is answered as a missing one (404 clip_not_found), so ids cannot be probed.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from shared.api.auth import IDENTITY
 from shared.api.params import output_format, transcribe_options
 from shared.api.uploads import MULTIPART_FILE_SCHEMA, receive_upload
 from shared.core.domain import ClipInfo, OutputFormat, TranscribeOptions, Transcript
@@ -20,6 +26,13 @@ def get_service(request: Request) -> TranscriptionService:
     return request.app.state.service
 
 
+def owner(request: Request) -> str:
+    """Who owns what this request stores, and may see it: the API key's id ("key:<digest>", set by the
+    auth middleware), or "" when keys are off (the identity is then "addr:<ip>": not an owner)."""
+    identity = request.scope.get(IDENTITY) or ""
+    return identity if identity.startswith("key:") else ""
+
+
 class ClipUploaded(ClipInfo):
     message: str
 
@@ -30,23 +43,30 @@ class ClipDeleted(BaseModel):
 
 
 @router.post("/audio", status_code=201, response_model=ClipUploaded, openapi_extra=MULTIPART_FILE_SCHEMA)
-async def upload_audio(request: Request, service: TranscriptionService = Depends(get_service)) -> ClipUploaded:
-    """Upload an audio file (multipart field `file`: wav, mp3, flac, ogg/opus, m4a/aac, webm...)."""
+async def upload_audio(
+    request: Request, service: TranscriptionService = Depends(get_service), caller: str = Depends(owner)
+) -> ClipUploaded:
+    """Upload an audio file (multipart field `file`: wav, mp3, flac, ogg/opus, m4a/aac, webm...). It is
+    kept for CLIP_TTL_S and counts against the caller's STORAGE_QUOTA_MB."""
     upload = await receive_upload(request, service.clips)
     info = await run_in_threadpool(
-        service.add_clip, upload.path, filename=upload.filename, content_type=upload.content_type
+        service.add_clip, upload.path, filename=upload.filename, content_type=upload.content_type, owner=caller
     )
-    return ClipUploaded(**info.model_dump(), message="Audio uploaded successfully")
+    return ClipUploaded(**info.public().model_dump(), message="Audio uploaded successfully")
 
 
 @router.get("/audio/{clip_id}", response_model=ClipInfo)
-def get_audio(clip_id: str, service: TranscriptionService = Depends(get_service)) -> ClipInfo:
-    return service.clips.get(clip_id)  # the store checks the id (shared/media/clip_store.py _path)
+def get_audio(
+    clip_id: str, service: TranscriptionService = Depends(get_service), caller: str = Depends(owner)
+) -> ClipInfo:
+    return service.clip(clip_id, caller).public()  # the store checks the id (shared/media/clip_store.py _path)
 
 
 @router.delete("/audio/{clip_id}", response_model=ClipDeleted)
-def delete_audio(clip_id: str, service: TranscriptionService = Depends(get_service)) -> ClipDeleted:
-    service.clips.delete(clip_id)
+def delete_audio(
+    clip_id: str, service: TranscriptionService = Depends(get_service), caller: str = Depends(owner)
+) -> ClipDeleted:
+    service.delete_clip(clip_id, caller)
     return ClipDeleted(clip_id=clip_id, message="Audio deleted")
 
 
@@ -67,9 +87,10 @@ async def transcribe(
     options: TranscribeOptions = Depends(transcribe_options),
     fmt: OutputFormat = Depends(output_format),
     service: TranscriptionService = Depends(get_service),
+    caller: str = Depends(owner),
 ) -> Response:
-    """Transcribe (and, unless diarize=false, diarize) a stored clip; answers when done."""
-    service.clips.get(clip_id)
+    """Transcribe (and, unless diarize=false, diarize) a stored clip of the caller's; answers when done."""
+    service.clip(clip_id, caller)
     options = service.check_options(options)  # the options' one check; the service trusts them
     transcript = await run_in_threadpool(service.transcribe_clip, clip_id, options)
     return transcript_response(transcript, fmt, options)

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from shared.api.clips import get_service, transcript_response
+from shared.api.clips import get_service, owner, transcript_response
 from shared.api.params import (
     FormatParams,
     TranscribeParams,
@@ -33,6 +33,7 @@ from shared.jobs.model import (
     check_job_id,
     job_json,
     job_links,
+    new_job_id,
 )
 from shared.jobs.manager import JobManager
 from shared.service.transcription import TranscriptionService
@@ -87,26 +88,30 @@ async def submit_transcription(
     fmt: OutputFormat = Depends(output_format),
     service: TranscriptionService = Depends(get_service),
     jobs: JobManager = Depends(get_jobs),
+    caller: str = Depends(owner),
 ) -> Response:
-    """Queue a transcription: multipart `file` (or `clip_id`), the options of /api/transcribe, and an
-    optional webhook_url, each as a query parameter or a form field. Answers 202 with the job; poll its
-    `links.self`, or wait for the webhook."""
+    """Queue a transcription: multipart `file` (or `clip_id` of one of the caller's clips), the options
+    of /api/transcribe, and an optional webhook_url, each as a query parameter or a form field. Answers
+    202 with the job; poll its `links.self`, or wait for the webhook. The job (and a clip uploaded with
+    it) is the caller's: another API key gets 404 for it."""
     clip_id, webhook_url, wait = params.clip_id, params.webhook_url, params.wait
     options = service.check_options(options)
     if webhook_url:
         await run_in_threadpool(jobs.check_webhook_url, webhook_url)
     upload = await receive_upload(request, service.clips, required=False)
+    job_id = new_job_id()
     try:
         if upload is not None and upload.path is not None:
             if clip_id:
                 raise InvalidParameter("send either a file or a clip_id, not both")
             staged, upload.path = upload.path, None
             clip = await run_in_threadpool(
-                service.add_clip, staged, filename=upload.filename, content_type=upload.content_type
-            )
+                service.add_clip, staged, filename=upload.filename, content_type=upload.content_type,
+                owner=caller, job_id=job_id,
+            )  # fmt: skip
             owns_clip = True
         elif clip_id:
-            clip = service.clips.get(clip_id)  # the store checks the id
+            clip = service.clip(clip_id, caller)  # the store checks the id
             owns_clip = False
         else:
             raise InvalidParameter(f"send the audio as a multipart '{UPLOAD_FIELD}' field, or a clip_id")
@@ -114,8 +119,9 @@ async def submit_transcription(
         if upload is not None and upload.path is not None:
             upload.path.unlink(missing_ok=True)
     job = await run_in_threadpool(
-        jobs.submit, clip, options, format=fmt, webhook_url=webhook_url or None, owns_clip=owns_clip
-    )
+        jobs.submit, clip, options, format=fmt, webhook_url=webhook_url or None, owns_clip=owns_clip,
+        owner=caller, job_id=job_id,
+    )  # fmt: skip
     if wait:
         job = await _wait_until_ended(jobs, job.job_id, jobs.settings.job_wait_max_s)
     return view(job, 200 if job.finished else 202, headers={"location": job_links(job).self})
@@ -133,15 +139,15 @@ async def _wait_until_ended(jobs: JobManager, job_id: str, max_s: float) -> Job:
 
 
 @router.get("/jobs/{job_id}", response_model=JobView)
-def get_job(job_id: str, jobs: JobManager = Depends(get_jobs)) -> Response:
+def get_job(job_id: str, jobs: JobManager = Depends(get_jobs), caller: str = Depends(owner)) -> Response:
     """Status, progress (audio seconds done / total) and, once it succeeded, the transcript."""
-    return view(jobs.get(check_job_id(job_id)))
+    return view(jobs.get(check_job_id(job_id), caller))
 
 
 @router.delete("/jobs/{job_id}", response_model=JobView)
-def cancel_job(job_id: str, jobs: JobManager = Depends(get_jobs)) -> Response:
+def cancel_job(job_id: str, jobs: JobManager = Depends(get_jobs), caller: str = Depends(owner)) -> Response:
     """Cancel a queued or running job (409 once it has ended)."""
-    return view(jobs.cancel(check_job_id(job_id)))
+    return view(jobs.cancel(check_job_id(job_id), caller))
 
 
 @router.get(
@@ -158,10 +164,11 @@ def get_job_result(
         description='a JSON object renaming speakers in the result, e.g. {"SPEAKER_00": "Alice"}',
     ),
     jobs: JobManager = Depends(get_jobs),
+    caller: str = Depends(owner),
 ) -> Response:
     """The transcript of a succeeded job, rendered as json, srt, vtt, txt or rttm; `speaker_names`
     relabels its speakers first (segments, words and the speaker list)."""
-    job = jobs.get(check_job_id(job_id))
+    job = jobs.get(check_job_id(job_id), caller)
     if job.status is JobStatus.failed:
         raise JobFailed(f"job {job_id} failed: {job.error.message if job.error else 'no reason'}")
     if job.status is not JobStatus.succeeded or job.result is None:
@@ -223,7 +230,7 @@ def relabel(transcript: Transcript, names: dict[str, str]) -> Transcript:
 
 
 @router.get("/jobs/{job_id}/deliveries", response_model=Deliveries)
-def get_deliveries(job_id: str, jobs: JobManager = Depends(get_jobs)) -> Deliveries:
+def get_deliveries(job_id: str, jobs: JobManager = Depends(get_jobs), caller: str = Depends(owner)) -> Deliveries:
     """Every webhook attempt for the job: when, the status code or error, and whether it will be retried."""
-    job = jobs.get(check_job_id(job_id))
+    job = jobs.get(check_job_id(job_id), caller)
     return Deliveries(job_id=job.job_id, webhook=job.webhook, attempts=jobs.deliveries(job.job_id))

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from shared.api.clips import get_service
+from shared.api.clips import get_service, owner
 from shared.api.params import transcribe_options
 from shared.core.domain import ClipInfo, TranscribeOptions
 from shared.core.errors import ServiceError, error_code
@@ -50,10 +50,11 @@ async def transcribe_stream(
     clip_id: str = Query(..., description="a stored clip (POST /api/audio)"),
     options: TranscribeOptions = Depends(transcribe_options),
     service: TranscriptionService = Depends(get_service),
+    caller: str = Depends(owner),
 ) -> StreamingResponse:
-    """Transcribe a stored clip and stream each segment as soon as it is final. NDJSON by default;
-    Server-Sent Events when the request accepts text/event-stream."""
-    clip = service.clips.get(clip_id)  # the store checks the id
+    """Transcribe a stored clip of the caller's and stream each segment as soon as it is final. NDJSON by
+    default; Server-Sent Events when the request accepts text/event-stream."""
+    clip = service.clip(clip_id, caller)  # the store checks the id
     options = service.check_options(options)
     heartbeat_s = request.app.state.settings.heartbeat_s
     events = transcript_events(service, clip, options, heartbeat_s)

@@ -113,6 +113,21 @@ class Settings(BaseSettings):
     job_workers: int = Field(default=1, ge=1, description="jobs run at the same time in the server process")
     job_max_attempts: int = Field(default=3, ge=1, description="runs a crash may interrupt before the job fails")
     job_result_ttl_s: float = Field(default=86400.0, gt=0, description="ended jobs (and their uploads) kept this long")
+    job_lease_s: float = Field(
+        default=60.0, ge=1,
+        description="a running job's lease, renewed by its server's heartbeats; another server (or a restart) "
+        "takes the job over only once it lapsed",
+    )
+    clip_ttl_s: float = Field(
+        default=86400.0, gt=0,
+        description="clips uploaded with POST /api/audio are deleted this long after upload (kept while a "
+        "queued or running job uses them); clips uploaded with a job go with the job",
+    )
+    storage_quota_mb: float = Field(
+        default=4096.0, ge=0,
+        description="stored clips (uploads and their PCM copies) per API key (one owner when keys are off); "
+        "past it, uploads get 413 storage_quota_exceeded; 0: no quota",
+    )
     job_wait_max_s: float = Field(default=30.0, ge=0, description="longest a wait=true request waits before a 202")
     heartbeat_s: float = Field(default=10.0, gt=0, description="streaming: heartbeat line after this long without one")
 

@@ -58,6 +58,7 @@ _TABLE = (
     ErrorCode("job_failed", 409, "result: the job failed; the message says why"),
     ErrorCode("file_too_large", 413, "the body exceeds MAX_UPLOAD_MB", generic=True),
     ErrorCode("audio_too_long", 413, "the audio runs past MAX_AUDIO_S"),
+    ErrorCode("storage_quota_exceeded", 413, "the caller's stored clips would pass STORAGE_QUOTA_MB"),
     ErrorCode("unsupported_media", 415, "the file is not decodable audio", generic=True),
     ErrorCode("invalid_parameter", 422, "a bad query or form value", generic=True),
     ErrorCode("conflicting_parameter", 422, "an option given as a query parameter and a form field, differently"),
@@ -187,6 +188,10 @@ class FileTooLarge(ServiceError):
 
 class AudioTooLong(ServiceError):
     code = "audio_too_long"
+
+
+class StorageQuotaExceeded(ServiceError):
+    code = "storage_quota_exceeded"
 
 
 class UnsupportedLanguage(ServiceError):

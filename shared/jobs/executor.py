@@ -2,7 +2,10 @@
 
 Progress goes to the store as the pipeline reports it; the same callback notices a cancel (the store no
 longer has the job running) or a clean shutdown (the job goes back to the queue) and stops the work at
-the next batch boundary. A janitor thread deletes jobs whose results have expired.
+the next batch boundary. A heartbeat thread renews the leases of the jobs this process runs (a stage
+may take longer than a lease without reporting progress). A janitor thread recovers jobs whose lease
+lapsed (their server died: this one before a restart, or another on the same storage), deletes jobs
+whose results have expired, and sweeps expired and orphaned clips (shared/jobs/retention.py).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Callable
 
 from shared.core.errors import ClipNotFound, ServiceError, error_code
 from shared.jobs.model import Job, JobError
+from shared.jobs.retention import sweep_clips
 from shared.jobs.store import JobStore
 from shared.service.transcription import TranscriptionService
 
@@ -39,32 +43,47 @@ class JobExecutor:
         workers: int = 1,
         max_attempts: int = 3,
         result_ttl_s: float = 86400.0,
+        clip_ttl_s: float | None = None,
         on_finished: Callable[[Job], None] | None = None,
         poll_s: float = 1.0,
     ):
+        """`clip_ttl_s`: sweep clips (CLIP_TTL_S, orphans) on the janitor's rounds; None: leave them."""
         self.store = store
         self.service = service
         self.max_attempts = max_attempts
         self.result_ttl_s = result_ttl_s
+        self.clip_ttl_s = clip_ttl_s
         self.on_finished = on_finished
         self.poll_s = poll_s
         self._stop = threading.Event()
         self._wake = threading.Condition()
+        self._running: set[str] = set()  # jobs this process runs now: their leases are renewed
+        self._running_lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._work, name=f"job-worker-{i}", daemon=True) for i in range(workers)
         ]
         self._threads.append(threading.Thread(target=self._janitor, name="job-janitor", daemon=True))
+        self._threads.append(threading.Thread(target=self._heartbeats, name="job-heartbeat", daemon=True))
 
     def start(self) -> "JobExecutor":
-        # one server per storage path: at its start no run of an earlier process is alive, whatever
-        # its lease says, so every running job is recovered now (not once its lease lapses)
-        for job in self.store.recover(self.max_attempts, any_lease=True):
-            log.warning("job %s was running when the server stopped: now %s", job.job_id, job.status.value)
-            if job.finished and self.on_finished:
-                self.on_finished(job)
+        # Jobs whose lease lapsed go back to the queue now; a job under a live lease is left to its
+        # holder (another server on this storage, or this one's previous process until its lease lapses:
+        # the janitor's rounds pick it up then).
+        self.recover()
         for thread in self._threads:
             thread.start()
         return self
+
+    def recover(self) -> list[Job]:
+        recovered = self.store.recover(self.max_attempts)
+        for job in recovered:
+            log.warning("job %s: its server stopped while it ran (lease lapsed): now %s", job.job_id, job.status.value)
+            if job.finished and self.on_finished:
+                self.on_finished(job)
+        if any(not job.finished for job in recovered):
+            with self._wake:
+                self._wake.notify_all()
+        return recovered
 
     def notify(self) -> None:
         """A job was queued: wake an idle worker now rather than at its next poll."""
@@ -97,6 +116,26 @@ class JobExecutor:
             self.run(job)
 
     def run(self, job: Job) -> None:
+        with self._running_lock:
+            self._running.add(job.job_id)
+        try:
+            self._run(job)
+        finally:
+            with self._running_lock:
+                self._running.discard(job.job_id)
+
+    def _heartbeats(self) -> None:
+        """Renew the leases of the jobs running here, a few times per lease."""
+        while not self._stop.wait(max(0.05, self.store.lease_s / 4)):
+            with self._running_lock:
+                running = list(self._running)
+            for job_id in running:
+                try:
+                    self.store.heartbeat(job_id)  # False: cancelled or taken over; its worker stops at its next report
+                except Exception:  # noqa: BLE001 - a missed beat is not fatal; the lease has slack
+                    log.exception("job %s: heartbeat failed", job_id)
+
+    def _run(self, job: Job) -> None:
         job_id = job.job_id
 
         def on_progress(done: float, total: float) -> None:
@@ -132,12 +171,14 @@ class JobExecutor:
                 self.on_finished(finished)
 
     def _janitor(self) -> None:
-        interval = min(60.0, max(0.5, self.result_ttl_s / 4))
+        periods = [self.result_ttl_s, self.store.lease_s] + ([self.clip_ttl_s] if self.clip_ttl_s else [])
+        interval = min(60.0, max(0.05, min(periods) / 4))
         while not self._stop.wait(interval):
-            try:
-                self.delete_expired()
-            except Exception:  # noqa: BLE001
-                log.exception("deleting expired jobs failed")
+            for task in (self.recover, self.delete_expired, self.sweep_clips):
+                try:
+                    task()
+                except Exception:  # noqa: BLE001 - the next round tries again
+                    log.exception("job janitor: %s failed", task.__name__)
 
     def delete_expired(self, now: float | None = None) -> list[Job]:
         expired = self.store.delete_expired((now or time.time()) - self.result_ttl_s)
@@ -150,3 +191,7 @@ class JobExecutor:
         if expired:
             log.info("deleted %d expired jobs", len(expired))
         return expired
+
+    def sweep_clips(self, now: float | None = None) -> None:
+        if self.clip_ttl_s:
+            sweep_clips(self.service.clips, self.store, now=now or time.time(), clip_ttl_s=self.clip_ttl_s)

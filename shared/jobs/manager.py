@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from shared.core.config import Settings
 from shared.core.domain import ClipInfo, OutputFormat, TranscribeOptions
-from shared.core.errors import WebhooksDisabled
+from shared.core.errors import JobNotFound, WebhooksDisabled
 from shared.jobs.model import DeliveryAttempt, Job, JobStatus, Progress, Webhook, new_job_id, new_webhook_id
 from shared.jobs.executor import JobExecutor
 from shared.jobs.sqlite_store import SqliteJobStore
@@ -48,6 +48,7 @@ class JobManager:
             workers=settings.job_workers,
             max_attempts=settings.job_max_attempts,
             result_ttl_s=settings.job_result_ttl_s,
+            clip_ttl_s=settings.clip_ttl_s,
             on_finished=self.webhooks.wake if self.webhooks else None,
         )
 
@@ -62,7 +63,7 @@ class JobManager:
     ) -> JobManager:
         """Workers started and interrupted jobs recovered, over the given store or the SQLite one under the
         storage path (with a dispatcher: no workers here, and recovery is the dispatcher's side's)."""
-        store = store or SqliteJobStore(settings.audio_storage_path / JOBS_DB)
+        store = store or SqliteJobStore(settings.audio_storage_path / JOBS_DB, lease_s=settings.job_lease_s)
         return cls(settings, service, store, dispatch=dispatch).start()
 
     def start(self) -> "JobManager":
@@ -92,13 +93,18 @@ class JobManager:
         format: OutputFormat = OutputFormat.json,  # noqa: A002
         webhook_url: str | None = None,
         owns_clip: bool = False,
+        owner: str = "",
+        job_id: str | None = None,
     ) -> Job:
-        """Queue a transcription of a stored clip. Options and webhook_url must already be checked."""
+        """Queue a transcription of a stored clip for `owner`. Options and webhook_url must already be
+        checked. `job_id`: the id chosen before its clip was stored (a clip uploaded with the job names
+        its job, so a crash between the two leaves a clip the retention sweep recognises as orphaned)."""
         job = Job(
-            job_id=new_job_id(),
+            job_id=job_id or new_job_id(),
             status=JobStatus.queued,
             clip_id=clip.clip_id,
             owns_clip=owns_clip,
+            owner=owner,
             options=options,
             format=format,
             created_at=datetime.now(timezone.utc),
@@ -115,11 +121,18 @@ class JobManager:
                 log.exception("job %s: queued, but the dispatcher refused it; it stays queued for a retry", job.job_id)
         return job
 
-    def get(self, job_id: str) -> Job:
-        return self.store.get(job_id)
+    def get(self, job_id: str, owner: str | None = None) -> Job:
+        """The job; with `owner`, only that owner's (another's is JobNotFound, as a missing one: ids
+        cannot be probed)."""
+        job = self.store.get(job_id)
+        if owner is not None and job.owner != owner:
+            raise JobNotFound(f"no job with id {job_id}")
+        return job
 
-    def cancel(self, job_id: str) -> Job:
+    def cancel(self, job_id: str, owner: str | None = None) -> Job:
+        self.get(job_id, owner)
         return self.store.cancel(job_id)
 
-    def deliveries(self, job_id: str) -> list[DeliveryAttempt]:
+    def deliveries(self, job_id: str, owner: str | None = None) -> list[DeliveryAttempt]:
+        self.get(job_id, owner)
         return self.store.deliveries(job_id)

@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     webhook_next_at REAL,
     run             INTEGER NOT NULL DEFAULT 0,
     lease_until     REAL,
-    owner           TEXT NOT NULL DEFAULT ''
+    owner           TEXT NOT NULL DEFAULT '',
+    holder          TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_webhook ON jobs (webhook_state, webhook_next_at);
@@ -65,11 +66,12 @@ CREATE INDEX IF NOT EXISTS deliveries_by_job ON deliveries (job_id, id);
 """
 
 # columns added since the first schema: (name, definition), added to older files at open
-_ADDED = (("run", "INTEGER NOT NULL DEFAULT 0"), ("lease_until", "REAL"), ("owner", "TEXT NOT NULL DEFAULT ''"))
+_ADDED = (("run", "INTEGER NOT NULL DEFAULT 0"), ("lease_until", "REAL"), ("owner", "TEXT NOT NULL DEFAULT ''"),
+          ("holder", "TEXT"))
 _COLUMNS = (
     "job_id", "status", "clip_id", "owns_clip", "options", "format", "created_at", "started_at", "finished_at",
     "attempts", "progress_done", "progress_total", "result", "error_code", "error_message", "webhook_url",
-    "webhook_id", "webhook_state", "webhook_next_at", "run", "lease_until", "owner",
+    "webhook_id", "webhook_state", "webhook_next_at", "run", "lease_until", "owner", "holder",
 )  # fmt: skip
 _ENDED = tuple(s.value for s in ENDED)
 _ENDED_MARKS = ",".join("?" * len(_ENDED))
@@ -84,8 +86,8 @@ def _ts(d: datetime | None) -> float | None:
 
 
 class SqliteJobStore(JobStore):
-    def __init__(self, path: Path, *, clock=time.time, lease_s: float = 120.0):
-        super().__init__(clock=clock, lease_s=lease_s)
+    def __init__(self, path: Path, *, clock=time.time, lease_s: float = 120.0, instance_id: str | None = None):
+        super().__init__(clock=clock, lease_s=lease_s, instance_id=instance_id)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -217,12 +219,12 @@ def _values(s: Stored) -> tuple:
         job.error.code if job.error else None, job.error.message if job.error else None,
         hook.url if hook else None, hook.id if hook else None,
         hook.state.value if hook and hook.state else None, _ts(hook.next_attempt_at) if hook else None,
-        s.run, s.lease_until, job.owner,
+        s.run, s.lease_until, job.owner, s.holder,
     )  # fmt: skip
 
 
 def _stored(r: sqlite3.Row) -> Stored:
-    return Stored(_job(r), run=r["run"], lease_until=r["lease_until"])
+    return Stored(_job(r), run=r["run"], lease_until=r["lease_until"], holder=r["holder"])
 
 
 def _job(r: sqlite3.Row) -> Job:

@@ -7,15 +7,18 @@ compare-and-set) and the scans and webhook records a store needs. Transitions th
 given state (finish a running job, cancel a queued or running one) report whether they happened, so a
 worker that lost a race with a cancel, or lost its lease to another run, simply stops.
 
-Leases: a claim leases the job to this store's run for `lease_s`; progress and `heartbeat` renew it;
-`recover` gives a job whose lease lapsed to another run. A store remembers the runs it claimed, so its
-writes to a job that has moved on to another run are refused. Times are UNIX seconds.
+Leases: a claim leases the job to this store's run for `lease_s`, held by this store's `instance_id`
+(one per server process or container); progress and `heartbeat` renew it; `recover` gives a job whose
+lease lapsed to another run, and never takes a live lease (not at start-up either: another server on
+the same storage may hold it). A store remembers the runs it claimed, so its writes to a job that has
+moved on to another run are refused. Times are UNIX seconds.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 
@@ -29,9 +32,12 @@ Step = Callable[[Stored], "Stored | Refusal"]
 
 
 class JobStore(ABC):
-    def __init__(self, *, clock: Callable[[], float] = time.time, lease_s: float = 120.0):
+    def __init__(
+        self, *, clock: Callable[[], float] = time.time, lease_s: float = 120.0, instance_id: str | None = None
+    ):
         self.clock = clock
         self.lease_s = lease_s
+        self.instance_id = instance_id or uuid.uuid4().hex[:16]  # the holder of the leases this store takes
         self._runs: dict[str, int] = {}  # job_id -> the run this store claimed
         self._runs_lock = threading.Lock()
 
@@ -101,7 +107,9 @@ class JobStore(ABC):
         """queued -> running for this job (attempts + 1), leased to this store; None when it is not
         queued (another worker has it, or it ended)."""
         now = self.clock()
-        stored, refused = self._change(job_id, lambda s: T.claim(s, now=now, lease_s=self.lease_s))
+        stored, refused = self._change(
+            job_id, lambda s: T.claim(s, now=now, lease_s=self.lease_s, holder=self.instance_id)
+        )
         if refused:
             return None
         with self._runs_lock:
@@ -139,7 +147,9 @@ class JobStore(ABC):
             return False
         now = self.clock()
         try:
-            _, refused = self._change(job_id, lambda s: T.heartbeat(s, run=run, now=now, lease_s=self.lease_s))
+            _, refused = self._change(
+                job_id, lambda s: T.heartbeat(s, run=run, now=now, lease_s=self.lease_s, holder=self.instance_id)
+            )
         except JobNotFound:
             return False
         return refused is None
@@ -148,7 +158,9 @@ class JobStore(ABC):
         """Record progress of a running job (renews its lease); False when this store's run no longer
         has the job (cancelled, or taken over after its lease lapsed)."""
         run, now = self._run(job_id), self.clock()
-        step = lambda s: T.progress(s, run=run, done=done, total=total, now=now, lease_s=self.lease_s)  # noqa: E731
+        step = lambda s: T.progress(  # noqa: E731
+            s, run=run, done=done, total=total, now=now, lease_s=self.lease_s, holder=self.instance_id
+        )
         return self._apply(job_id, step)[1] is None
 
     def finish(self, job_id: str, result: Transcript) -> bool:
@@ -174,19 +186,29 @@ class JobStore(ABC):
         run = self._run(job_id)
         return self._apply(job_id, lambda s: T.release(s, run=run))[1] is None
 
-    def recover_job(self, job_id: str, max_attempts: int, *, any_lease: bool = False) -> Job | None:
+    def recover_job(self, job_id: str, max_attempts: int) -> Job | None:
         """transitions.recover for one job: the job as it changed, or None when it did not apply."""
         now = self.clock()
-        step = lambda s: T.recover(s, now=now, max_attempts=max_attempts, any_lease=any_lease)  # noqa: E731
         try:
-            stored, refused = self._apply(job_id, step)
+            stored, refused = self._apply(job_id, lambda s: T.recover(s, now=now, max_attempts=max_attempts))
         except JobNotFound:
             return None
         return None if refused else stored.job
 
-    def recover(self, max_attempts: int, *, any_lease: bool = False) -> list[Job]:
+    def recover(self, max_attempts: int) -> list[Job]:
         """Running jobs whose lease lapsed are queued again, or failed once they have used max_attempts.
-        any_lease=True: every running job, whatever its lease (a server starting over storage that only
-        it uses: no run of the previous process is alive). Returns the jobs it changed."""
-        changed = (self.recover_job(job_id, max_attempts, any_lease=any_lease) for job_id in list(self._running_ids()))
+        Jobs under a live lease stay with their holder. Returns the jobs it changed."""
+        changed = (self.recover_job(job_id, max_attempts) for job_id in list(self._running_ids()))
         return [job for job in changed if job is not None]
+
+    def open_clip_ids(self) -> set[str]:
+        """The clips of queued and running jobs: kept whatever their age (shared/jobs/retention.py)."""
+        ids = set()
+        for job_id in [*self._queued_ids(), *self._running_ids()]:
+            try:
+                job = self.get(job_id)
+            except JobNotFound:
+                continue
+            if not job.finished:
+                ids.add(job.clip_id)
+        return ids

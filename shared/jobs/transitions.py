@@ -10,10 +10,13 @@ save the result atomically (a transaction, or compare-and-set on a version), so 
       |--recover (lease lapsed)--|
     queued | running --cancel--> cancelled
 
-Runs and leases: every claim starts a new run (`run` counts them) and gives it a lease until
-`lease_until`. Progress and heartbeats from the current run renew the lease; anything from an earlier
-run (one whose job was recovered, and maybe claimed again since) is refused, so a worker that lost its
-lease stops at its next report and can never end the job.
+Runs and leases: every claim starts a new run (`run` counts them) and gives it a lease, held by the
+claiming store (`holder`: its instance id, one per server process or container) until `lease_until`.
+Progress and heartbeats from the current run renew the lease; anything from an earlier run (one whose
+job was recovered, and maybe claimed again since) or another holder is refused, so a worker that lost
+its lease stops at its next report and can never end the job. Recovery takes a running job only once
+its lease has lapsed, at start-up too: a second server on the same storage never runs a job whose
+first server is alive and renewing its lease.
 """
 
 from __future__ import annotations
@@ -36,13 +39,20 @@ class Stored:
     job: Job
     run: int = 0  # runs ever claimed; the current one, while the job is running
     lease_until: float | None = None  # UNIX seconds; None when no run holds the job
+    holder: str | None = None  # the instance id of the store whose run holds the lease
 
-    def update(self, *, run: int | None = None, lease_until: Any = ..., **job_changes: Any) -> Stored:
+    def update(
+        self, *, run: int | None = None, lease_until: Any = ..., holder: Any = ..., **job_changes: Any
+    ) -> Stored:
         changes: dict[str, Any] = {"job": self.job.model_copy(update=job_changes)}
         if run is not None:
             changes["run"] = run
         if lease_until is not ...:
             changes["lease_until"] = lease_until
+            if lease_until is None:
+                changes["holder"] = None  # no lease, no holder
+        if holder is not ...:
+            changes["holder"] = holder
         return replace(self, **changes)
 
 
@@ -65,34 +75,38 @@ def create(job: Job) -> Stored:
     return Stored(job.model_copy(update={"status": JobStatus.queued}))
 
 
-def claim(s: Stored, *, now: float, lease_s: float) -> Outcome:
-    """queued -> running as a new run, attempts + 1, leased until now + lease_s."""
+def claim(s: Stored, *, now: float, lease_s: float, holder: str | None = None) -> Outcome:
+    """queued -> running as a new run, attempts + 1, leased to `holder` until now + lease_s."""
     if s.job.status is not JobStatus.queued:
         return Refusal("not_queued", s.job.status.value)
     return s.update(
-        run=s.run + 1, lease_until=now + lease_s, status=JobStatus.running, attempts=s.job.attempts + 1,
-        started_at=_at(now),
+        run=s.run + 1, lease_until=now + lease_s, holder=holder, status=JobStatus.running,
+        attempts=s.job.attempts + 1, started_at=_at(now),
     )  # fmt: skip
 
 
-def _holds(s: Stored, run: int | None) -> Refusal | None:
+def _holds(s: Stored, run: int | None, holder: str | None = None) -> Refusal | None:
     """None when `run` may write to the job: it is running, and run is its current run (or None: the
-    caller does not know its run and takes the running one)."""
+    caller does not know its run and takes the running one), held by `holder` (when both are known)."""
     if s.job.status is not JobStatus.running:
         return Refusal("not_running", s.job.status.value)
     if run is not None and run != s.run:
         return Refusal("lost_lease", f"run {run} was taken over by run {s.run}")
+    if holder is not None and s.holder is not None and holder != s.holder:
+        return Refusal("lost_lease", f"the lease is held by {s.holder}")
     return None
 
 
-def heartbeat(s: Stored, *, run: int | None, now: float, lease_s: float) -> Outcome:
+def heartbeat(s: Stored, *, run: int | None, now: float, lease_s: float, holder: str | None = None) -> Outcome:
     """The run is alive: its lease moves on."""
-    return _holds(s, run) or s.update(lease_until=now + lease_s)
+    return _holds(s, run, holder) or s.update(lease_until=now + lease_s)
 
 
-def progress(s: Stored, *, run: int | None, done: float, total: float, now: float, lease_s: float) -> Outcome:
+def progress(
+    s: Stored, *, run: int | None, done: float, total: float, now: float, lease_s: float, holder: str | None = None
+) -> Outcome:
     """Audio seconds done; a sign of life too. Refused once the run lost the job (cancelled, taken over)."""
-    return _holds(s, run) or s.update(lease_until=now + lease_s, progress=Progress(done=done, total=total))
+    return _holds(s, run, holder) or s.update(lease_until=now + lease_s, progress=Progress(done=done, total=total))
 
 
 def finish(s: Stored, *, run: int | None, result: Transcript, now: float) -> Outcome:
@@ -125,13 +139,14 @@ def release(s: Stored, *, run: int | None) -> Outcome:
     return _requeued(s.update(attempts=max(s.job.attempts - 1, 0)))
 
 
-def recover(s: Stored, *, now: float, max_attempts: int, any_lease: bool = False) -> Outcome:
+def recover(s: Stored, *, now: float, max_attempts: int) -> Outcome:
     """A running job whose lease lapsed (its worker died or stalled) -> queued for another run, or failed
-    as interrupted once it has used max_attempts runs. any_lease: whatever the lease says (a server
-    starting over storage only it uses knows every earlier run is gone)."""
+    as interrupted once it has used max_attempts runs. A live lease is never taken, whoever asks: at
+    start-up a server cannot tell an earlier run of its own from a run of another server on the same
+    storage, so it waits for the lease too (at most JOB_LEASE_S)."""
     if s.job.status is not JobStatus.running:
         return Refusal("not_running", s.job.status.value)
-    if not any_lease and s.lease_until is not None and s.lease_until > now:
+    if s.lease_until is not None and s.lease_until > now:
         return Refusal("lease_alive", f"leased for {s.lease_until - now:.1f} s more")
     attempts = s.job.attempts
     if attempts < max_attempts:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -12,11 +14,13 @@ from shared.media.decode import AudioDecodeError, AudioTooLong, StreamInfo, deco
 from shared.core.config import Settings
 from shared.core.domain import ClipInfo, TranscribeOptions, Transcript
 from shared.core.errors import AudioTooLong as AudioTooLongError
-from shared.core.errors import EmptyFile, UnsupportedLanguage, UnsupportedMedia
-from shared.media.pcm import AudioSource, PcmRef
+from shared.core.errors import EmptyFile, StorageQuotaExceeded, UnsupportedLanguage, UnsupportedMedia
+from shared.media.pcm import S16, AudioSource, PcmRef
 from shared.pipeline.flow import PipelineRun, ProgressCallback
 from shared.pipeline.runner import Runner
-from shared.media.clip_store import ClipStore, new_clip_id
+from shared.media.clip_store import ClipStore, StoredClip, new_clip_id, not_found
+
+MB = 1024 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +78,31 @@ class TranscriptionService:
         self.settings = settings
         self.runner = runner
         self.clips = clips
+        self._adding = threading.Lock()  # the quota's last check and the clip's storing, one upload at a time
 
     # --- clips ---
-    def add_clip(self, staged: Path, *, filename: str | None, content_type: str | None) -> ClipInfo:
+    def add_clip(
+        self,
+        staged: Path,
+        *,
+        filename: str | None,
+        content_type: str | None,
+        owner: str = "",
+        job_id: str | None = None,
+        quota: bool = True,
+    ) -> StoredClip:
         """Decode a received upload once, streamed into its PCM copy (which also validates it and gives
-        its duration), and store both. Nothing of a refused upload stays behind."""
+        its duration), and store both for `owner` (with `job_id`: the clip of that job, which goes with
+        it). With `quota`, the owner's stored bytes may not pass STORAGE_QUOTA_MB: checked before the
+        decode on the upload's size, and after it on the upload and its PCM copy. Nothing of a refused
+        upload stays behind."""
         pcm = self.clips.staged_pcm(staged)
         try:
             size = staged.stat().st_size
+            if quota:
+                self._check_quota(owner, size)
             audio = decode_upload(staged, pcm, max_seconds=self.settings.max_audio_s)
-            info = ClipInfo(
+            info = StoredClip(
                 clip_id=new_clip_id(),
                 filename=filename,
                 content_type=content_type,
@@ -93,11 +112,44 @@ class TranscriptionService:
                 channels=audio.source_channels,
                 codec=audio.codec,
                 created_at=datetime.now(timezone.utc),
+                owner=owner,
+                job_id=job_id,
+                pcm_format=S16,
             )
-            return self.clips.add(staged, info, pcm)
+            with self._adding:
+                if quota:
+                    self._check_quota(owner, size + pcm.stat().st_size)
+                return self.clips.add(staged, info, pcm)
         finally:
             staged.unlink(missing_ok=True)
             pcm.unlink(missing_ok=True)
+
+    def _check_quota(self, owner: str, adding: int) -> None:
+        quota = self.settings.storage_quota_mb
+        if not quota:
+            return
+        used = self.clips.usage(owner)
+        if used + adding > quota * MB:
+            raise StorageQuotaExceeded(
+                f"this upload needs {adding / MB:.1f} MB (the file and its decoded copy) and your clips already "
+                f"take {used / MB:.1f} MB of the {quota:g} MB allowed (STORAGE_QUOTA_MB): delete clips you no "
+                "longer need (DELETE /api/audio/{clip_id}) or wait for them to expire"
+            )
+
+    def clip(self, clip_id: str, owner: str) -> StoredClip:
+        """The clip as its owner sees it: ClipNotFound for another owner's, a missing one, or one past
+        CLIP_TTL_S (a clip uploaded with a job lives as long as the job)."""
+        clip = self.clips.get(clip_id, owner)
+        if clip.job_id is None and self.expired(clip, time.time()):
+            raise not_found(clip_id)
+        return clip
+
+    def expired(self, clip: StoredClip, now: float) -> bool:
+        return now - clip.created_at.timestamp() > self.settings.clip_ttl_s
+
+    def delete_clip(self, clip_id: str, owner: str) -> None:
+        """Delete the owner's clip (ClipNotFound for another owner's, as for a missing one)."""
+        self.clips.delete(clip_id, owner)
 
     def clip_audio(self, clip_id: str) -> PcmRef:
         """A reference to the clip's decoded audio: what the stages are handed."""
@@ -134,8 +186,9 @@ class TranscriptionService:
         self, staged: Path, options: TranscribeOptions, *, filename: str | None, content_type: str | None
     ) -> Transcript:
         """An upload transcribed at once (OpenAI's routes): stored as a clip for the run, so the stages
-        read it by reference like any other, and deleted after."""
-        info = self.add_clip(staged, filename=filename, content_type=content_type)
+        read it by reference like any other, and deleted after. Outside the storage quota: it is gone when
+        the answer is (a crash meanwhile leaves it to the CLIP_TTL_S sweep)."""
+        info = self.add_clip(staged, filename=filename, content_type=content_type, quota=False)
         try:
             return self.transcribe_clip(info.clip_id, options)
         finally:
