@@ -222,7 +222,7 @@ class JobWorker:
             attempt=len(self.store.deliveries(job_id)) + 1,
             at=datetime.now(timezone.utc),
             url=job.webhook.url,
-            error="WEBHOOK_SECRET is not set where webhooks are delivered",
+            error="not_signed",  # the log line above says why
             duration_ms=0.0,
             outcome="failed",
         )

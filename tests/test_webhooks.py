@@ -1,8 +1,11 @@
-"""Webhook signing (checked against the independent `standardwebhooks` package), the address check,
-backoff, and delivery with retries to a real receiver on 127.0.0.1. No models: fast."""
+"""Webhook signing (checked against the independent `standardwebhooks` package), per-key secrets, the
+address check (IPv6 forms that carry an IPv4 address included), backoff, delivery with retries to a real
+receiver on 127.0.0.1 and the summaries its attempts are recorded with; per-key secrets and delivery logs
+through a real server too. No models: fast (the servers' stages fail, so their jobs fail and say so)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import random
 import shutil
@@ -14,13 +17,18 @@ from datetime import datetime, timezone
 
 import httpx
 import pytest
-from jobs_support import WEBHOOK_SECRET, WebhookReceiver
+from concurrent.futures import Future
+
+from jobs_support import WEBHOOK_SECRET, ThreadedServer, WebhookReceiver, assert_error, short_clip
 from standardwebhooks import Webhook as ReferenceWebhook
 from standardwebhooks import WebhookVerificationError
 
+from shared.api.app import create_app
+from shared.core.config import Settings
 from shared.core.domain import Segment, TranscribeOptions, Transcript
 from shared.jobs.model import Job, JobError, JobStatus, Progress, Webhook, new_job_id, new_webhook_id
 from shared.jobs.sqlite_store import SqliteJobStore
+from shared.pipeline.runner import Runner
 from shared.jobs.webhooks import (
     InvalidWebhookUrl,
     PinnedTransport,
@@ -28,7 +36,10 @@ from shared.jobs.webhooks import (
     WebhookSender,
     backoff_delay,
     check_webhook_url,
+    embedded_ipv4,
     event_body,
+    format_secret,
+    key_secret,
     parse_secret,
     sign,
 )
@@ -45,6 +56,15 @@ def test_signature_verifies_with_standardwebhooks():
     assert reference == headers["webhook-signature"]
     with pytest.raises(WebhookVerificationError):  # a changed body no longer verifies
         ReferenceWebhook(WEBHOOK_SECRET).verify(body.replace(b"abc", b"abd"), headers)
+
+
+def test_per_key_secrets_differ_per_owner_and_stay_the_same():
+    a, b = key_secret(KEY, "key:" + "a" * 16), key_secret(KEY, "key:" + "b" * 16)
+    assert a != b and len(a) == 32 and a == key_secret(KEY, "key:" + "a" * 16)
+    assert key_secret(KEY, "") not in (KEY, a, b)  # keys off: the one local user's secret is derived too
+    assert key_secret(parse_secret("whsec_" + "A" * 32), "key:" + "a" * 16) != a  # WEBHOOK_SECRET rotates them all
+    secret = format_secret(a)
+    assert secret.startswith("whsec_") and parse_secret(secret) == a  # what Standard Webhooks libraries take
 
 
 @pytest.mark.parametrize("secret", ["whsec_not base64!", "whsec_c2hvcnQ=", ""])
@@ -81,6 +101,35 @@ def test_refuses_non_public_targets(url):
     assert info.value.status == 422 and info.value.code == "invalid_webhook_url"
 
 
+# IPv6 addresses that lead to an IPv4 host, with a private and a public one inside (10.0.0.1, 93.184.215.14)
+EMBEDDED = {
+    "IPv4-mapped": ("::ffff:10.0.0.1", "::ffff:93.184.215.14"),
+    "IPv4-compatible": ("::10.0.0.1", "::93.184.215.14"),
+    "IPv4-translated": ("::ffff:0:10.0.0.1", "::ffff:0:93.184.215.14"),
+    "NAT64": ("64:ff9b::10.0.0.1", "64:ff9b::93.184.215.14"),
+    "6to4": ("2002:a00:1::1", "2002:5db8:d70e::1"),
+    "Teredo (client)": ("2001:0:5db8:d70e:8000:63bf:f5ff:fffe", "2001:0:5db8:d70e:8000:63bf:a247:28f1"),
+    "Teredo (server)": ("2001:0:a00:1:8000:63bf:a247:28f1", "2001:0:5db8:d70e:8000:63bf:a247:28f1"),
+}
+
+
+@pytest.mark.parametrize("form", EMBEDDED)
+def test_ipv6_forms_are_judged_by_the_ipv4_address_inside(form):
+    private, public = EMBEDDED[form]
+    with pytest.raises(InvalidWebhookUrl, match=r"10\.0\.0\.1.*WEBHOOK_ALLOW_PRIVATE"):
+        check_webhook_url(f"http://[{private}]/hook", allow_private=False)
+    assert check_webhook_url(f"http://[{public}]/hook", allow_private=False)
+    assert check_webhook_url(f"http://[{private}]/hook", allow_private=True)
+    assert {str(a) for a in embedded_ipv4(ipaddress.ip_address(public))} == {"93.184.215.14"}
+
+
+def test_the_local_use_nat64_prefix_is_refused_whatever_it_carries():
+    """64:ff9b:1::/48 is an operator's own translator: where it puts the IPv4 address is theirs to choose."""
+    for address in ("64:ff9b:1::10.0.0.1", "64:ff9b:1::93.184.215.14", "64:ff9b:1:5db8:d7:e00::"):
+        with pytest.raises(InvalidWebhookUrl, match="local-use NAT64"):
+            check_webhook_url(f"http://[{address}]/hook", allow_private=False)
+
+
 def test_allows_public_addresses_and_private_when_told():
     assert check_webhook_url("https://93.184.215.14/hook", allow_private=False)
     assert check_webhook_url("http://[2606:2800:21f:cb07:6820:80da:af6b:8b2c]/x", allow_private=False)
@@ -112,10 +161,10 @@ def store(tmp_path):
     s.close()
 
 
-def ended_job(store, url: str, *, ok: bool = True) -> Job:
+def ended_job(store, url: str, *, ok: bool = True, owner: str = "") -> Job:
     job = store.create(
         Job(
-            job_id=new_job_id(), status=JobStatus.queued, clip_id="b" * 32, options=TranscribeOptions(),
+            job_id=new_job_id(), status=JobStatus.queued, clip_id="b" * 32, options=TranscribeOptions(), owner=owner,
             created_at=datetime.now(timezone.utc), progress=Progress(total=2.0),
             webhook=Webhook(url=url, id=new_webhook_id()),
         )
@@ -191,7 +240,7 @@ def test_client_errors_are_not_retried(store):
             s.close()
         assert len(receiver.requests) == 1
     (attempt,) = store.deliveries(job.job_id)
-    assert attempt.status_code == 404 and attempt.outcome == "failed"
+    assert attempt.status_code == 404 and attempt.outcome == "failed" and attempt.error == "http_status"
 
 
 def test_timeouts_and_refused_connections_are_retried(store):
@@ -203,7 +252,7 @@ def test_timeouts_and_refused_connections_are_retried(store):
         finally:
             s.close()
     first, second = store.deliveries(job.job_id)
-    assert first.status_code is None and "timed out" in first.error and first.outcome == "retry"
+    assert first.status_code is None and first.error == "timeout" and first.outcome == "retry"
     assert second.status_code == 200
 
     closed = ended_job(store, "http://127.0.0.1:9/nothing-listens")  # the discard port: refused
@@ -213,10 +262,10 @@ def test_timeouts_and_refused_connections_are_retried(store):
     finally:
         s.close()
     assert [a.outcome for a in store.deliveries(closed.job_id)] == ["retry", "failed"]
-    assert "ConnectError" in store.deliveries(closed.job_id)[0].error
+    assert {a.error for a in store.deliveries(closed.job_id)} == {"connect_error"}
 
 
-def test_private_target_refused_at_delivery_time(store):
+def test_private_target_refused_at_delivery_time(store, caplog):
     job = ended_job(store, "http://127.0.0.1:9/hook")
     s = sender(store, allow_private=False)
     try:
@@ -224,7 +273,42 @@ def test_private_target_refused_at_delivery_time(store):
     finally:
         s.close()
     (attempt,) = store.deliveries(job.job_id)
-    assert attempt.status_code is None and "WEBHOOK_ALLOW_PRIVATE" in attempt.error
+    assert attempt.status_code is None and attempt.error == "refused_target"  # the summary; the detail is logged
+    assert any("WEBHOOK_ALLOW_PRIVATE" in r.getMessage() for r in caplog.records if r.name == "shared.jobs.webhooks")
+
+
+def test_per_key_sender_signs_with_the_owners_secret(store):
+    owners = ["key:" + "a" * 16, "key:" + "b" * 16]
+    with WebhookReceiver() as receiver:
+        jobs = [ended_job(store, receiver.url, owner=o) for o in owners]
+        s = sender(store, per_key=True)
+        try:
+            requests = receiver.wait_for(2)
+            for job in jobs:
+                wait_state(store, job.job_id, "delivered")
+        finally:
+            s.close()
+    for request in requests:
+        owner = owners[[j.job_id for j in jobs].index(json.loads(request["body"])["data"]["job_id"])]
+        other = owners[1 - owners.index(owner)]
+        ReferenceWebhook(format_secret(key_secret(KEY, owner))).verify(request["body"], request["headers"])
+        for wrong in (format_secret(key_secret(KEY, other)), WEBHOOK_SECRET):  # another key's, the shared one
+            with pytest.raises(WebhookVerificationError):
+                ReferenceWebhook(wrong).verify(request["body"], request["headers"])
+
+
+def test_attempts_stored_as_free_text_are_shown_by_their_summary():
+    """Delivery logs written before the summaries held exception text: it is never shown again."""
+    from shared.jobs.model import DeliveryAttempt
+
+    def shown(text):
+        return DeliveryAttempt(attempt=1, at=datetime.now(timezone.utc), url="https://example.com", error=text,
+                               duration_ms=1.0, outcome="retry").error
+
+    assert shown("HTTP 503") == "http_status" and shown("timed out (ReadTimeout)") == "timeout"
+    assert shown("ConnectError: [Errno 111] Connection refused") == "connect_error"
+    assert shown("RemoteProtocolError: Server disconnected without sending a response.") == "transport_error"
+    assert shown(None) is None and shown("tls_error") == "tls_error"
 
 
 def test_a_pending_webhook_survives_a_restart(tmp_path):
@@ -326,7 +410,7 @@ def test_a_name_resolving_to_a_private_address_is_refused_without_connecting(sto
             s.close()
         assert receiver.requests == []
     (attempt,) = store.deliveries(job.job_id)
-    assert "127.0.0.1" in attempt.error and "WEBHOOK_ALLOW_PRIVATE" in attempt.error
+    assert attempt.error == "refused_target"
 
 
 @pytest.fixture(scope="module")
@@ -367,6 +451,24 @@ def test_https_delivery_tells_tls_the_original_name(store, resolver, tls_files):
     ReferenceWebhook(WEBHOOK_SECRET).verify(request["body"], request["headers"])
 
 
+def test_a_certificate_that_does_not_verify_is_a_tls_error(store, tls_files, caplog):
+    cert, key = tls_files
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with WebhookReceiver() as receiver:
+        receiver.httpd.socket = context.wrap_socket(receiver.httpd.socket, server_side=True)
+        port = receiver.httpd.server_address[1]
+        job = ended_job(store, f"https://127.0.0.1:{port}/hooks/whospoke")  # self-signed, and not for this name
+        s = sender(store, max_attempts=1)
+        try:
+            wait_state(store, job.job_id, "failed")
+        finally:
+            s.close()
+    (attempt,) = store.deliveries(job.job_id)
+    assert attempt.error == "tls_error" and attempt.status_code is None
+    assert any("CERTIFICATE_VERIFY_FAILED" in r.getMessage() for r in caplog.records)  # the detail: in the log
+
+
 def test_pinned_transport_checks_before_it_connects():
     transport = PinnedTransport(allow_private=False)
     with httpx.Client(transport=transport) as client, pytest.raises(InvalidWebhookUrl, match="WEBHOOK_ALLOW_PRIVATE"):
@@ -379,3 +481,78 @@ def test_webhook_secret_setting_is_secret():
     s = Settings(_env_file=None, webhook_secret=WEBHOOK_SECRET)
     assert WEBHOOK_SECRET not in repr(s) and WEBHOOK_SECRET not in str(s.model_dump())
     assert parse_secret(s.webhook_secret) == KEY
+
+
+# --- per-key secrets and delivery logs through a real server (no models: every job fails, and is told) ---
+class NoModels(Runner):
+    """A runner whose every stage fails: the job fails and its webhook still goes out."""
+
+    def _submit(self, stage, *args, **kwargs) -> Future:
+        future: Future = Future()
+        future.set_exception(RuntimeError(f"no models in this test ({stage.value})"))
+        return future
+
+
+KEY_A, KEY_B = "webhook-key-a-0123456789abcdef", "webhook-key-b-0123456789abcdef"
+
+
+def keyed_app(tmp_path, **settings) -> ThreadedServer:
+    config = Settings(
+        _env_file=None, audio_storage_path=tmp_path, api_keys=f"{KEY_A},{KEY_B}", webhook_secret=WEBHOOK_SECRET,
+        webhook_allow_private=True, webhook_backoff_s=0.05, webhook_max_attempts=2, **settings,
+    )  # fmt: skip
+    return ThreadedServer(create_app(config, runner=NoModels()))
+
+
+def submit(client, wav, webhook_url: str) -> str:
+    with open(wav, "rb") as f:
+        r = client.post("/api/transcriptions", files={"file": ("a.wav", f)}, data={"webhook_url": webhook_url})
+    assert r.status_code == 202, r.text
+    return r.json()["job_id"]
+
+
+def webhook_ended(client, job_id: str, state: str) -> dict:
+    deadline = time.monotonic() + 30
+    while (job := client.get(f"/api/jobs/{job_id}").json())["webhook"]["state"] != state:
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+    return job
+
+
+def test_each_key_verifies_its_own_webhooks_only(tmp_path):
+    wav = short_clip(tmp_path / "short.wav", seconds=2.0)
+    with WebhookReceiver() as receiver, keyed_app(tmp_path / "storage", webhook_secret_per_key=True) as server:
+        a, b = (server.client(headers={"X-API-Key": key}) for key in (KEY_A, KEY_B))
+        answers = [c.get("/api/webhooks/secret") for c in (a, b)]
+        assert [r.status_code for r in answers] == [200, 200] and answers[0].headers["cache-control"] == "no-store"
+        secret_a, secret_b = (r.json()["secret"] for r in answers)
+        assert secret_a.startswith("whsec_") and len({secret_a, secret_b, WEBHOOK_SECRET}) == 3
+        assert a.get("/api/webhooks/secret").json()["secret"] == secret_a  # the same every time
+        assert server.client().get("/api/webhooks/secret").status_code == 401  # no key, no secret
+
+        job_id = submit(a, wav, receiver.url)
+        (request,) = receiver.wait_for(1)
+        event = ReferenceWebhook(secret_a).verify(request["body"], request["headers"])
+        assert event["data"]["job_id"] == job_id and event["type"] == "transcription.failed"
+        for wrong in (secret_b, WEBHOOK_SECRET):  # another key's secret, the server's own: neither verifies
+            with pytest.raises(WebhookVerificationError):
+                ReferenceWebhook(wrong).verify(request["body"], request["headers"])
+
+
+def test_delivery_logs_show_summaries_and_the_shared_secret_is_not_handed_out(tmp_path):
+    wav = short_clip(tmp_path / "short.wav", seconds=2.0)
+    with keyed_app(tmp_path / "storage") as server, server.client(headers={"X-API-Key": KEY_A}) as a:
+        assert_error(a.get("/api/webhooks/secret"), 403, "webhook_secret_shared")
+        job_id = submit(a, wav, "http://127.0.0.1:9/nothing-listens")  # the discard port: refused
+        webhook_ended(a, job_id, "failed")
+        attempts = a.get(f"/api/jobs/{job_id}/deliveries").json()["attempts"]
+    # a summary, never the exception's text ("[Errno 111] Connection refused" stays in the server's log)
+    assert [(x["error"], x["outcome"], x["status_code"]) for x in attempts] == [
+        ("connect_error", "retry", None), ("connect_error", "failed", None),
+    ]  # fmt: skip
+
+
+def test_no_secret_route_without_webhooks(tmp_path):
+    config = Settings(_env_file=None, audio_storage_path=tmp_path, api_keys=KEY_A)
+    with ThreadedServer(create_app(config, runner=NoModels())) as server:
+        assert_error(server.client(headers={"X-API-Key": KEY_A}).get("/api/webhooks/secret"), 422, "webhooks_disabled")

@@ -154,6 +154,11 @@ class Settings(BaseSettings):
     stream_max_frame_bytes: int = Field(default=1 << 20, ge=1024, description="largest binary frame or event")
     webhook_secret: SecretStr | None = Field(default=None, description="whsec_<base64>; webhooks are off without it")
     webhook_allow_private: bool = Field(default=False, description="allow private/loopback/link-local webhook hosts")
+    webhook_secret_per_key: bool = Field(
+        default=False,
+        description="sign each API key's webhooks with its own secret, derived from WEBHOOK_SECRET and the key's id "
+        "(GET /api/webhooks/secret hands a caller its own); off: WEBHOOK_SECRET signs every webhook",
+    )
     webhook_max_attempts: int = Field(default=8, ge=1)
     webhook_backoff_s: float = Field(default=2.0, gt=0, description="first retry delay; doubles each attempt, jittered")
     webhook_backoff_max_s: float = Field(default=600.0, gt=0)

@@ -47,6 +47,8 @@ _TABLE = (
     ErrorCode("unauthorized", 401, "an API key is required, or the one sent is not valid", generic=True),
     ErrorCode("forbidden", 403, "not allowed", generic=True),
     ErrorCode("origin_not_allowed", 403, "a page of another origin (ALLOWED_ORIGINS) opened a WebSocket or sent a POST"),
+    ErrorCode("webhook_secret_shared", 403, "GET /api/webhooks/secret: WEBHOOK_SECRET_PER_KEY is off; one secret, "
+              "the operator's, signs every webhook"),
     ErrorCode("not_found", 404, "unknown route", generic=True),
     ErrorCode("clip_not_found", 404, "no clip with that id (or it was deleted)"),
     ErrorCode("job_not_found", 404, "no job with that id (or it expired)"),
@@ -230,6 +232,10 @@ class InvalidWebhookUrl(ServiceError):
 
 class WebhooksDisabled(ServiceError):
     code = "webhooks_disabled"
+
+
+class WebhookSecretShared(ServiceError):
+    code = "webhook_secret_shared"
 
 
 class ModelNotFound(ServiceError):

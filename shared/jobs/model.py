@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from shared.core.domain import OutputFormat, TranscribeOptions, Transcript, is_id
 from shared.core.errors import InvalidJobId, JobConflict, JobNotFound  # noqa: F401 - their home is core/errors.py
@@ -107,14 +107,46 @@ def job_json(job: Job, *, exclude: frozenset[str] = frozenset()) -> dict:
     return data
 
 
+# What went wrong with a webhook attempt, as /api/jobs/{id}/deliveries shows it (docs/api.md lists them):
+# a stable word, never an exception's text (the sender logs the detail).
+DeliveryError = Literal[
+    "http_status",  # the receiver answered, but not 2xx: status_code says what
+    "timeout",  # no answer within WEBHOOK_TIMEOUT_S
+    "connect_error",  # no connection (refused, unreachable)
+    "tls_error",  # the TLS handshake or the certificate check failed
+    "transport_error",  # the connection broke off while the request or the answer went through
+    "unresolvable_host",  # DNS gave no answer
+    "refused_target",  # the host is not public (WEBHOOK_ALLOW_PRIVATE) or the URL no longer passes the check
+    "not_signed",  # no WEBHOOK_SECRET where the webhook is delivered (a Modal deployment's Secret): not sent
+]
+
+
 class DeliveryAttempt(BaseModel):
     attempt: int
     at: datetime
     url: str
     status_code: int | None = None
-    error: str | None = None
+    error: DeliveryError | None = None
     duration_ms: float
     outcome: Literal["delivered", "retry", "failed"]
+
+    @field_validator("error", mode="before")
+    @classmethod
+    def _summary(cls, value: object) -> object:
+        """Attempts stored before the summaries held free text ("HTTP 503", an exception's message): shown
+        by their summary."""
+        if value is None or value in DeliveryError.__args__:
+            return value
+        text = str(value)
+        for mark, summary in _LEGACY_ERRORS:
+            if mark in text:
+                return summary
+        return "transport_error"
+
+
+_LEGACY_ERRORS = (("HTTP ", "http_status"), ("timed out", "timeout"), ("ConnectError", "connect_error"),
+                  ("WEBHOOK_ALLOW_PRIVATE", "refused_target"), ("does not resolve", "unresolvable_host"),
+                  ("WEBHOOK_SECRET is not set", "not_signed"))
 
 
 def new_job_id() -> str:
