@@ -34,7 +34,10 @@ def to_stored(samples: np.ndarray, pcm_format: str = S16) -> bytes:
     samples = np.asarray(samples, dtype=np.float32)
     if pcm_format == F32:
         return np.ascontiguousarray(samples, dtype=FORMATS[F32]).tobytes()
-    return np.clip(np.rint(samples * _S16_SCALE), -32768, 32767).astype(FORMATS[S16]).tobytes()
+    scaled = np.multiply(samples, np.float32(_S16_SCALE))
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, -32768, 32767, out=scaled)
+    return scaled.astype(FORMATS[S16]).tobytes()
 
 
 def from_stored(raw: np.ndarray) -> np.ndarray:
