@@ -1,8 +1,12 @@
 """The models of live sessions, reached through the Runner port (the same workers as file jobs).
 
 Partials of concurrent sessions are batched: while one batch decodes, each session's newest request
-waits (an older one it superseded is dropped), and the waiting requests go together as the next batch.
-Finals and voice embeddings are submitted one utterance at a time, beside file jobs' batches.
+waits (an older one it superseded is dropped), and the waiting requests go together as the next batch,
+oldest first. A session has at most one partial waiting or decoding, of at most its open utterance
+(STREAM_MAX_UTTERANCE_S), asked for no more often than STREAM_PARTIAL_INTERVAL_MS of audio and of wall
+time (shared/live/session.py): however fast a client sends, its partial work is a live client's.
+Finals and voice embeddings are submitted one utterance at a time, beside file jobs' batches; a session
+with MAX_PENDING_FINALS waiting takes no more audio (shared/live/intake.py).
 """
 
 from __future__ import annotations

@@ -1,17 +1,21 @@
 """One live session: audio in as it arrives, events out (shared/live/events.py).
 
 `feed` runs the endpointer on the new samples and asks for a partial of the open utterance every
-`partial_interval_s` of audio (one in flight at a time); results arrive on runner threads and are turned
-into events under the session's lock. When an utterance closes, its audio goes to the accurate model
-and the speaker encoder; finals are reported in utterance order, each with its speaker. Only the open
-utterance's audio (and a little before it, for prefix padding) is held: memory does not grow with the
-session's length.
+`partial_interval_s` of audio, and no more often than that in wall time (one in flight at a time: a
+client sending faster than real time gets no more partial work than a live one); results arrive on
+runner threads and are turned into events under the session's lock. When an utterance closes, its
+audio goes to the accurate model and the speaker encoder; finals are reported in utterance order, each
+with its speaker. Only the open utterance's audio (and a little before it, for prefix padding) is
+held: memory does not grow with the session's length. Without turn detection (manual commits) an
+utterance that reaches `max_utterance_s` is committed by the server, as with turn detection, so no
+client keeps more than that open.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -21,6 +25,7 @@ import numpy as np
 from shared.core.domain import SAMPLE_RATE, TranscribeOptions, Word
 from shared.core.errors import live_code
 from shared.live.agreement import LocalAgreement
+from shared.live.buffer import SampleBuffer
 from shared.live.endpoint import Boundary, Endpointer
 from shared.live.events import (
     Event,
@@ -74,6 +79,7 @@ class _Open:
     start: int  # sample
     agreement: LocalAgreement = field(default_factory=LocalAgreement)
     partial_at: int = 0  # samples received when the last partial was asked for
+    partial_wall: float = 0.0  # and when (monotonic seconds)
     partial_busy: bool = False
 
 
@@ -95,8 +101,8 @@ class LiveSession:
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
         self.received = 0  # samples fed so far
-        self._buffer = np.zeros(0, np.float32)
-        self._buffer_at = 0  # stream sample of _buffer[0]
+        self.closed = False  # abandoned: audio fed now is ignored, no final is made
+        self._buffer = SampleBuffer()  # the open utterance's audio and PREROLL_S before it
         self._endpointer = (
             Endpointer(threshold=config.vad_threshold, neg_threshold=config.vad_neg_threshold,
                        silence_ms=config.silence_ms,
@@ -115,16 +121,32 @@ class LiveSession:
     def feed(self, samples: np.ndarray) -> None:
         samples = np.asarray(samples, np.float32)
         with self._lock:
-            before = self.received
-            self._buffer = np.concatenate([self._buffer, samples])
-            self.received += len(samples)
-            if self._endpointer is not None:
+            if self.closed:
+                return
+            if self._endpointer is None:
+                self._feed_manual(samples)
+            else:
+                self._buffer.append(samples)
+                self.received += len(samples)
                 for boundary in self._endpointer.feed(samples):
                     self._boundary(boundary)
-            elif self._open is None and len(samples):
-                self._boundary(Boundary("start", before, before))
             self._maybe_partial()
             self._trim()
+
+    def _feed_manual(self, samples: np.ndarray) -> None:
+        """No turn detection: an utterance opens with the first sample after a commit, and the server
+        commits it when it reaches max_utterance_s (the piece past that opens the next one)."""
+        cap = max(int(self.config.max_utterance_s * SAMPLE_RATE), 1)
+        at = 0
+        while at < len(samples):
+            if self._open is None:
+                self._boundary(Boundary("start", self.received, self.received))
+            piece = samples[at : at + self._open.start + cap - self.received]
+            self._buffer.append(piece)
+            self.received += len(piece)
+            at += len(piece)
+            if self.received - self._open.start >= cap:
+                self._close(self.received)
 
     def commit(self) -> bool:
         """Close the open utterance now (its final follows). False when nothing is open."""
@@ -147,6 +169,12 @@ class LiveSession:
             self._trim()
             self._flush()
 
+    def close(self) -> None:
+        """Abandon the session (its client is gone for good): drop the open utterance, ignore further audio."""
+        with self._lock:
+            self.clear()
+            self.closed = True
+
     def finish(self, timeout: float | None = None) -> bool:
         """End of the stream: close what is open and wait until every final is out (True) or `timeout`."""
         self.commit()
@@ -164,7 +192,8 @@ class LiveSession:
     # --- utterances ---
     def _boundary(self, b: Boundary) -> None:
         if b.kind == "start":
-            self._open = _Open(item=self._next_item, start=b.sample, partial_at=b.sample)
+            self._open = _Open(item=self._next_item, start=b.sample, partial_at=b.sample,
+                               partial_wall=time.monotonic())
             self._next_item += 1
             self._emit(SpeechStarted(self._open.item, round(b.sample / SAMPLE_RATE, 3)))
         elif self._open is not None:
@@ -172,8 +201,8 @@ class LiveSession:
 
     def _close(self, end: int) -> None:
         utterance, self._open = self._open, None
-        start = max(utterance.start, self._buffer_at)
-        audio = self._buffer[start - self._buffer_at : end - self._buffer_at].copy()
+        start = max(utterance.start, self._buffer.start)
+        audio = self._buffer.copy(start, end)
         self._emit(SpeechStopped(utterance.item, round(end / SAMPLE_RATE, 3)))
         closing = _Closing(start=start, end=end, waiting=2 if self.config.options.diarize else 1)
         self._closing[utterance.item] = closing
@@ -243,11 +272,12 @@ class LiveSession:
         interval = int(self.config.partial_interval_s * SAMPLE_RATE)
         if not self.config.partials or utterance is None or utterance.partial_busy:
             return
-        if self.received - utterance.partial_at < interval:
+        now = time.monotonic()  # and no more often in wall time: audio sent faster buys no more partials
+        if (self.received - utterance.partial_at < interval
+                or now - utterance.partial_wall < self.config.partial_interval_s):
             return
-        utterance.partial_busy, utterance.partial_at = True, self.received
-        start = max(utterance.start, self._buffer_at)
-        audio = self._buffer[start - self._buffer_at :].copy()
+        utterance.partial_busy, utterance.partial_at, utterance.partial_wall = True, self.received, now
+        audio = self._buffer.copy(utterance.start)
         future = self.models.partial(self, audio, self.config.options)
         future.add_done_callback(lambda f, u=utterance: self._partial_done(u, f))
 
@@ -271,10 +301,7 @@ class LiveSession:
             keep_from = self._open.start
         else:
             keep_from = self.received - int(PREROLL_S * SAMPLE_RATE)
-        drop = keep_from - self._buffer_at
-        if drop > 0:
-            self._buffer = self._buffer[drop:]
-            self._buffer_at += drop
+        self._buffer.trim(keep_from)
 
 
 def _shifted(w: Word, offset: float) -> Word:
