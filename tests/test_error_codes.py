@@ -153,7 +153,9 @@ def test_live_close_codes():
     assert all(4400 <= e.close < 4500 for e in fatal)
     assert {e.code: e.close for e in fatal} == {
         "invalid_option": 4400, "unsupported_intent": 4400, "session_not_found": 4404, "idle_timeout": 4408,
-        "session_too_long": 4413, "audio_undecodable": 4415, "too_many_streams": 4429}
+        "session_too_long": 4413, "audio_undecodable": 4415, "too_many_streams": 4429,
+        "too_many_opens": 4429, "server_busy": 4429, "session_expired": 4408, "audio_too_slow": 4408,
+        "client_not_reading": 4408}
 
 
 def test_the_page_reads_the_fatal_live_codes_from_the_config(tmp_path):

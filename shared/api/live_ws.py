@@ -4,6 +4,11 @@ Binary frames carry audio (PCM16 mono, or one Ogg/WebM Opus stream); text frames
 Every event the engine reports has a sequence number `seq`; a client that lost its connection
 reconnects with `session=<id>&last_event=<seq>&offset=<byte it resends from>` and gets every event after
 `seq`, while the server skips audio bytes it already had.
+
+Bounded whatever the client sends (docs/security.md): audio is taken at the session's pace
+(shared/live/intake.py; the receive loop awaits room before it reads the next frame), at most
+STREAM_MAX_OUTBOX events wait for a client that does not read (past it: `client_not_reading`), a
+connection sending too little audio or open too long is closed, and every malformed frame gets its error.
 """
 
 from __future__ import annotations
@@ -18,23 +23,27 @@ from fastapi import APIRouter, WebSocket
 from pydantic import Field
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from shared.api.auth import IDENTITY, client_address
+from shared.api.live_admission import identity_of, open_refused
 from shared.api.params import TranscribeParams, merge_params
 from shared.core.domain import ID_PATTERN, SAMPLE_RATE
 from shared.core.errors import ErrorCode, InvalidParameter, live_code
 from shared.live import events as ev
-from shared.live.registry import LiveHub, LiveStream, ResumeRefused, TooManyStreams
+from shared.live.registry import LiveHub, LiveStream, ResumeRefused, ServerBusy, TooManyStreams
 from shared.live.session import LiveConfig
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
 # the error codes this protocol sends (shared/core/errors.py LIVE_CODES, with their close codes; docs/live.md);
-# too_many_streams and session_not_found come with the hub's exceptions. 1000 is a normal end after "end".
+# too_many_streams, server_busy and session_not_found come with the hub's exceptions. 1000 is a normal end
+# after "end". realtime.py sends the shared ones it imports from here.
 INVALID_OPTION, AUDIO_UNDECODABLE = live_code("invalid_option"), live_code("audio_undecodable")
 INVALID_JSON, UNKNOWN_EVENT = live_code("invalid_json"), live_code("unknown_event")
 FRAME_TOO_LARGE, INVALID_OFFSET = live_code("frame_too_large"), live_code("invalid_offset")
 IDLE_TIMEOUT, SESSION_TOO_LONG = live_code("idle_timeout"), live_code("session_too_long")
+TOO_MANY_OPENS, SESSION_EXPIRED = live_code("too_many_opens"), live_code("session_expired")
+AUDIO_TOO_SLOW, CLIENT_NOT_READING = live_code("audio_too_slow"), live_code("client_not_reading")
+TICK_S = 1.0  # how often a connection checks its limits
 
 
 class StreamParams(TranscribeParams):
@@ -73,8 +82,22 @@ def _word(w, speaker: str | None = None) -> dict:
     return out | {"speaker": speaker} if speaker else out
 
 
-def identity_of(websocket: WebSocket) -> str:
-    return websocket.scope.get(IDENTITY) or "addr:" + client_address(websocket.scope)
+def brief(value) -> str:
+    """A client's value in an error message: its repr, cut short (it may be huge or deeply nested)."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = "a deeply nested value"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def parse_json(text: str):
+    """json.loads, with every way it refuses a text as ValueError (deep nesting raises RecursionError;
+    an integer of over 4300 digits, ValueError)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 async def send_error(websocket: WebSocket, error: ErrorCode, message: str) -> None:
@@ -94,23 +117,18 @@ async def ws_stream(websocket: WebSocket) -> None:
         options = params.options()
     except InvalidParameter as exc:
         return await send_error(websocket, INVALID_OPTION, exc.message)
+    if refused := await open_refused(websocket):
+        return await send_error(websocket, TOO_MANY_OPENS, refused)
     identity = identity_of(websocket)
     try:
-        hub.acquire(identity)
-    except TooManyStreams as exc:
-        return await send_error(websocket, exc.code, str(exc))
-    try:
-        if params.session:
-            try:
-                stream = hub.resume(params.session, identity)
-            except ResumeRefused as exc:
-                return await send_error(websocket, exc.code, str(exc))
+        if params.session:  # a resumed stream has its slot already
+            stream = hub.resume(params.session, identity)
         else:
             config = LiveConfig.from_settings(settings, options, partials=params.partials)
-            stream = hub.open(config, identity, params.format, params.rate)
-        await Connection(websocket, stream, hub, settings).run(params)
-    finally:
-        hub.release(identity)
+            stream = await asyncio.to_thread(hub.open, config, identity, params.format, params.rate)
+    except (ResumeRefused, TooManyStreams, ServerBusy) as exc:
+        return await send_error(websocket, exc.code, str(exc))
+    await Connection(websocket, stream, hub, settings).run(params)
 
 
 class Connection:
@@ -118,9 +136,10 @@ class Connection:
 
     def __init__(self, websocket: WebSocket, stream: LiveStream, hub: LiveHub, settings):
         self.ws, self.stream, self.hub, self.settings = websocket, stream, hub, settings
-        self.outbox: asyncio.Queue = asyncio.Queue()
+        self.outbox: asyncio.Queue = asyncio.Queue()  # at most STREAM_MAX_OUTBOX (_enqueue)
         self.last_audio = time.monotonic()
         self.ended = False
+        self.not_reading = asyncio.Event()  # the outbox overflowed: the client does not read
         self._sending = asyncio.Lock()  # acks, events and heartbeats come from three tasks
 
     async def _json(self, message: dict) -> None:
@@ -131,11 +150,31 @@ class Connection:
         async with self._sending:
             await send_error(self.ws, error, message)
 
+    def _enqueue(self, item) -> None:
+        """An engine event for the client (on the loop). A client that lets STREAM_MAX_OUTBOX of them
+        pile up is not reading: what waits is dropped and the connection is closed."""
+        if self.not_reading.is_set():
+            return
+        if self.outbox.qsize() >= self.settings.stream_max_outbox:
+            while not self.outbox.empty():
+                self.outbox.get_nowait()
+            self.not_reading.set()
+            return
+        self.outbox.put_nowait(item)
+
+    @property
+    def taken_over(self) -> bool:
+        """A resume attached another connection to this stream."""
+        return self.stream.listener is not self.listener
+
     async def run(self, params: StreamParams) -> None:
         loop = asyncio.get_running_loop()
 
         def listener(seq: int, event) -> None:
-            loop.call_soon_threadsafe(self.outbox.put_nowait, (seq, event))
+            try:
+                loop.call_soon_threadsafe(self._enqueue, (seq, event))
+            except RuntimeError:  # the server is shutting down: nobody to tell
+                pass
 
         backlog = self.stream.attach(listener, after=params.last_event)
         self.listener = listener
@@ -146,17 +185,31 @@ class Connection:
         })
         for seq, event in backlog:
             await self._json(event_json(seq, event))
-        tasks = [asyncio.create_task(t) for t in (self._receive(params.offset), self._send(), self._beat())]
+        tasks = [asyncio.create_task(t) for t in
+                 (self._receive(params.offset), self._send(), self._beat(), self.not_reading.wait())]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self.not_reading.is_set() and not self.ended:
+                self.ended = True
+                await self._refuse_reader()
             if self.ended:
+                await asyncio.to_thread(self.stream.abandon)  # nothing more is made for it
                 self.hub.end(self.stream)
-            elif self.stream.listener is listener:
+            elif not self.taken_over:
                 self.hub.park(self.stream)  # dropped: keep it for a resume
+
+    async def _refuse_reader(self) -> None:
+        """The error and the close for a client that does not read, as far as its socket takes them."""
+        limit = self.settings.stream_max_outbox
+        try:
+            await asyncio.wait_for(self._error(CLIENT_NOT_READING, f"over {limit} events waited for this client "
+                                               "to read them: the session is closed"), 10)
+        except Exception:  # noqa: BLE001 - a socket that takes nothing more: closed as the handler returns
+            pass
 
     async def _receive(self, offset: int | None) -> None:
         """Frames in. `position`: the stream byte the next frame starts at (a resumed client resends
@@ -164,11 +217,12 @@ class Connection:
         limit = self.settings.stream_max_frame_bytes
         position = self.stream.bytes_in if offset is None else offset
         while True:
+            await self.stream.intake.wait_room(self.stream.wait_s)  # the session's pace: read no frame before
             try:
                 message = await self.ws.receive()
             except (WebSocketDisconnect, RuntimeError):
                 return
-            if message["type"] == "websocket.disconnect":
+            if message["type"] == "websocket.disconnect" or self.taken_over:
                 return
             data, text = message.get("bytes"), message.get("text")
             if data is not None:
@@ -198,11 +252,11 @@ class Connection:
             await self._error(FRAME_TOO_LARGE, "text frames carry at most a small JSON event")
             return False
         try:
-            message = json.loads(text)
-            kind = message.get("type") if isinstance(message, dict) else None
-        except json.JSONDecodeError:
+            message = parse_json(text)
+        except ValueError:
             await self._error(INVALID_JSON, "text frames must be JSON objects")
             return False
+        kind = message.get("type") if isinstance(message, dict) else None
         if kind == "heartbeat":
             return False
         if kind == "commit":
@@ -211,7 +265,7 @@ class Connection:
         if kind == "end":
             await self._end()
             return True
-        await self._error(UNKNOWN_EVENT, f"unknown event type {kind!r}: send heartbeat, commit or end")
+        await self._error(UNKNOWN_EVENT, f"unknown event type {brief(kind)}: send heartbeat, commit or end")
         return False
 
     async def _end(self, error: ErrorCode | None = None, message: str = "") -> None:
@@ -221,6 +275,7 @@ class Connection:
         self.ended = True
         await asyncio.to_thread(self.stream.finish, 120.0)
         await asyncio.sleep(0)  # let the listener's last call_soon_threadsafe land
+        self.hub.end(self.stream)  # its slot is free before the client hears the end
         await self._flush()
         if error is not None:
             await self._error(error, message)
@@ -250,10 +305,24 @@ class Connection:
         return True
 
     async def _beat(self) -> None:
-        every = self.settings.heartbeat_s
+        """Heartbeats, and the limits of time: idle, too little audio, open too long, taken over."""
+        settings, intake = self.settings, self.stream.intake
+        beat_at = time.monotonic() + settings.heartbeat_s
         while True:
-            await asyncio.sleep(min(every, self.settings.stream_idle_s))
-            if time.monotonic() - self.last_audio > self.settings.stream_idle_s:
-                await self._end(IDLE_TIMEOUT, f"no audio for {self.settings.stream_idle_s:g} s")
+            await asyncio.sleep(min(TICK_S, settings.heartbeat_s, settings.stream_idle_s / 4))
+            now = time.monotonic()
+            if self.taken_over:
                 return
-            await self._json({"type": "heartbeat", "samples": self.stream.session.received})
+            if intake.waiting:  # the server is making the client wait: it is not idle
+                self.last_audio = now
+            if intake.expired():
+                return await self._end(SESSION_EXPIRED, f"the session was open {intake.pace.max_wall_s:g} s, "
+                                       "its limit")
+            if intake.too_slow():
+                return await self._end(AUDIO_TOO_SLOW, f"less than {intake.pace.min_rate:g} s of audio a second: "
+                                       "send audio as it is recorded")
+            if now - self.last_audio > settings.stream_idle_s:
+                return await self._end(IDLE_TIMEOUT, f"no audio for {settings.stream_idle_s:g} s")
+            if now >= beat_at:
+                beat_at = now + settings.heartbeat_s
+                await self._json({"type": "heartbeat", "samples": self.stream.session.received})

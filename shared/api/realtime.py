@@ -6,7 +6,10 @@ Client events: `session.update`, `input_audio_buffer.append` (base64 PCM16, 24 k
 the session starts with the defaults `session.created` shows. The engine's audio settings (format, turn
 detection, language, prompt) are fixed once audio has arrived; a later update that changes them is
 refused (`session_already_started`). Every bad input is answered with an `error` event and the session
-goes on; only the limits (too many streams, idle, session length) end it, with the close codes below.
+goes on; only the limits (too many streams or opens, idle, session length, too little audio, open too
+long, a client that does not read) end it, with their close codes. With `turn_detection: null` the server
+commits an utterance that reaches STREAM_MAX_UTTERANCE_S (shared/live/session.py). Appends are taken at
+the session's pace (shared/live/intake.py): the receive loop awaits room before it reads the next event.
 """
 
 from __future__ import annotations
@@ -22,13 +25,27 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from shared.api.live_ws import identity_of
+from shared.api.live_admission import identity_of, open_refused
+from shared.api.live_ws import (
+    AUDIO_TOO_SLOW,
+    CLIENT_NOT_READING,
+    FRAME_TOO_LARGE,
+    IDLE_TIMEOUT,
+    INVALID_JSON,
+    SESSION_EXPIRED,
+    SESSION_TOO_LONG,
+    TICK_S,
+    TOO_MANY_OPENS,
+    brief,
+    parse_json,
+)
 from shared.api.realtime_config import Problem, TranscriptionSession, new_id
 from shared.core.domain import SAMPLE_RATE
 from shared.core.errors import ErrorCode, live_code
 from shared.live import events as ev
 from shared.live.audio_in import Pcm16Input
-from shared.live.registry import LiveHub, TooManyStreams
+from shared.live.intake import Intake, Pace
+from shared.live.registry import LiveHub, ServerBusy, TooManyStreams
 from shared.live.session import LiveSession
 
 log = logging.getLogger(__name__)
@@ -36,13 +53,12 @@ router = APIRouter()
 
 JSON_OVERHEAD = 4096  # an append event's bytes beyond its base64 audio
 
-# the error codes of this protocol besides realtime_config's (shared/core/errors.py LIVE_CODES, with their
-# close codes; docs/live.md); too_many_streams comes with the hub's exception
-INVALID_JSON, INVALID_EVENT = live_code("invalid_json"), live_code("invalid_event")
+# the error codes of this protocol besides realtime_config's and those shared with live_ws (shared/core/errors.py
+# LIVE_CODES, with their close codes; docs/live.md); too_many_streams and server_busy come with the hub's exceptions
+INVALID_EVENT = live_code("invalid_event")
 UNKNOWN_EVENT_TYPE, UNSUPPORTED_INTENT = live_code("unknown_event_type"), live_code("unsupported_intent")
-FRAME_TOO_LARGE, INVALID_AUDIO = live_code("frame_too_large"), live_code("invalid_audio")
+INVALID_AUDIO = live_code("invalid_audio")
 COMMIT_EMPTY, SERVER_ERROR = live_code("input_audio_buffer_commit_empty"), live_code("server_error")
-IDLE_TIMEOUT, SESSION_TOO_LONG = live_code("idle_timeout"), live_code("session_too_long")
 
 
 class Realtime:
@@ -53,7 +69,12 @@ class Realtime:
         self.session = TranscriptionSession(settings)
         self.engine: LiveSession | None = None
         self.input: Pcm16Input | None = None
-        self.outbox: asyncio.Queue = asyncio.Queue()  # server events (dict) and, last, a close code (int)
+        # server events (dict) and, last, a close code (int); at most STREAM_MAX_OUTBOX (send)
+        self.outbox: asyncio.Queue = asyncio.Queue()
+        self.not_reading = False
+        self.slot: str | None = None  # the identity whose slot this connection holds
+        self.intake = Intake(Pace.from_settings(settings), lambda: self.engine.received if self.engine else 0,
+                             lambda: self.engine.pending_finals if self.engine else 0)
         self.last_audio = time.monotonic()
         self.ending = False
         # engine item -> item id, and what the translation needs; touched under the engine's lock
@@ -105,7 +126,24 @@ class Realtime:
 
     # --- the connection ---
     def send(self, type_: str, **fields) -> None:
-        self.outbox.put_nowait({"type": type_, **fields})
+        self._enqueue({"type": type_, **fields})
+
+    def _enqueue(self, message: dict) -> None:
+        """A server event for the client (on the loop). A client that lets STREAM_MAX_OUTBOX of them pile
+        up is not reading: what waits is dropped, and the error and the close go next."""
+        if self.not_reading:
+            return
+        if self.outbox.qsize() >= self.settings.stream_max_outbox:
+            self.not_reading = self.ending = True
+            while not self.outbox.empty():
+                self.outbox.get_nowait()
+            self.outbox.put_nowait({"type": "error", "error": {
+                "type": "invalid_request_error", "code": CLIENT_NOT_READING.code, "param": None, "event_id": None,
+                "message": f"over {self.settings.stream_max_outbox} events waited for this client to read them: "
+                           "the session is closed"}})
+            self.outbox.put_nowait(CLIENT_NOT_READING.close)
+            return
+        self.outbox.put_nowait(message)
 
     def error(self, error: ErrorCode, message: str, *, param: str | None = None, event_id: str | None = None,
               kind: str = "invalid_request_error") -> None:
@@ -118,15 +156,15 @@ class Realtime:
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if self.ending:  # the error and the close are queued: let the sender deliver them
-                await asyncio.wait_for(asyncio.shield(tasks[1]), 30)
+                await asyncio.wait_for(asyncio.shield(tasks[1]), 10 if self.not_reading else 30)
         except TimeoutError:
             pass
         finally:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            if self.engine is not None and not self.ending:
-                self.engine.clear()  # the client left: its open utterance gets no final
+            if self.engine is not None:
+                self.engine.close()  # the client left, or was closed: nothing more is made for it
 
     async def _sender(self) -> None:
         while True:
@@ -145,16 +183,16 @@ class Realtime:
                 return
             if message["type"] == "websocket.disconnect" or self.ending:
                 return
-            text = message.get("text")
+            text, data = message.get("text"), message.get("bytes")
             if text is None:
-                text = (message.get("bytes") or b"").decode("utf-8", "replace")
-            if len(text) > limit:
+                text = "" if data is None or len(data) > limit else data.decode("utf-8", "replace")
+            if len(text) > limit or (data is not None and len(data) > limit):
                 self.error(FRAME_TOO_LARGE, f"an event carries at most {self.settings.stream_max_frame_bytes} bytes "
                            "of audio: send it in smaller appends")
                 continue
             try:
-                event = json.loads(text)
-            except (json.JSONDecodeError, RecursionError):
+                event = parse_json(text)
+            except ValueError:
                 self.error(INVALID_JSON, "client events must be JSON objects")
                 continue
             if not isinstance(event, dict):
@@ -185,7 +223,7 @@ class Realtime:
                 await asyncio.to_thread(self._clear)
             self.send("input_audio_buffer.cleared")
         else:
-            raise Problem(UNKNOWN_EVENT_TYPE, f"unknown event type {kind!r}: this server takes session.update "
+            raise Problem(UNKNOWN_EVENT_TYPE, f"unknown event type {brief(kind)}: this server takes session.update "
                           "and input_audio_buffer.append, .commit and .clear", "type")
 
     def _commit(self) -> bool:
@@ -207,6 +245,7 @@ class Realtime:
             raise Problem(INVALID_AUDIO, "audio is not valid base64", "audio") from None
         if self.engine is None:
             self._start()
+        await self.intake.wait_room()  # the session's pace: no more audio (and no next event) before
         await asyncio.to_thread(self.input.write, data)
         self.last_audio = time.monotonic()
         limit = self.settings.stream_max_session_s
@@ -219,7 +258,7 @@ class Realtime:
         def emit(event: ev.Event) -> None:
             for message in self.translate(event):
                 try:
-                    loop.call_soon_threadsafe(self.outbox.put_nowait, message)
+                    loop.call_soon_threadsafe(self._enqueue, message)
                 except RuntimeError:  # the server is shutting down: nobody to tell
                     return
 
@@ -227,12 +266,18 @@ class Realtime:
         self.input = Pcm16Input(self.engine.feed, self.session.rate)
 
     async def _watch(self) -> None:
-        idle = self.settings.stream_idle_s
+        """The limits of time: idle, too little audio, open too long."""
+        idle, intake = self.settings.stream_idle_s, self.intake
         while not self.ending:
-            await asyncio.sleep(min(1.0, idle / 4))
+            await asyncio.sleep(min(TICK_S, idle / 4))
             busy = self.engine is not None and self.engine.pending_finals
-            if busy:
-                self.last_audio = time.monotonic()  # finals still to come: not idle
+            if busy or intake.waiting:
+                self.last_audio = time.monotonic()  # finals still to come, or the server makes it wait: not idle
+            if intake.expired():
+                await self._end(SESSION_EXPIRED, f"the session was open {intake.pace.max_wall_s:g} s, its limit")
+            elif intake.too_slow():
+                await self._end(AUDIO_TOO_SLOW, f"less than {intake.pace.min_rate:g} s of audio a second: "
+                                "send audio as it is recorded")
             elif time.monotonic() - self.last_audio > idle:
                 await self._end(IDLE_TIMEOUT, f"no audio for {idle:g} s")
 
@@ -244,8 +289,16 @@ class Realtime:
         if self.engine is not None:
             await asyncio.to_thread(self.engine.finish, 120.0)
             await asyncio.sleep(0)  # let the engine's last call_soon_threadsafe land
+        self.release()  # its slot is free before the client hears the close
         self.error(error, message)
-        self.outbox.put_nowait(error.close)
+        if not self.not_reading:
+            self.outbox.put_nowait(error.close)
+
+    def release(self) -> None:
+        """Give the connection's slot back to the hub (once)."""
+        if self.slot is not None:
+            self.hub.release(self.slot)
+            self.slot = None
 
 
 @router.websocket("/v1/realtime")
@@ -262,12 +315,15 @@ async def realtime(websocket: WebSocket) -> None:
     if websocket.query_params.get("intent") != "transcription":
         return await refuse(UNSUPPORTED_INTENT, "this server offers transcription sessions only: connect to "
                             "/v1/realtime?intent=transcription")
+    if refused := await open_refused(websocket):
+        return await refuse(TOO_MANY_OPENS, refused)
     identity = identity_of(websocket)
     try:
-        hub.acquire(identity)
-    except TooManyStreams as exc:
+        await asyncio.to_thread(hub.acquire, identity)
+    except (TooManyStreams, ServerBusy) as exc:
         return await refuse(exc.code, str(exc))
+    connection.slot = identity
     try:
         await connection.run()
     finally:
-        hub.release(identity)
+        connection.release()

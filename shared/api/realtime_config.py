@@ -162,6 +162,8 @@ class TranscriptionSession:
                           'set session.type to "transcription"', "session.type")
         try:
             config = SessionConfig.model_validate(merged(self.config.model_dump(), session, self.defaults))
+        except RecursionError:  # an object nested deeper than any field
+            raise Problem(INVALID_SESSION_CONFIG, "session is nested too deeply", "session") from None
         except ValidationError as exc:
             first = exc.errors()[0]
             param = ".".join(["session", *map(str, first["loc"])])

@@ -152,6 +152,27 @@ class Settings(BaseSettings):
     stream_max_session_s: float = Field(default=4 * 3600.0, gt=0, description="longest live session (audio seconds)")
     stream_max_per_key: int = Field(default=8, ge=1, description="concurrent live streams per API key or address")
     stream_max_frame_bytes: int = Field(default=1 << 20, ge=1024, description="largest binary frame or event")
+    stream_max_total: int = Field(
+        default=32, ge=1, description="live streams open at once in all, parked ones (waiting for a resume) included"
+    )
+    stream_opens_per_min: int = Field(
+        default=30, ge=0, description="live WebSocket opens (resumes included) a minute per API key or address; 0: off"
+    )
+    stream_max_wall_s: float = Field(default=16200.0, gt=0, description="longest live session in wall-clock seconds")
+    stream_max_speed: float = Field(
+        default=4.0, ge=1.0, description="live audio is read at most this many times real time, past STREAM_MAX_LEAD_S"
+    )
+    stream_max_lead_s: float = Field(
+        default=60.0, ge=0, description="audio a live session may take ahead of STREAM_MAX_SPEED x its age"
+    )
+    stream_min_audio_rate: float = Field(
+        default=0.25, ge=0, lt=1.0,
+        description="a live connection must send at least this much audio per second open, after STREAM_RATE_GRACE_S; 0: off",
+    )
+    stream_rate_grace_s: float = Field(default=60.0, ge=0, description="seconds before STREAM_MIN_AUDIO_RATE applies")
+    stream_max_outbox: int = Field(
+        default=1000, ge=10, description="server events queued for a live client that does not read before it is closed"
+    )
     webhook_secret: SecretStr | None = Field(default=None, description="whsec_<base64>; webhooks are off without it")
     webhook_allow_private: bool = Field(default=False, description="allow private/loopback/link-local webhook hosts")
     webhook_secret_per_key: bool = Field(

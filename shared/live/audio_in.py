@@ -4,7 +4,11 @@
   resampled by PyAV's resampler, which keeps its filter state from one frame to the next.
 - `ContainerInput`: an Ogg or WebM stream with Opus in it, as a browser's MediaRecorder produces. Its
   pieces do not decode alone, so one PyAV demuxer reads the whole stream from a pipe, on its own thread,
-  as the bytes arrive.
+  as the bytes arrive. The pipe is bounded: the writer asks `has_room()` before each piece and waits
+  (back-pressure) while `max_bytes` or more wait to be decoded, so it holds at most that plus one piece;
+  the decoder itself waits while its sink does (the session's pace, shared/live/intake.py). What the
+  demuxer buffers inside (its probe, a block being assembled) is bounded too: a stream from which
+  `2 * max_bytes` are read without a sample of audio coming out is refused as undecodable.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -66,20 +71,33 @@ class ContainerInput:
     `on_error(message)` is called (on the decoder thread) if the bytes are not a stream PyAV can read.
     """
 
-    def __init__(self, sink: Sink, on_error: Callable[[str], None] | None = None):
+    def __init__(self, sink: Sink, on_error: Callable[[str], None] | None = None, max_bytes: int = 1 << 20):
         self.sink = sink
         self.on_error = on_error
-        self._pipe = _Pipe()
+        self.max_bytes = max_bytes
+        self._pipe = _Pipe(read_limit=2 * max_bytes)
         self._thread = threading.Thread(target=self._decode, name="live-decode", daemon=True)
         self._thread.start()
+
+    def has_room(self) -> bool:
+        """Fewer than `max_bytes` wait to be decoded: the next piece may be written."""
+        return self._pipe.queued < self.max_bytes
+
+    @property
+    def queued(self) -> int:
+        return self._pipe.queued
 
     def write(self, data: bytes) -> None:
         self._pipe.put(data)
 
     def close(self, timeout: float = 10.0) -> None:
-        """End of the stream: decode what is left, then return."""
+        """End of the stream: decode what is left, then return (blocks up to `timeout`: call it off the loop)."""
         self._pipe.put(None)
         self._thread.join(timeout)
+
+    def abort(self) -> None:
+        """Nobody will hear the rest: drop the bytes not decoded yet; the decoder ends on its own (no wait)."""
+        self._pipe.drain()
 
     def _decode(self) -> None:
         import av
@@ -93,6 +111,8 @@ class ContainerInput:
                     frame.pts = None  # browsers' timestamps jump; the resampler needs none
                     self._emit(resampler.resample(frame))
                 self._emit(resampler.resample(None))
+            if self._pipe.overread:
+                raise AudioFormatError(f"{self._pipe.read_limit} bytes read without audio")
         except Exception as exc:  # noqa: BLE001 - whatever PyAV says, the client sent something unreadable
             log.info("live stream could not be decoded: %r", exc)
             if self.on_error is not None:
@@ -103,29 +123,38 @@ class ContainerInput:
     def _emit(self, frames) -> None:
         samples = [f.to_ndarray().reshape(-1) for f in frames]
         if samples:
+            self._pipe.unproductive = 0
             self.sink(np.concatenate(samples).astype(np.float32, copy=False))
 
 
 class _Pipe(io.RawIOBase):
-    """A blocking, read-only file for PyAV: `read` waits for bytes written by the socket's side."""
+    """A blocking, read-only file for PyAV: `read` waits for bytes written by the socket's side. Past
+    `read_limit` bytes read since the decoder last produced audio (`unproductive`), it reads as ended."""
 
-    def __init__(self):
+    def __init__(self, read_limit: int):
         self._cond = threading.Condition()
-        self._chunks: list[bytes] = []
+        self._chunks: deque[memoryview] = deque()
         self._closed_for_writing = False
+        self.queued = 0  # bytes written and not read yet
+        self.read_limit = read_limit
+        self.unproductive = 0
+        self.overread = False
 
     def put(self, data: bytes | None) -> None:
         with self._cond:
             if data is None:
                 self._closed_for_writing = True
             elif not self._closed_for_writing:
-                self._chunks.append(bytes(data))
+                self._chunks.append(memoryview(bytes(data)))  # a view: reading part of it copies nothing
+                self.queued += len(data)
             self._cond.notify_all()
 
     def drain(self) -> None:
         with self._cond:
             self._closed_for_writing = True
             self._chunks.clear()
+            self.queued = 0
+            self._cond.notify_all()
 
     def readable(self) -> bool:
         return True
@@ -133,15 +162,20 @@ class _Pipe(io.RawIOBase):
     def readinto(self, buffer) -> int:
         with self._cond:
             self._cond.wait_for(lambda: self._chunks or self._closed_for_writing)
+            if self.unproductive >= self.read_limit:
+                self.overread = True
+                return 0
             if not self._chunks:
                 return 0  # end of stream
             chunk = self._chunks[0]
-            n = min(len(buffer), len(chunk))
+            n = min(len(buffer), len(chunk), self.read_limit - self.unproductive)
+            self.unproductive += n
             buffer[:n] = chunk[:n]
             if n == len(chunk):
-                self._chunks.pop(0)
+                self._chunks.popleft()
             else:
                 self._chunks[0] = chunk[n:]
+            self.queued -= n
             return n
 
 
