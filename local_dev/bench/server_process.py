@@ -102,8 +102,9 @@ def free_port() -> int:
 class Server:
     """`python -m local_dev serve` in its own process group, as `make run` starts it."""
 
-    def __init__(self, log_path: Path, start_timeout: float = 600.0):
+    def __init__(self, log_path: Path, start_timeout: float = 600.0, env: dict[str, str] | None = None):
         self.log_path, self.start_timeout = log_path, start_timeout
+        self.env = dict(env or {})  # settings over the bench's defaults below (API_KEYS, limits)
         self.proc: subprocess.Popen | None = None
         self.storage: tempfile.TemporaryDirectory | None = None
         self.port = 0
@@ -114,7 +115,7 @@ class Server:
         self.port = free_port()
         self.storage = tempfile.TemporaryDirectory(prefix="whospoke-bench-long-")
         env = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1", "AUDIO_STORAGE_PATH": self.storage.name,
-               "HF_HUB_OFFLINE": "1", "API_KEYS": "", "RATE_LIMIT_PER_MIN": "0"}
+               "HF_HUB_OFFLINE": "1", "API_KEYS": "", "RATE_LIMIT_PER_MIN": "0", **self.env}
         log = open(self.log_path, "ab")
         log.write(f"\n=== {datetime.now(timezone.utc).isoformat()} port {self.port}\n".encode())
         log.flush()
