@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # PYANNOTE_PINS below; the embedded diarizer runs on both. tests/test_modal_images.py checks each pin.
 TORCH ?= torch==2.13.0
 
-.PHONY: install run test test-fast test-pyannote bench bench-long bench-stream fixtures clean
+.PHONY: install run test test-fast test-pyannote bench bench-long bench-stream bench-abuse fixtures clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,13 @@ bench: install
 STREAM_ARGS ?=
 bench-stream: install
 	$(BIN)/python -m local_dev.bench.streaming $(STREAM_ARGS)
+
+# each attack of issue 20 for 60 s against the server as `make run` starts it, beside one honest live
+# session: RSS growth, /healthz latency, the honest session's final latency (make bench-abuse
+# ABUSE_ARGS="--seconds 10 --attacks trickle,deflate-bomb"); docs/security.md#measured
+ABUSE_ARGS ?=
+bench-abuse: install
+	$(BIN)/python -m local_dev.bench.abuse $(ABUSE_ARGS)
 
 # accuracy on ../shared/data and conversations built from its voices (local_dev/eval/), e.g.
 # make eval EVAL_ARGS="--half tune --limit 3". DIARIZER=pyannote runs in the pyannote environment
