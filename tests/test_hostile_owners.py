@@ -14,9 +14,12 @@ import time
 
 import pytest
 from jobs_support import ThreadedServer, assert_error, short_clip
+from starlette.requests import Request
 from test_jobs_api import NoModels
 
 from shared.api.app import create_app
+from shared.api.auth import IDENTITY
+from shared.api.clips import owner
 from shared.core.config import Settings
 
 KEY_A = "owner-a-0123456789abcdefghijklmnopqrstuv"
@@ -121,3 +124,15 @@ def test_clips_expire_after_clip_ttl_s(tmp_path, wav):
         assert_error(a.get(f"/api/audio/{clip['clip_id']}"), 404, "clip_not_found")
         assert_error(a.post("/api/transcriptions", params={"clip_id": clip["clip_id"]}), 404, "clip_not_found")
         assert a.get("/healthz").json()["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    "identity,expected",
+    [("key:0123456789abcdef", "key:0123456789abcdef"), ("addr:10.0.0.7", ""), ("addr:127.0.0.1", ""), (None, "")],
+)
+def test_an_address_is_never_an_owner(identity, expected):
+    """Without keys everyone is the one local user: a client's address (a laptop's changes) owns nothing."""
+    scope = {"type": "http", "headers": []}
+    if identity:
+        scope[IDENTITY] = identity
+    assert owner(Request(scope)) == expected
