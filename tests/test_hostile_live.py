@@ -194,9 +194,10 @@ def test_trickle_of_audio_is_closed_as_too_slow(trickle):
         async with websockets.connect(ws(trickle, path), max_size=None) as socket:
             reader = asyncio.create_task(read_all(socket, events))
             for _ in range(40):  # a little every 0.25 s: never idle, far under half of real time
-                if reader.done():
+                try:
+                    await socket.send(piece)
+                except websockets.ConnectionClosed:
                     break
-                await socket.send(piece)
                 await asyncio.sleep(0.25)
             return events, await reader
 
@@ -303,9 +304,10 @@ def test_a_session_open_past_the_wall_clock_limit_is_closed(slots):
         async with websockets.connect(ws(slots, "/ws/stream?diarize=false"), additional_headers=headers) as socket:
             reader = asyncio.create_task(read_all(socket, events))
             for _ in range(60):  # 100 ms of silence every 100 ms: a live client, for up to 6 s
-                if reader.done():
+                try:
+                    await socket.send(b"\0" * 3200)
+                except websockets.ConnectionClosed:
                     break
-                await socket.send(b"\0" * 3200)
                 await asyncio.sleep(0.1)
             return events, await reader
 

@@ -163,8 +163,8 @@ class Realtime:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            if self.engine is not None:
-                self.engine.close()  # the client left, or was closed: nothing more is made for it
+            if self.engine is not None:  # the client left, or was closed: nothing more is made for it
+                await asyncio.to_thread(self.engine.close)
 
     async def _sender(self) -> None:
         while True:

@@ -186,8 +186,8 @@ class LiveSession:
 
     @property
     def pending_finals(self) -> int:
-        with self._lock:
-            return len(self._closing)
+        """Utterances closed whose final is not out yet (read without the lock: the event loop asks)."""
+        return len(self._closing)
 
     # --- utterances ---
     def _boundary(self, b: Boundary) -> None:
