@@ -29,6 +29,7 @@ from typing import Any
 from shared.core.config import auto_batch_size
 from shared.core.domain import ChunkTranscript, TranscribeOptions
 from shared.media.pcm import ChunkAudio
+from shared.pipeline.cancel import CancelToken
 from shared.pipeline.runner import Runner
 from shared.pipeline.stages import SPECS, Model, Stage
 
@@ -146,13 +147,17 @@ class ModalRunner(Runner):
     def _submit(self, stage: Stage, *args: Any, **kwargs: Any) -> Future:
         return self._pool.submit(self._call, stage.value, stage, Call(args, kwargs))
 
-    def _map(self, stage: Stage, items: Iterable[Any], **kwargs: Any) -> Iterator[Any]:
+    def _map(
+        self, stage: Stage, items: Iterable[Any], *, cancel: CancelToken | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
         items = list(items)
         if not items:
             return iter(())
         if stage is Stage.TRANSCRIBE and self._use_dynamic_batching(items):
-            return self._map_chunks(items, kwargs)
-        return self._ordered(stage.value, stage, items, kwargs)
+            results = self._map_chunks(items, kwargs)
+        else:
+            results = self._ordered(stage.value, stage, items, kwargs)
+        return results if cancel is None else _checked(results, cancel)
 
     def close(self) -> None:
         self._closed.set()
@@ -223,6 +228,18 @@ class ModalRunner(Runner):
                 exc = again
         _note(exc, stage, index, attempt)
         raise exc
+
+
+def _checked(results: Iterator[Any], cancel: CancelToken) -> Iterator[Any]:
+    """Modal's fan-out streams results back; a cancelled run stops between them and closes the stream."""
+    try:
+        for result in results:
+            cancel.check()
+            yield result
+    finally:
+        close = getattr(results, "close", None)
+        if close:
+            close()
 
 
 def _note(exc: BaseException, stage: Stage, index: int | None, retried: int) -> None:

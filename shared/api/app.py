@@ -91,7 +91,8 @@ def create_app(
     install_openapi(app, settings)  # error responses of every route, after auth's security schemes
 
     @app.get("/healthz", tags=["ops"])
-    def healthz(request: Request) -> dict:
+    async def healthz(request: Request) -> dict:
+        """On the event loop, not a worker thread: it answers while every worker thread is busy."""
         return {
             "status": "ok",
             "whisper_model": settings.whisper_model,

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from shared.api.auth import IDENTITY
+from shared.api.cancel_on_disconnect import run_until_disconnected
 from shared.api.params import output_format, transcribe_options
 from shared.api.uploads import MULTIPART_FILE_SCHEMA, receive_upload
 from shared.core.domain import ClipInfo, OutputFormat, TranscribeOptions, Transcript
@@ -83,14 +84,18 @@ def transcript_response(transcript: Transcript, fmt: OutputFormat, options: Tran
     responses={200: {"content": {t: {} for t in ("application/x-subrip", "text/vtt", "text/plain")}}},
 )
 async def transcribe(
+    request: Request,
     clip_id: str,
     options: TranscribeOptions = Depends(transcribe_options),
     fmt: OutputFormat = Depends(output_format),
     service: TranscriptionService = Depends(get_service),
     caller: str = Depends(owner),
 ) -> Response:
-    """Transcribe (and, unless diarize=false, diarize) a stored clip of the caller's; answers when done."""
+    """Transcribe (and, unless diarize=false, diarize) a stored clip of the caller's; answers when done.
+    A client that disconnects first stops the work (shared/api/cancel_on_disconnect.py)."""
     service.clip(clip_id, caller)
     options = service.check_options(options)  # the options' one check; the service trusts them
-    transcript = await run_in_threadpool(service.transcribe_clip, clip_id, options)
+    transcript = await run_until_disconnected(
+        request, lambda cancel: service.transcribe_clip(clip_id, options, cancel=cancel)
+    )
     return transcript_response(transcript, fmt, options)

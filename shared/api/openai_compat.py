@@ -21,9 +21,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.api.cancel_on_disconnect import run_until_disconnected
 from shared.api.clips import get_service
 from shared.api.uploads import UPLOAD_FIELD, receive_upload
 from shared.core.domain import Segment, SpeakerHints, Task, TranscribeOptions, Transcript
@@ -175,8 +175,11 @@ async def _handle(request: Request, service: TranscriptionService, task: Task) -
     except BaseException:
         upload.path.unlink(missing_ok=True)
         raise
-    transcript = await run_in_threadpool(
-        service.transcribe_upload, upload.path, options, filename=upload.filename, content_type=upload.content_type
+    transcript = await run_until_disconnected(  # a client that disconnects first stops the work
+        request,
+        lambda cancel: service.transcribe_upload(
+            upload.path, options, filename=upload.filename, content_type=upload.content_type, cancel=cancel
+        ),
     )
     return render_openai(transcript, params, task)
 

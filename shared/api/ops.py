@@ -10,6 +10,7 @@ Exported (all prefixed whospoke_; local_dev/observability/ scrapes them into a G
     jobs{status}                                  jobs in the job store, by status
     webhook_deliveries_total{outcome}             delivery attempts: delivered, retry, failed
     audio_seconds_total                           seconds of audio transcribed (each transcription once)
+    transcriptions_cancelled_total{route}         synchronous transcriptions stopped: their client disconnected
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.api.cancel_on_disconnect import CANCELLED
 from shared.core.domain import SAMPLE_RATE
 from shared.jobs.model import JobStatus
 from shared.jobs.webhooks import DELIVERIES
@@ -211,7 +213,7 @@ def _seconds(audio) -> float:
 
 def install_metrics(app: FastAPI) -> None:
     registry = CollectorRegistry()
-    for collector in (WorkerCollector(app), JobCollector(app), GpuCollector(), AUDIO_SECONDS, DELIVERIES):
+    for collector in (WorkerCollector(app), JobCollector(app), GpuCollector(), AUDIO_SECONDS, DELIVERIES, CANCELLED):
         registry.register(collector)
     app.add_middleware(HttpMetrics, registry=registry)
 

@@ -71,6 +71,8 @@ _TABLE = (
     ErrorCode("webhooks_disabled", 422, "a webhook_url, but no WEBHOOK_SECRET to sign with"),
     ErrorCode("rate_limited", 429, "over RATE_LIMIT_PER_MIN; Retry-After says when to come back", generic=True),
     ErrorCode("too_many_auth_failures", 429, "too many wrong API keys from this address; Retry-After"),
+    ErrorCode("client_disconnected", 499, "the client went away before the answer; its transcription was stopped "
+              "(seen in the logs and metrics only)"),
     ErrorCode("internal_error", 500, "a bug on our side (logged); the server keeps serving"),
     ErrorCode("page_unavailable", 503, "the browser page's files are not installed; the API works"),
     ErrorCode("storage_busy", 503, "Modal: the clip storage is busy; try again"),
@@ -243,6 +245,12 @@ class WebhooksDisabled(ServiceError):
 
 class WebhookSecretShared(ServiceError):
     code = "webhook_secret_shared"
+
+
+class ClientDisconnected(ServiceError):
+    """The client closed the connection while its synchronous transcription ran: the work was stopped."""
+
+    code = "client_disconnected"
 
 
 class ModelNotFound(ServiceError):

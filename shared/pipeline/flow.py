@@ -7,12 +7,18 @@
 `audio` is a reference (shared/media/pcm.py): stages read the spans they need from the stored PCM file, so
 nothing here holds the recording's samples. The pipeline only talks to a Runner; where the stages run
 (threads here, local worker processes, Modal containers) is the runner's business.
+
+A run stops when nobody waits for it: its CancelToken (shared/pipeline/cancel.py) is checked between
+stages and between transcription batches, and each wait on a stage ends when the token is cancelled,
+raising Cancelled; the stage calls it had queued are cancelled. The progress callback can stop it at
+the same points by raising (a cancelled job: shared/jobs/executor.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -20,6 +26,7 @@ from shared.core.config import auto_batch_size
 from shared.core.domain import Segment, TranscribeOptions, Transcript, Turn, Word
 from shared.media.pcm import AudioSource, ChunkAudio, as_audio
 from shared.pipeline.assign import TurnIndex, build_segments
+from shared.pipeline.cancel import CancelToken
 from shared.pipeline.runner import Runner
 from shared.pipeline.stages import Stages
 from shared.pipeline.transcriber import join_words
@@ -40,27 +47,31 @@ class PipelineRun:
         *,
         batch_size: int = auto_batch_size("cuda"),
         on_progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
     ):
         self.audio = as_audio(audio)
         self.options = options
         self.runner = runner
         self.batch_size = batch_size
         self.on_progress = on_progress
+        self.cancel = cancel or CancelToken()  # nobody else holds a default token: never cancelled
         self.duration = self.audio.duration
         self.language: str = options.language or UNDETERMINED
         self.speakers: list[str] = []
 
     def __iter__(self) -> Iterator[Segment]:
+        wait = self.cancel.wait  # a stage's result, or Cancelled as soon as the run is cancelled
+        self.cancel.check()
         diarization: Future[list[Turn]] | None = None
         if self.options.diarize:
             diarization = self.runner.submit(Stages.diarize, self.audio, self.options.speakers)
         try:
-            chunks = self.runner.call(Stages.vad_split, self.audio)
+            chunks = wait(self.runner.submit(Stages.vad_split, self.audio))
             options = self.options
             if chunks and options.language is None:
                 first = ChunkAudio(chunks[0], self.audio)
                 options = options.model_copy(
-                    update={"language": self.runner.call(Stages.detect_language, first)}
+                    update={"language": wait(self.runner.submit(Stages.detect_language, first))}
                 )
             self.language = options.language or UNDETERMINED
             # references only: each worker reads its chunks' samples when it decodes them
@@ -68,21 +79,23 @@ class PipelineRun:
             pending: list[Word] = []
             turns: TurnIndex | None = None
             self._progress(0.0)
-            for batch_result in self.runner.map(Stages.transcribe, batches, options=options):
-                for chunk_transcript in batch_result:
-                    pending = join_words(pending, [w for seg in chunk_transcript.segments for w in seg.words])
-                self._progress(batch_result[-1].chunk.keep_end if batch_result else 0.0)
-                if diarization is not None and turns is None:
-                    if not diarization.done():
-                        continue  # keep transcribing (and reporting progress); speakers come later
-                    turns = TurnIndex(diarization.result())
-                # every segment but the last is final: a later word has already closed it
-                segments = build_segments(pending, turns)
-                for segment in segments[:-1]:
-                    yield self._seen(segment)
-                pending = pending[len(pending) - len(segments[-1].words or []) :] if segments else []
+            # closed: a run that stops early (cancelled, failed) cancels the batches not started yet
+            with _closed(self.runner.map(Stages.transcribe, batches, options=options, cancel=self.cancel)) as results:
+                for batch_result in results:
+                    for chunk_transcript in batch_result:
+                        pending = join_words(pending, [w for seg in chunk_transcript.segments for w in seg.words])
+                    self._progress(batch_result[-1].chunk.keep_end if batch_result else 0.0)
+                    if diarization is not None and turns is None:
+                        if not diarization.done():
+                            continue  # keep transcribing (and reporting progress); speakers come later
+                        turns = TurnIndex(diarization.result())
+                    # every segment but the last is final: a later word has already closed it
+                    segments = build_segments(pending, turns)
+                    for segment in segments[:-1]:
+                        yield self._seen(segment)
+                    pending = pending[len(pending) - len(segments[-1].words or []) :] if segments else []
             if diarization is not None and turns is None:
-                turns = TurnIndex(diarization.result())
+                turns = TurnIndex(wait(diarization))
             for segment in build_segments(pending, turns):
                 yield self._seen(segment)
             self._progress(self.duration)
@@ -103,6 +116,7 @@ class PipelineRun:
         return segment
 
     def _progress(self, done: float) -> None:
+        self.cancel.check()  # between stages and batches: where a job's cancel is noticed too
         if self.on_progress:
             self.on_progress(min(done, self.duration), self.duration)
 
@@ -114,8 +128,21 @@ def transcribe(
     *,
     batch_size: int = auto_batch_size("cuda"),
     on_progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
 ) -> Transcript:
-    return PipelineRun(audio, options, runner, batch_size=batch_size, on_progress=on_progress).transcript()
+    run = PipelineRun(audio, options, runner, batch_size=batch_size, on_progress=on_progress, cancel=cancel)
+    return run.transcript()
+
+
+@contextmanager
+def _closed(results: Iterator):
+    """The results iterator, closed on the way out (a generator's `finally` runs then, not at collection)."""
+    try:
+        yield results
+    finally:
+        close = getattr(results, "close", None)
+        if close:
+            close()
 
 
 def _balanced(chunks: list, batch_size: int) -> list[list]:

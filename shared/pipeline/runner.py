@@ -2,9 +2,10 @@
 
 The pipeline calls stages through it by their `Stages` method: `runner.submit(Stages.diarize, audio,
 hints)` is a Future of `list[Turn]`, typed as the method is; `runner.map(Stages.transcribe, batches,
-options=options)` fans a stage out. Adapters implement `_submit` (and, where they can fan out, `_map`)
-on a Stage name: `InProcessRunner` (tests, CLI, single machine), local_dev's worker pool, and the Modal
-runner in functions/.
+options=options)` fans a stage out, and stops waiting (cancelling what it queued) when the `cancel`
+token it is given is cancelled (shared/pipeline/cancel.py). Adapters implement `_submit` (and, where
+they can fan out, `_map`) on a Stage name: `InProcessRunner` (tests, CLI, single machine), local_dev's
+worker pool, and the Modal runner in functions/.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from shared.pipeline.cancel import CancelToken
 from shared.pipeline.models import StageWorker
 from shared.pipeline.stages import Stage, Stages, stage_of
 
@@ -34,21 +36,32 @@ class Runner(ABC):
         """Run one stage call and wait for its result."""
         return self._submit(stage_of(stage), *args, **kwargs).result()
 
-    def map(self, stage: Callable[Concatenate[Stages, T, ...], R], items: Iterable[T], **kwargs: Any) -> Iterator[R]:
-        """Run `stage(item, **kwargs)` for every item, yielding results in input order as they finish."""
-        return self._map(stage_of(stage), items, **kwargs)
+    def map(
+        self,
+        stage: Callable[Concatenate[Stages, T, ...], R],
+        items: Iterable[T],
+        *,
+        cancel: CancelToken | None = None,
+        **kwargs: Any,
+    ) -> Iterator[R]:
+        """Run `stage(item, **kwargs)` for every item, yielding results in input order as they finish.
+        With `cancel`: a wait for the next result ends in Cancelled once the token is cancelled; close the
+        iterator to cancel the calls it has not started."""
+        return self._map(stage_of(stage), items, cancel=cancel, **kwargs)
 
     @abstractmethod
     def _submit(self, stage: Stage, *args: Any, **kwargs: Any) -> Future:
         """Start one call of `stage` (the adapter's part)."""
 
-    def _map(self, stage: Stage, items: Iterable[Any], **kwargs: Any) -> Iterator[Any]:
+    def _map(
+        self, stage: Stage, items: Iterable[Any], *, cancel: CancelToken | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
         """Adapters that can fan out (a worker pool, Modal's .map) override this; the default submits all
         items at once and lets `_submit` decide how many run together."""
         futures = [self._submit(stage, item, **kwargs) for item in items]
         try:
             for future in futures:
-                yield future.result()
+                yield cancel.wait(future) if cancel else future.result()
         finally:
             for future in futures:
                 future.cancel()
@@ -92,7 +105,15 @@ class InProcessRunner(Runner):
     def _submit(self, stage: Stage, *args: Any, **kwargs: Any) -> Future:
         with self._lock:
             self._queued += 1
-        return self._pools[stage].submit(self._run, stage, *args, **kwargs)
+        future = self._pools[stage].submit(self._run, stage, *args, **kwargs)
+        future.add_done_callback(self._dropped)
+        return future
+
+    def _dropped(self, future: Future) -> None:
+        """A call cancelled before it started (its run gave up) is no longer queued."""
+        if future.cancelled():
+            with self._lock:
+                self._queued -= 1
 
     def _run(self, stage: Stage, *args: Any, **kwargs: Any) -> Any:
         start, ok = time.monotonic(), False

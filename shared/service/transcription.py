@@ -16,6 +16,7 @@ from shared.core.domain import ClipInfo, TranscribeOptions, Transcript
 from shared.core.errors import AudioTooLong as AudioTooLongError
 from shared.core.errors import EmptyFile, StorageQuotaExceeded, UnsupportedLanguage, UnsupportedMedia
 from shared.media.pcm import S16, AudioSource, PcmRef
+from shared.pipeline.cancel import CancelToken
 from shared.pipeline.flow import PipelineRun, ProgressCallback
 from shared.pipeline.runner import Runner
 from shared.media.clip_store import ClipStore, StoredClip, new_clip_id, not_found
@@ -168,28 +169,42 @@ class TranscriptionService:
         audio: AudioSource | np.ndarray,
         options: TranscribeOptions,
         on_progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
     ) -> PipelineRun:
+        """A run; `cancel` stops it between stages and batches (Cancelled), e.g. when its client is gone."""
         return PipelineRun(
             audio,
             options,
             self.runner,
             batch_size=self.settings.batch_size,
             on_progress=on_progress,
+            cancel=cancel,
         )
 
     def transcribe_clip(
-        self, clip_id: str, options: TranscribeOptions, on_progress: ProgressCallback | None = None
+        self,
+        clip_id: str,
+        options: TranscribeOptions,
+        on_progress: ProgressCallback | None = None,
+        *,
+        cancel: CancelToken | None = None,
     ) -> Transcript:
-        return self.start(self.clip_audio(clip_id), options, on_progress).transcript()
+        return self.start(self.clip_audio(clip_id), options, on_progress, cancel).transcript()
 
     def transcribe_upload(
-        self, staged: Path, options: TranscribeOptions, *, filename: str | None, content_type: str | None
+        self,
+        staged: Path,
+        options: TranscribeOptions,
+        *,
+        filename: str | None,
+        content_type: str | None,
+        cancel: CancelToken | None = None,
     ) -> Transcript:
         """An upload transcribed at once (OpenAI's routes): stored as a clip for the run, so the stages
         read it by reference like any other, and deleted after. Outside the storage quota: it is gone when
         the answer is (a crash meanwhile leaves it to the CLIP_TTL_S sweep)."""
         info = self.add_clip(staged, filename=filename, content_type=content_type, quota=False)
         try:
-            return self.transcribe_clip(info.clip_id, options)
+            return self.transcribe_clip(info.clip_id, options, cancel=cancel)
         finally:
             self.clips.delete(info.clip_id)
