@@ -12,9 +12,9 @@ receiver that trusts them, another key's webhooks; GET /api/webhooks/secret hand
 Where a webhook may go is checked on every attempt, and the connection goes to the address that was
 checked: PinnedTransport resolves the host once, refuses private addresses (unless
 WEBHOOK_ALLOW_PRIVATE; an IPv6 address that carries an IPv4 one, NAT64, 6to4, Teredo, IPv4-mapped or
--compatible, is judged by the IPv4 address it reaches), then connects to that IP with the original Host header and TLS server name (SNI
-and certificate check), so a second DNS answer (rebinding) never comes into play. Redirects are not
-followed and no proxy from the environment is used.
+-compatible, is judged by the IPv4 address it reaches), then connects to that IP with the original Host
+header and TLS server name (SNI and certificate check), so a second DNS answer (rebinding) never comes
+into play. Redirects are not followed and no proxy from the environment is used.
 
 Delivery runs off the request path: a dispatcher thread asks the job store for pending webhooks that are
 due and hands them to a few sender threads. Timeouts, connection errors, 408, 429 and 5xx are retried
