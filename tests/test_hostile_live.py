@@ -22,9 +22,11 @@ pytestmark = pytest.mark.slow
 
 PACED = {  # 5 s utterances; 5 s of lead, then 2x real time; 100 events for a client that does not read
     "STREAM_MAX_UTTERANCE_S": "5", "STREAM_MAX_LEAD_S": "5", "STREAM_MAX_SPEED": "2", "STREAM_MAX_OUTBOX": "100",
-    "STREAM_MIN_AUDIO_RATE": "0",
+    "STREAM_MIN_AUDIO_RATE": "0", "STREAM_MAX_EVENTS_PER_S": "1000000",  # (the frame rate: TRICKLE's test)
 }
-TRICKLE = {"STREAM_MIN_AUDIO_RATE": "0.5", "STREAM_RATE_GRACE_S": "2"}  # half of real time, after 2 s
+TRICKLE = {  # half of real time, after 2 s; 50 frames a second
+    "STREAM_MIN_AUDIO_RATE": "0.5", "STREAM_RATE_GRACE_S": "2", "STREAM_MAX_EVENTS_PER_S": "50",
+}
 KEYS = ["hostile-key-one-0001", "hostile-key-two-0002", "hostile-key-three-03"]
 SLOTS = {  # one stream per key, two in all, four opens a minute per key, sessions of 3 s wall clock
     "API_KEYS": ",".join(KEYS), "STREAM_MAX_PER_KEY": "1", "STREAM_MAX_TOTAL": "2", "STREAM_OPENS_PER_MIN": "4",
@@ -206,6 +208,29 @@ def test_trickle_of_audio_is_closed_as_too_slow(trickle):
     append = json.dumps({"type": "input_audio_buffer.append", "audio": b64(b"\0" * 480)})  # 10 ms
     events, code = asyncio.run(attack("/v1/realtime?intent=transcription", append))
     assert errors(events) == ["audio_too_slow"] and code == 4408
+    assert healthy(trickle)
+
+
+def test_a_flood_of_frames_is_read_at_the_frame_rate(trickle):
+    async def attack():
+        events: list = []
+        async with websockets.connect(ws(trickle, "/v1/realtime?intent=transcription"), max_size=None) as socket:
+            reader = asyncio.create_task(read_all(socket, events))
+            started, sent = time.monotonic(), 0
+            while time.monotonic() - started < 2:
+                try:  # invalid events as fast as they go: every one the server reads is answered
+                    await asyncio.wait_for(socket.send("x"), 0.5)
+                    sent += 1
+                except TimeoutError:
+                    pass
+            await asyncio.sleep(0.5)
+            elapsed, answered = time.monotonic() - started, errors(events).count("invalid_json")
+            reader.cancel()
+            socket.transport.abort()  # no close handshake behind tens of thousands of unread frames
+            return answered, sent, elapsed
+
+    answered, sent, elapsed = asyncio.run(attack())
+    assert 0 < answered <= 50 + 50 * elapsed + 10 < sent, (answered, sent, elapsed)  # a burst, then 50 a second
     assert healthy(trickle)
 
 

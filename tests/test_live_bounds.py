@@ -11,16 +11,16 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from audio_fixtures import TWO_SPEAKERS, encode_as
+from audio_fixtures import ONE_SPEAKER, TWO_SPEAKERS, encode_as, load_audio
 
 from shared.core.domain import SAMPLE_RATE, TranscribeOptions
 from shared.live import events as ev
 from shared.live.audio_in import ContainerInput
 from shared.live.buffer import SampleBuffer
-from shared.live.intake import MAX_PENDING_FINALS, Intake, Pace
+from shared.live.intake import MAX_PENDING_FINALS, EventRate, Intake, Pace
 from shared.live.models import LiveModels
 from shared.live.registry import LiveHub, ServerBusy, TooManyStreams
-from shared.live.session import LiveConfig, LiveSession
+from shared.live.session import AHEAD_S, LiveConfig, LiveSession
 
 
 def test_sample_buffer_keeps_what_a_plain_array_would():
@@ -117,6 +117,15 @@ def test_intake_too_slow_after_the_grace_and_expiry():
     assert intake.expired()
 
 
+def test_event_rate_is_a_token_bucket():
+    clock = Clock()
+    rate = EventRate(10, clock)
+    assert [rate.wait_s() for _ in range(10)] == [0.0] * 10  # a burst of as many
+    assert rate.wait_s() > 0
+    clock.now += 0.25  # 2.5 tokens later
+    assert [rate.wait_s() == 0 for _ in range(3)] == [True, True, False]
+
+
 def settings(**overrides):
     values = dict(stream_max_per_key=2, stream_max_total=3, stream_resume_s=60.0, stream_max_frame_bytes=1 << 20,
                   stream_max_speed=4.0, stream_max_lead_s=60.0, stream_min_audio_rate=0.25, stream_rate_grace_s=60.0,
@@ -172,3 +181,26 @@ def test_manual_mode_commits_at_the_utterance_cap(runner):
     assert live.commit() and live.finish(120)
     finals = [e for e in got if isinstance(e, (ev.FinalUtterance, ev.ItemFailed))]
     assert len(finals) == 7 and all(f.end - f.start <= 5.0 for f in finals if isinstance(f, ev.FinalUtterance))
+
+
+@pytest.mark.slow
+def test_a_session_ahead_of_real_time_gets_no_partials_and_its_finals_wait_in_one_lane(runner):
+    """Audio fed faster than it plays: no partial work, and its finals go one at a time through the
+    background lane that all such sessions share, while a session at real time submits its own at once."""
+    models, got = LiveModels(runner), []
+    fast = LiveSession(models, LiveConfig(options=TranscribeOptions(diarize=False), max_utterance_s=5.0,
+                                          turn_detection=False), got.append)
+    fast.feed(np.zeros(25 * SAMPLE_RATE, np.float32))  # 25 s at once: 5 utterances closed
+    with models._lock:
+        waiting = len(models._lane)
+    # each closed 5 s or more ahead: all in the lane, one in its model call, four waiting
+    assert AHEAD_S < 5 and models._lane_busy and waiting == 4
+    assert models.partial_requests == 0
+    live = LiveSession(models, LiveConfig(options=TranscribeOptions(diarize=False), turn_detection=False), got.append)
+    live.feed(load_audio(ONE_SPEAKER)[: SAMPLE_RATE // 2])  # half a second, as it is spoken
+    assert live.commit()
+    with models._lock:
+        assert len(models._lane) == waiting  # the live final did not join the lane
+    assert fast.finish(120) and live.finish(120)
+    finals = [e for e in got if isinstance(e, (ev.FinalUtterance, ev.ItemFailed))]
+    assert len(finals) == 6 and not models._lane and not models._lane_busy

@@ -28,6 +28,7 @@ from shared.api.params import TranscribeParams, merge_params
 from shared.core.domain import ID_PATTERN, SAMPLE_RATE
 from shared.core.errors import ErrorCode, InvalidParameter, live_code
 from shared.live import events as ev
+from shared.live.intake import EventRate
 from shared.live.registry import LiveHub, LiveStream, ResumeRefused, ServerBusy, TooManyStreams
 from shared.live.session import LiveConfig
 
@@ -140,6 +141,7 @@ class Connection:
         self.last_audio = time.monotonic()
         self.ended = False
         self.not_reading = asyncio.Event()  # the outbox overflowed: the client does not read
+        self.rate = EventRate(settings.stream_max_events_per_s)
         self._sending = asyncio.Lock()  # acks, events and heartbeats come from three tasks
 
     async def _json(self, message: dict) -> None:
@@ -218,6 +220,7 @@ class Connection:
         position = self.stream.bytes_in if offset is None else offset
         while True:
             await self.stream.intake.wait_room(self.stream.wait_s)  # the session's pace: read no frame before
+            await self.stream.intake.wait_room(self.rate.wait_s)  # nor more than STREAM_MAX_EVENTS_PER_S
             try:
                 message = await self.ws.receive()
             except (WebSocketDisconnect, RuntimeError):

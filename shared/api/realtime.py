@@ -44,7 +44,7 @@ from shared.core.domain import SAMPLE_RATE
 from shared.core.errors import ErrorCode, live_code
 from shared.live import events as ev
 from shared.live.audio_in import Pcm16Input
-from shared.live.intake import Intake, Pace
+from shared.live.intake import EventRate, Intake, Pace
 from shared.live.registry import LiveHub, ServerBusy, TooManyStreams
 from shared.live.session import LiveSession
 
@@ -75,6 +75,7 @@ class Realtime:
         self.slot: str | None = None  # the identity whose slot this connection holds
         self.intake = Intake(Pace.from_settings(settings), lambda: self.engine.received if self.engine else 0,
                              lambda: self.engine.pending_finals if self.engine else 0)
+        self.rate = EventRate(settings.stream_max_events_per_s)
         self.last_audio = time.monotonic()
         self.ending = False
         # engine item -> item id, and what the translation needs; touched under the engine's lock
@@ -177,6 +178,7 @@ class Realtime:
     async def _receive(self) -> None:
         limit = self.settings.stream_max_frame_bytes * 4 // 3 + JSON_OVERHEAD
         while not self.ending:
+            await self.intake.wait_room(self.rate.wait_s)  # at most STREAM_MAX_EVENTS_PER_S events a second
             try:
                 message = await self.ws.receive()
             except (WebSocketDisconnect, RuntimeError):

@@ -173,6 +173,10 @@ class Settings(BaseSettings):
     stream_max_outbox: int = Field(
         default=1000, ge=10, description="server events queued for a live client that does not read before it is closed"
     )
+    stream_max_events_per_s: float = Field(
+        default=100.0, ge=1.0,
+        description="frames (audio or events) a live connection may send a second; past it the server waits",
+    )
     webhook_secret: SecretStr | None = Field(default=None, description="whsec_<base64>; webhooks are off without it")
     webhook_allow_private: bool = Field(default=False, description="allow private/loopback/link-local webhook hosts")
     webhook_secret_per_key: bool = Field(

@@ -10,6 +10,8 @@
   (time spent waiting for room does not count): a trickle of bytes does not hold a live slot
   (`too_slow`; the protocols close with `audio_too_slow`).
 - **At most STREAM_MAX_WALL_S** from the session's start, however it is fed (`expired`; `session_expired`).
+- **At most STREAM_MAX_EVENTS_PER_S frames a second** per connection, audio or not (`EventRate`): the
+  reader waits past it, so a flood of small or invalid events costs the event loop a bounded share.
 """
 
 from __future__ import annotations
@@ -83,10 +85,10 @@ class Intake:
             self.waiting_since = None
             self.waited += self.clock() - start
 
-    def wait_blocking(self, stopped: Callable[[], bool]) -> None:
-        """The same on a thread of its own (a decoder's), until room or `stopped()`."""
-        while not stopped() and (delay := self.wait_s()) > 0:
-            time.sleep(delay)
+    def wait_blocking(self, stopped: Callable[[], bool], paused: Callable[[], bool] = lambda: False) -> None:
+        """The same on a thread of its own (a decoder's), until room or `stopped()`; no room while `paused()`."""
+        while not stopped() and (paused() or self.wait_s() > 0):
+            time.sleep(POLL_S)
 
     def expired(self) -> bool:
         return self.clock() - self.born > self.pace.max_wall_s
@@ -100,3 +102,21 @@ class Intake:
             return False
         audio_s = (self.received() - self._audio_at_connect) / SAMPLE_RATE
         return audio_s < self.pace.min_rate * active
+
+
+class EventRate:
+    """A token bucket: at most `per_s` frames a second, in bursts of as many. `wait_s()` takes a token and
+    says 0, or says how long to wait for one (and takes none)."""
+
+    def __init__(self, per_s: float, clock: Callable[[], float] = time.monotonic):
+        self.per_s, self.clock = per_s, clock
+        self.tokens, self.at = float(per_s), clock()
+
+    def wait_s(self) -> float:
+        now = self.clock()
+        self.tokens = min(self.per_s, self.tokens + (now - self.at) * self.per_s)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.per_s

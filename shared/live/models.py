@@ -6,14 +6,19 @@ oldest first. A session has at most one partial waiting or decoding, of at most 
 (STREAM_MAX_UTTERANCE_S), asked for no more often than STREAM_PARTIAL_INTERVAL_MS of audio and of wall
 time (shared/live/session.py): however fast a client sends, its partial work is a live client's.
 Finals and voice embeddings are submitted one utterance at a time, beside file jobs' batches; a session
-with MAX_PENDING_FINALS waiting takes no more audio (shared/live/intake.py).
+with MAX_PENDING_FINALS waiting takes no more audio (shared/live/intake.py). Those of sessions running
+ahead of real time (a recording sent faster than it plays) go through one shared
+background lane instead, one request at a time in arrival order: however many such sessions there are,
+they take at most one model call at a time, and live sessions' calls do not wait behind theirs.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import Future
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future
 from typing import Any
 
 import numpy as np
@@ -37,6 +42,8 @@ class LiveModels:
         self._in_flight = 0
         self.partial_batches = 0  # batches decoded, and the requests in them (for the bench's table)
         self.partial_requests = 0
+        self._lane: deque[tuple[Callable[[], Future], Future]] = deque()  # background requests waiting
+        self._lane_busy = False
 
     def partial(self, key: Any, audio: np.ndarray, options: TranscribeOptions) -> Future:
         """Words of an open utterance so far (seconds into `audio`). A newer request with the same `key`
@@ -50,14 +57,49 @@ class LiveModels:
         self._pump()
         return future
 
-    def final(self, audio: np.ndarray, options: TranscribeOptions) -> Future:
-        """The utterance's ChunkTranscript from the accurate model, as file chunks are transcribed."""
+    def final(self, audio: np.ndarray, options: TranscribeOptions, background: bool = False) -> Future:
+        """The utterance's ChunkTranscript from the accurate model, as file chunks are transcribed
+        (`background`: in the background lane)."""
         duration = round(len(audio) / SAMPLE_RATE, 3)
         chunk = Chunk(index=0, start=0.0, end=duration, keep_start=0.0, keep_end=duration, speech=[(0.0, duration)])
-        return _first(self.runner.submit(Stages.live_final, [ChunkAudio(chunk, ArrayAudio(audio))], options))
 
-    def embed(self, audio: np.ndarray) -> Future:
-        return _first(self.runner.submit(Stages.embed_voice, [audio]))
+        def call() -> Future:
+            return _first(self.runner.submit(Stages.live_final, [ChunkAudio(chunk, ArrayAudio(audio))], options))
+
+        return self._background(call) if background else call()
+
+    def embed(self, audio: np.ndarray, background: bool = False) -> Future:
+        def call() -> Future:
+            return _first(self.runner.submit(Stages.embed_voice, [audio]))
+
+        return self._background(call) if background else call()
+
+    def _background(self, call: Callable[[], Future]) -> Future:
+        out: Future = Future()
+        out.set_running_or_notify_cancel()
+        with self._lock:
+            self._lane.append((call, out))
+        self._pump_lane()
+        return out
+
+    def _pump_lane(self) -> None:
+        with self._lock:
+            if self._lane_busy or not self._lane:
+                return
+            call, out = self._lane.popleft()
+            self._lane_busy = True
+        try:
+            submitted = call()
+        except Exception as exc:  # noqa: BLE001 - a runner that refuses: this request fails, not the lane
+            out.set_exception(exc)
+            self._lane_done()
+            return
+        submitted.add_done_callback(lambda f: (_relay(f, out), self._lane_done()))
+
+    def _lane_done(self) -> None:
+        with self._lock:
+            self._lane_busy = False
+        self._pump_lane()
 
     def _pump(self) -> None:
         with self._lock:
@@ -101,17 +143,20 @@ class LiveModels:
         self._pump()
 
 
+def _relay(done: Future, out: Future, pick=lambda result: result) -> None:
+    """`done`'s outcome (its result through `pick`) onto `out`; a cancelled one (a runner shutting down)
+    as a CancelledError."""
+    if done.cancelled():
+        out.set_exception(CancelledError())
+    elif done.exception() is not None:
+        out.set_exception(done.exception())
+    else:
+        out.set_result(pick(done.result()))
+
+
 def _first(submitted: Future) -> Future:
     """A future of the first element of `submitted`'s list result."""
     out: Future = Future()
     out.set_running_or_notify_cancel()
-
-    def relay(f: Future) -> None:
-        if f.exception() is not None:
-            out.set_exception(f.exception())
-        else:
-            out.set_result(f.result()[0])
-
-    submitted.add_done_callback(relay)
+    submitted.add_done_callback(lambda f: _relay(f, out, lambda result: result[0]))
     return out
-

@@ -75,7 +75,9 @@ class LiveStream:
         return self.intake.wait_s()
 
     def _decoded(self, samples) -> None:
-        self.intake.wait_blocking(lambda: self.session.closed)
+        """The decoder's samples, at the session's pace; none while the stream is parked (nobody hears it
+        until a resume, which finds the decoder where it stopped)."""
+        self.intake.wait_blocking(lambda: self.session.closed, paused=lambda: not self.connected)
         self.session.feed(samples)
 
     def write(self, data: bytes, offset: int | None = None) -> int:

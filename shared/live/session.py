@@ -8,7 +8,9 @@ audio goes to the accurate model and the speaker encoder; finals are reported in
 with its speaker. Only the open utterance's audio (and a little before it, for prefix padding) is
 held: memory does not grow with the session's length. Without turn detection (manual commits) an
 utterance that reaches `max_utterance_s` is committed by the server, as with turn detection, so no
-client keeps more than that open.
+client keeps more than that open. A session whose audio runs more than AHEAD_S ahead of the wall clock
+since its first sample (sent faster than it plays) gets no partials, and its finals go through the
+models' background lane (shared/live/models.py): live sessions are served first.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ log = logging.getLogger(__name__)
 
 TRANSCRIPTION_FAILED = live_code("transcription_failed")  # an utterance's final could not be made
 PREROLL_S = 1.0  # audio kept while nobody speaks: the prefix padding and the speech that opens an utterance
+# audio this far ahead of the wall clock: not live (no partials, finals in the background lane). A live source
+# (a microphone) is never ahead by more than its network's jitter, a resumed one catching up included
+AHEAD_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class LiveSession:
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
         self.received = 0  # samples fed so far
+        self._first_fed: float | None = None  # monotonic time of the first sample
         self.closed = False  # abandoned: audio fed now is ignored, no final is made
         self._buffer = SampleBuffer()  # the open utterance's audio and PREROLL_S before it
         self._endpointer = (
@@ -123,6 +129,8 @@ class LiveSession:
         with self._lock:
             if self.closed:
                 return
+            if self._first_fed is None:
+                self._first_fed = time.monotonic()
             if self._endpointer is None:
                 self._feed_manual(samples)
             else:
@@ -184,6 +192,12 @@ class LiveSession:
         with self._idle:
             return self._idle.wait_for(lambda: not self._closing, timeout)
 
+    def ahead_s(self) -> float:
+        """How far the audio received runs ahead of the wall clock since its first sample."""
+        if self._first_fed is None:
+            return 0.0
+        return self.received / SAMPLE_RATE - (time.monotonic() - self._first_fed)
+
     @property
     def pending_finals(self) -> int:
         """Utterances closed whose final is not out yet (read without the lock: the event loop asks)."""
@@ -206,10 +220,10 @@ class LiveSession:
         self._emit(SpeechStopped(utterance.item, round(end / SAMPLE_RATE, 3)))
         closing = _Closing(start=start, end=end, waiting=2 if self.config.options.diarize else 1)
         self._closing[utterance.item] = closing
-        item = utterance.item
-        self._track(item, self.models.final(audio, self.config.options), "transcript")
+        item, background = utterance.item, self.ahead_s() > AHEAD_S
+        self._track(item, self.models.final(audio, self.config.options, background), "transcript")
         if self.config.options.diarize:
-            self._track(item, self.models.embed(audio), "voice")
+            self._track(item, self.models.embed(audio, background), "voice")
 
     def _track(self, item: int, future: Future, slot: str) -> None:
         future.add_done_callback(lambda f: self._arrived(item, slot, f))
@@ -270,7 +284,7 @@ class LiveSession:
     def _maybe_partial(self) -> None:
         utterance = self._open
         interval = int(self.config.partial_interval_s * SAMPLE_RATE)
-        if not self.config.partials or utterance is None or utterance.partial_busy:
+        if not self.config.partials or utterance is None or utterance.partial_busy or self.ahead_s() > AHEAD_S:
             return
         now = time.monotonic()  # and no more often in wall time: audio sent faster buys no more partials
         if (self.received - utterance.partial_at < interval
