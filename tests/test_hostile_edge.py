@@ -251,3 +251,13 @@ def test_the_server_refuses_to_start(tmp_path, env, reasons):
             pass
     assert "server exited with 2" in str(info.value) and "Traceback" not in str(info.value)
     assert all(reason in str(info.value) for reason in reasons) and "short-key" not in str(info.value)
+
+
+def test_uvicorn_holds_few_unread_messages_per_socket():
+    """While a live session waits for room, uvicorn queues what the client keeps sending: at most
+    ws_max_queue messages of ws_max_size each, so that product bounds a socket's unread bytes."""
+    from shared.api.serving import uvicorn_options
+    from shared.core.config import Settings
+
+    options = uvicorn_options(Settings())
+    assert options["ws_max_queue"] * options["ws_max_size"] <= 16 << 20

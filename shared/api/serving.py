@@ -8,7 +8,9 @@ serve`; Modal runs its own server and keeps its own logs):
 - a WebSocket message may be at most ws_max_size(settings) bytes, decompressed: twice the largest event
   the app accepts, so an oversize frame still gets the app's `frame_too_large` and the session goes on,
   while a message past that (or a small compressed one that would inflate past it) closes the
-  connection with 1009 before it is held in memory. uvicorn's own default is 16 MiB.
+  connection with 1009 before it is held in memory. uvicorn's own default is 16 MiB;
+- at most WS_MAX_QUEUE received messages wait per connection while the app is not reading (a live
+  session waiting for room): uvicorn's default of 32 would hold 32 x ws_max_size (~93 MB) per socket.
 """
 
 from __future__ import annotations
@@ -76,6 +78,9 @@ def log_config() -> dict:
     return config
 
 
+WS_MAX_QUEUE = 4
+
+
 def uvicorn_options(settings: Settings) -> dict:
     """uvicorn.run's keyword arguments besides the app (check_bind first: ConfigurationError)."""
     check_bind(settings)
@@ -85,4 +90,5 @@ def uvicorn_options(settings: Settings) -> dict:
         "log_level": settings.log_level.lower(),
         "log_config": log_config(),
         "ws_max_size": ws_max_size(settings),
+        "ws_max_queue": WS_MAX_QUEUE,
     }

@@ -86,8 +86,6 @@ _TABLE = (
     _live("idle_timeout", "no audio for STREAM_IDLE_S", close=4408),
     _live("session_too_long", "more than STREAM_MAX_SESSION_S of audio", close=4413),
     _live("too_many_streams", "more than STREAM_MAX_PER_KEY live streams for one key or address", close=4429),
-    # /ws/stream
-    _live("unknown_event", "a text frame of another type than heartbeat, commit or end"),
     _live("too_many_opens", "more than STREAM_OPENS_PER_MIN live WebSocket opens a minute for one key or address",
           close=4429),
     _live("server_busy", "STREAM_MAX_TOTAL live streams are open on the server", close=4429),
@@ -95,6 +93,8 @@ _TABLE = (
     _live("audio_too_slow", "less audio than STREAM_MIN_AUDIO_RATE of real time, after STREAM_RATE_GRACE_S", close=4408),
     _live("client_not_reading", "STREAM_MAX_OUTBOX server events wait for a client that does not read them",
           close=4408),
+    # /ws/stream
+    _live("unknown_event", "a text frame of another type than heartbeat, commit or end"),
     _live("invalid_offset", "a resumed client resends from past what the server has"),
     _live("invalid_option", "a bad query parameter", close=4400),
     _live("session_not_found", "resume of an unknown or expired session (or another key's)", close=4404),
