@@ -41,6 +41,7 @@ ERROR_COMPONENT = {
 SUMMARIES = {
     400: "Bad request: a malformed id, an empty file or an unreadable form body",
     401: "An API key is required, or the one sent is not valid",
+    403: "A page of another origin may not send this; or, for the webhook secret, it is the operator's",
     404: "No such clip, job or model",
     409: "The job is not in a state that allows this",
     413: "The body exceeds MAX_UPLOAD_MB, or the audio MAX_AUDIO_S",
@@ -70,7 +71,9 @@ EXTRA: dict[tuple[str, str], set[int]] = {
     ("post", "/v1/audio/transcriptions"): {415},
     ("post", "/v1/audio/translations"): {415},
     ("get", "/v1/models/{model_id}"): {404},
+    ("get", "/api/webhooks/secret"): {403, 422},
 }
+UNSAFE = {"post", "put", "patch", "delete"}  # a foreign Origin on these is answered 403 origin_not_allowed
 
 # Routes whose options are read from a form body too, but which declare no body of their own
 FORM_OPTIONS = {
@@ -80,7 +83,7 @@ FORM_OPTIONS = {
 
 
 def error_statuses(method: str, path: str, operation: dict, *, keys_on: bool, rate_limited: bool) -> set[int]:
-    statuses = {500}
+    statuses = {500} | ({403} if method in UNSAFE else set())
     if path.startswith(PROTECTED):
         if keys_on:
             statuses |= {401, 429}
