@@ -142,11 +142,14 @@ def test_a_long_mp3_through_the_job_api_of_the_local_dev_server(recording, runne
             assert job["progress"]["total"] == pytest.approx(len(audio) / SAMPLE_RATE, abs=0.2)
             assert len(set(progress)) >= 4 and progress == sorted(progress)  # a poller sees it advance
             result = client.get(f"{job_url}/result").json()
-    from shared.media.decode import decode
     from shared.core.domain import Word
+    from shared.media.decode import decode
+    from shared.media.pcm import FORMATS, S16, from_stored, to_stored
 
     words = [Word(**w) for s in result["segments"] for w in s["words"]]
-    local = transcribe(decode(mp3).samples, TranscribeOptions(word_timestamps=True, language="en"), runner)
+    # the same samples the server transcribes: its clip's decode, stored as 16-bit PCM
+    stored = from_stored(np.frombuffer(to_stored(decode(mp3).samples), dtype=FORMATS[S16]))
+    local = transcribe(stored, TranscribeOptions(word_timestamps=True, language="en"), runner)
     local_words = words_of(" ".join(w.word for s in local.segments for w in s.words))
     diff = differences(local_words, words_of(" ".join(w.word for w in words)))
     # another process, another thread layout: a handful of words may differ, not a chunk
