@@ -35,11 +35,13 @@ class SlowService:
         self.started = threading.Event()
         self.runs = 0
 
-    def transcribe_clip(self, clip_id, options, on_progress):
+    def transcribe_clip(self, clip_id, options, on_progress, cancel=None):
         self.started.set()
         self.runs += 1
         steps = int(self.seconds / 0.05)
         for i in range(steps):
+            if cancel is not None:
+                cancel.check()  # as a pipeline's wait on a stage ends when its token is cancelled
             if not self.quiet:
                 on_progress(i * 0.05, self.seconds)
             time.sleep(0.05)
@@ -91,6 +93,24 @@ def test_cancel_stops_a_running_job(store, tmp_path):
         runner.close()
     assert store.get(job.job_id).status is JobStatus.cancelled and store.get(job.job_id).result is None
     assert finished == []
+
+
+def test_cancel_reaches_a_run_that_reports_no_progress(tmp_path):
+    """One long stage: no progress report comes. The heartbeat sees the job is no longer running here and
+    cancels the run's token, so the worker comes free well before the 30 s stage would have ended."""
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3", lease_s=0.4)
+    service = SlowService(ClipStore(tmp_path), seconds=30, quiet=True)
+    runner = JobExecutor(store, service, poll_s=0.05).start()
+    try:
+        job = queue(store)
+        assert service.started.wait(5)
+        store.cancel(job.job_id)
+        nxt = queue(store)
+        wait_until(lambda: store.get(nxt.job_id).status is not JobStatus.queued, timeout=10)
+        assert store.get(job.job_id).status is JobStatus.cancelled and service.runs == 2
+    finally:
+        runner.close()
+        store.close()
 
 
 def test_clean_shutdown_puts_the_job_back(store, tmp_path):

@@ -7,7 +7,8 @@
     {"type": "error", "error": {"code", "message"}}          instead of "done" if the work fails
 
 The pipeline runs on its own thread and hands segments to the response through an asyncio queue. When
-the client goes away the thread stops at the next segment or batch boundary.
+the client goes away its CancelToken is cancelled: the run stops at once if it waits on a stage, else at
+the next segment or batch boundary.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from shared.api.clips import get_service, owner
 from shared.api.params import transcribe_options
 from shared.core.domain import ClipInfo, TranscribeOptions
 from shared.core.errors import ServiceError, error_code
+from shared.pipeline.cancel import Cancelled, CancelToken
 from shared.service.transcription import TranscriptionService
 
 log = logging.getLogger(__name__)
@@ -34,10 +36,6 @@ router = APIRouter(prefix="/api", tags=["streaming"])
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
 INTERNAL_ERROR = error_code("internal_error")  # what the work failed with, when not a ServiceError
-
-
-class _ClientGone(Exception):
-    pass
 
 
 @router.post(
@@ -79,26 +77,23 @@ async def transcript_events(
 ) -> AsyncIterator[dict]:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[dict] = asyncio.Queue()
-    gone = threading.Event()
+    gone = CancelToken()  # cancelled when the client goes: the run stops at once (shared/pipeline/cancel.py)
     progress = {"done": 0.0, "total": clip.duration}
 
     def put(event: dict) -> None:
-        if gone.is_set():
-            raise _ClientGone
+        gone.check()
         try:
             loop.call_soon_threadsafe(queue.put_nowait, event)
         except RuntimeError:  # the event loop closed under us (server shutting down)
-            gone.set()
-            raise _ClientGone from None
+            gone.cancel("server stopping")
+            gone.check()
 
     def on_progress(done: float, total: float) -> None:
         progress.update(done=round(done, 3), total=round(total, 3))
-        if gone.is_set():
-            raise _ClientGone
 
     def work() -> None:
         try:
-            run = service.start(service.clip_audio(clip.clip_id), options, on_progress)
+            run = service.start(service.clip_audio(clip.clip_id), options, on_progress, cancel=gone)
             count = 0
             for segment in run:
                 line = segment.model_dump(exclude={"words"} if segment.words is None else None)
@@ -108,7 +103,7 @@ async def transcript_events(
                 "type": "done", "language": run.language, "duration": round(run.duration, 3),
                 "speakers": run.speakers, "segments": count,
             })  # fmt: skip
-        except _ClientGone:
+        except Cancelled:
             log.info("stream of clip %s: client gone, stopped", clip.clip_id)
         except ServiceError as exc:
             _try(put, {"type": "error", "error": {"code": exc.code, "message": exc.message}})
@@ -133,11 +128,11 @@ async def transcript_events(
             if event["type"] in ("done", "error"):
                 return
     finally:
-        gone.set()
+        gone.cancel("client gone")
 
 
 def _try(put, event: dict) -> None:
     try:
         put(event)
-    except _ClientGone:
+    except Cancelled:
         pass

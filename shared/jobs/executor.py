@@ -1,9 +1,11 @@
 """JobExecutor: worker threads in the server process that claim queued jobs and run them.
 
-Progress goes to the store as the pipeline reports it; the same callback notices a cancel (the store no
-longer has the job running) or a clean shutdown (the job goes back to the queue) and stops the work at
-the next batch boundary. A heartbeat thread renews the leases of the jobs this process runs (a stage
-may take longer than a lease without reporting progress). A janitor thread recovers jobs whose lease
+Each running job has a CancelToken (shared/pipeline/cancel.py, the one way a run is stopped): it is
+cancelled when the store no longer has the job running here (a cancel, or a lapsed lease another server
+took over; noticed by a progress report or a heartbeat) or when the server stops (the job goes back to
+the queue), and the run ends at once if it is waiting on a stage, else at the next batch boundary. A
+heartbeat thread renews the leases of the jobs this process runs (a stage may take longer than a lease
+without reporting progress). A janitor thread recovers jobs whose lease
 lapsed (their server died: this one before a restart, or another on the same storage), deletes jobs
 whose results have expired, and sweeps expired and orphaned clips (shared/jobs/retention.py).
 """
@@ -20,18 +22,14 @@ from shared.core.errors import ClipNotFound, ServiceError, error_code
 from shared.jobs.model import Job, JobError
 from shared.jobs.retention import sweep_clips
 from shared.jobs.store import JobStore
+from shared.pipeline.cancel import Cancelled, CancelToken
 from shared.service.transcription import TranscriptionService
 
 log = logging.getLogger(__name__)
 INTERNAL_ERROR = error_code("internal_error")  # a job that failed on our side
 
 
-class _Cancelled(Exception):
-    pass
-
-
-class _Stopping(Exception):
-    pass
+CANCELLED, STOPPING = "the job is no longer running here", "the server is stopping"  # a token's reasons
 
 
 class JobExecutor:
@@ -57,7 +55,7 @@ class JobExecutor:
         self.poll_s = poll_s
         self._stop = threading.Event()
         self._wake = threading.Condition()
-        self._running: set[str] = set()  # jobs this process runs now: their leases are renewed
+        self._running: dict[str, CancelToken] = {}  # jobs this process runs now: their leases are renewed
         self._running_lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._work, name=f"job-worker-{i}", daemon=True) for i in range(workers)
@@ -94,6 +92,9 @@ class JobExecutor:
         """Stop the threads; a running job goes back to the queue at its next progress report. True when
         every thread stopped within the timeout."""
         self._stop.set()
+        with self._running_lock:
+            for token in self._running.values():
+                token.cancel(STOPPING)
         with self._wake:
             self._wake.notify_all()
         deadline = time.monotonic() + timeout
@@ -116,43 +117,46 @@ class JobExecutor:
             self.run(job)
 
     def run(self, job: Job) -> None:
+        token = CancelToken()
         with self._running_lock:
-            self._running.add(job.job_id)
+            self._running[job.job_id] = token
+        if self._stop.is_set():
+            token.cancel(STOPPING)
         try:
-            self._run(job)
+            self._run(job, token)
         finally:
             with self._running_lock:
-                self._running.discard(job.job_id)
+                self._running.pop(job.job_id, None)
 
     def _heartbeats(self) -> None:
         """Renew the leases of the jobs running here, a few times per lease."""
         while not self._stop.wait(max(0.05, self.store.lease_s / 4)):
             with self._running_lock:
-                running = list(self._running)
-            for job_id in running:
+                running = list(self._running.items())
+            for job_id, token in running:
                 try:
-                    self.store.heartbeat(job_id)  # False: cancelled or taken over; its worker stops at its next report
+                    if not self.store.heartbeat(job_id):  # cancelled, or taken over by another server
+                        token.cancel(CANCELLED)
                 except Exception:  # noqa: BLE001 - a missed beat is not fatal; the lease has slack
                     log.exception("job %s: heartbeat failed", job_id)
 
-    def _run(self, job: Job) -> None:
+    def _run(self, job: Job, token: CancelToken) -> None:
         job_id = job.job_id
 
         def on_progress(done: float, total: float) -> None:
-            if self._stop.is_set():
-                raise _Stopping
             if not self.store.update_progress(job_id, done, total):
-                raise _Cancelled
+                token.cancel(CANCELLED)
+            token.check()
 
         log.info("job %s: attempt %d on clip %s", job_id, job.attempts, job.clip_id)
         try:
-            transcript = self.service.transcribe_clip(job.clip_id, job.options, on_progress)
-        except _Cancelled:
-            log.info("job %s: cancelled while running", job_id)
-            return
-        except _Stopping:
-            self.store.release(job_id)
-            log.info("job %s: back in the queue (server stopping)", job_id)
+            transcript = self.service.transcribe_clip(job.clip_id, job.options, on_progress, cancel=token)
+        except Cancelled:
+            if token.reason == STOPPING:
+                self.store.release(job_id)
+                log.info("job %s: back in the queue (server stopping)", job_id)
+            else:
+                log.info("job %s: cancelled while running", job_id)
             return
         except ServiceError as exc:
             ended = self.store.fail(job_id, JobError(code=exc.code, message=exc.message))

@@ -1,7 +1,8 @@
 """Stopping a transcription nobody waits for any more.
 
 A CancelToken is handed to a run (shared/pipeline/flow.py PipelineRun) by whoever may lose interest in
-it: the synchronous API routes cancel it when their client disconnects (shared/api/disconnect.py). The
+it: the synchronous API routes when their client disconnects (shared/api/cancel_on_disconnect.py), the
+job executor when a job is cancelled or the server stops (shared/jobs/executor.py). The
 run checks it between stages and between transcription batches, and every wait of the run on a stage
 ends as soon as the token is cancelled (wait), so a thread blocked on a queued stage call lets go at
 once; the calls it had queued are cancelled with it, and a call already running on a model finishes

@@ -10,8 +10,8 @@ nothing here holds the recording's samples. The pipeline only talks to a Runner;
 
 A run stops when nobody waits for it: its CancelToken (shared/pipeline/cancel.py) is checked between
 stages and between transcription batches, and each wait on a stage ends when the token is cancelled,
-raising Cancelled; the stage calls it had queued are cancelled. The progress callback can stop it at
-the same points by raising (a cancelled job: shared/jobs/executor.py).
+raising Cancelled; the stage calls it had queued are cancelled. Its holders: the synchronous routes
+(a client gone), the job executor (a cancelled job, a stopping server).
 """
 
 from __future__ import annotations
