@@ -20,7 +20,7 @@ import resource
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
 
 import websockets
@@ -154,22 +154,29 @@ MANUAL = json.dumps({"type": "session.update", "session": {"type": "transcriptio
     "format": {"type": "audio/pcm", "rate": 24_000}, "turn_detection": None}}}})
 
 
+async def _flood(a: Attack, path: str, frames: Iterable, label: str, first: str | None = None) -> None:
+    """On one new connection: `first` (not counted), then `frames` as fast as they go, reading the server's
+    answers, until it closes the connection or the time is up."""
+    if (ws := await a.connect(path)) is None or not await a.opened(ws):
+        return
+    reader = asyncio.create_task(a.read(ws))
+    try:
+        if first is not None:
+            await ws.send(first)
+        for frame in frames:
+            if reader.done() or a.over():
+                break
+            await ws.send(frame)
+            a.sent[label] += 1
+    except ConnectionClosed:
+        pass
+    await a.finish(ws, reader)
+
+
 def realtime_manual(payload: dict) -> Callable:
     """Manual turns (`turn_detection: null`), 1 s appends of 24 kHz speech as fast as they go, no commit."""
     async def worker(a: Attack) -> None:
-        if (ws := await a.connect(REALTIME)) is None or not await a.opened(ws):
-            return
-        reader = asyncio.create_task(a.read(ws))
-        try:
-            await ws.send(MANUAL)
-            for event in itertools.cycle(payload["appends"]):
-                if reader.done() or a.over():
-                    break
-                await ws.send(event)
-                a.sent["appends (1 s of audio)"] += 1
-        except ConnectionClosed:
-            pass
-        await a.finish(ws, reader)
+        await _flood(a, REALTIME, itertools.cycle(payload.get("appends", ())), "appends (1 s of audio)", first=MANUAL)
     return worker
 
 
@@ -262,16 +269,7 @@ NESTED = "[" * 200_000 + "]" * 200_000  # 400 KB, under the 1 MiB frame limit
 def nested_json(payload: dict) -> Callable:
     """Text frames of JSON nested 200,000 deep on /ws/stream, as fast as they go."""
     async def worker(a: Attack) -> None:
-        if (ws := await a.connect("/ws/stream")) is None or not await a.opened(ws):
-            return
-        reader = asyncio.create_task(a.read(ws))
-        try:
-            while not reader.done() and not a.over():
-                await ws.send(NESTED)
-                a.sent["nested frames"] += 1
-        except ConnectionClosed:
-            pass
-        await a.finish(ws, reader)
+        await _flood(a, "/ws/stream", itertools.repeat(NESTED), "nested frames")
     return worker
 
 
