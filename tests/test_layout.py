@@ -1,5 +1,5 @@
 """The house's rules, read from the code's imports (every import, in functions too):
-- each package of shared/ imports only packages below it (core < media < pipeline < service <
+- each package of shared/ imports only packages below it (core < media < pipeline < voices < service <
   jobs, live < api, cli), and jobs and live stay apart;
 - no import circles between modules;
 - shared/ never imports functions/, local_dev/ or tests; the serving harness at local_dev's root never
@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RANK = {"core": 0, "media": 1, "pipeline": 2, "service": 3, "jobs": 4, "live": 4, "api": 5, "cli": 5}
+RANK = {"core": 0, "media": 1, "pipeline": 2, "voices": 3, "service": 4, "jobs": 5, "live": 5, "api": 6, "cli": 6}
 PROJECT = ("shared", "functions", "local_dev", "images")
 
 

@@ -24,6 +24,9 @@ from shared.pipeline.models import StageWorker
 from shared.pipeline.runner import InProcessRunner, Runner
 from shared.service.transcription import TranscriptionService
 from shared.media.clip_store import ClipStore
+from shared.service.voices import VoiceService
+from shared.voices.sqlite_store import VOICES_DB, SqliteVoiceStore
+from shared.voices.store import VoiceStore
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +44,10 @@ def create_app(
     *,
     clip_store: ClipStore | None = None,
     dispatch: Dispatch | None = None,
+    voice_store: VoiceStore | None = None,
 ) -> FastAPI:
-    """`clip_store`: default, files under AUDIO_STORAGE_PATH. `dispatch`: hand each new job to it (e.g.
+    """`clip_store`: default, files under AUDIO_STORAGE_PATH. `voice_store`: default, SQLite there too.
+    `dispatch`: hand each new job to it (e.g.
     Modal's `.spawn()`) instead of running jobs on threads in this process (see JobManager)."""
     settings = settings or get_settings()
 
@@ -55,7 +60,9 @@ def create_app(
         swept = clips.sweep_incoming()
         if swept:
             log.info("removed %d half-received uploads", swept)
-        app.state.service = TranscriptionService(settings, active, clips)
+        voices = voice_store or SqliteVoiceStore(settings.audio_storage_path / VOICES_DB)
+        app.state.service = TranscriptionService(settings, active, clips, voices)
+        app.state.voices = VoiceService(settings, app.state.service, voices)
         app.state.jobs = JobManager.open(settings, app.state.service, job_store, dispatch=dispatch)  # default: SQLite
         app.state.live = LiveHub(active, settings)
         try:
@@ -65,6 +72,8 @@ def create_app(
             app.state.jobs.close()
             if own_runner:
                 active.close()
+            if voice_store is None:
+                voices.close()
 
     app = FastAPI(
         title="whospoke",

@@ -147,6 +147,15 @@ class Settings(BaseSettings):
         default=0.2, gt=0.0, lt=2.0,
         description="live speakers: cosine distance to every speaker that founds a new one (make eval-live)"
     )
+    voice_match_threshold: float = Field(
+        default=0.75, gt=0.0, lt=1.0,
+        description="named speakers: the cosine similarity of a speaker's voice to an enrolled one from which it "
+        "takes that name (make eval: the identification set's tune half)",
+    )
+    voice_min_speech_s: float = Field(
+        default=3.0, gt=0, description="an enrolment sample needs at least this much speech (after VAD)"
+    )
+    voices_max_per_owner: int = Field(default=100, ge=1, description="enrolled voices per API key")
     stream_resume_s: float = Field(default=60.0, ge=0, description="a dropped session waits this long for a resume")
     stream_idle_s: float = Field(default=30.0, gt=0, description="a stream sending no audio this long is closed")
     stream_max_session_s: float = Field(default=4 * 3600.0, gt=0, description="longest live session (audio seconds)")

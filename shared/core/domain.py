@@ -7,7 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, Field, PrivateAttr, model_validator
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SAMPLE_RATE = 16_000
 
@@ -62,6 +67,16 @@ class TranscribeOptions(BaseModel):
     word_timestamps: bool = False
     initial_prompt: str | None = None
     temperature: float = Field(default=0.0, ge=0.0, le=1.0)
+    voices: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="ids of the caller's enrolled voices (POST /api/voices) to name speakers with",
+    )
+    identify: bool = Field(default=False, description="name speakers with every voice the caller has enrolled")
+
+    @property
+    def identifies(self) -> bool:
+        return self.diarize and (self.identify or bool(self.voices))
 
 
 class Chunk(BaseModel):
@@ -191,6 +206,14 @@ class Segment(BaseModel):
     """
 
     speaker: str | None = None
+    speaker_id: str | None = Field(
+        None, description="the enrolled voice the speaker was identified as (its voice_id; a per-request "
+        "reference's name): null for a speaker nobody enrolled, or without identification",
+    )
+    speaker_confidence: float | None = Field(
+        None, ge=-1.0, le=1.0, description="cosine similarity of the speaker's voice to that enrolled voice "
+        "(names are given from VOICE_MATCH_THRESHOLD up)",
+    )
     start: float
     end: float
     text: str
@@ -219,6 +242,16 @@ class Segment(BaseModel):
         None, description="the token ids of this segment's words as Whisper decoded them, in order: they decode to "
         "`text` (with its leading space)",
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class VoicePrint:
+    """One voice, as the speaker encoder hears it: the unit mean of its windows' d-vectors over the
+    speech found in some spans of a clip, and how many seconds of speech that was."""
+
+    vector: "np.ndarray"  # float32, unit length (zeros: no speech)
+    speech_s: float
+    voices: int = 1  # how many speakers diarization hears in it (counted when asked)
 
 
 class Transcript(BaseModel):

@@ -42,6 +42,7 @@ _TABLE = (
     ErrorCode("bad_request", 400, "a malformed request (an unreadable form body, ...)", generic=True),
     ErrorCode("invalid_clip_id", 400, "the clip id is not 32 lowercase hex characters"),
     ErrorCode("invalid_job_id", 400, "the job id is not 32 lowercase hex characters"),
+    ErrorCode("invalid_voice_id", 400, "a voice id is not 32 lowercase hex characters"),
     ErrorCode("empty_file", 400, "the upload has no bytes"),
     ErrorCode("invalid_host", 400, "the Host header is not one the server answers (ALLOWED_HOSTS)"),
     ErrorCode("unauthorized", 401, "an API key is required, or the one sent is not valid", generic=True),
@@ -52,12 +53,15 @@ _TABLE = (
     ErrorCode("not_found", 404, "unknown route", generic=True),
     ErrorCode("clip_not_found", 404, "no clip with that id (or it was deleted)"),
     ErrorCode("job_not_found", 404, "no job with that id (or it expired)"),
+    ErrorCode("voice_not_found", 404, "no voice with that id among the caller's (or it was deleted)"),
     ErrorCode("model_not_found", 404, "/v1: not a model this server lists"),
     ErrorCode("method_not_allowed", 405, "the route does not take that method", generic=True),
     ErrorCode("job_state_conflict", 409, "the job is not in a state that allows this"),
     ErrorCode("job_finished", 409, "cancel: the job has already ended"),
     ErrorCode("job_not_finished", 409, "result: the job has not succeeded yet"),
     ErrorCode("job_failed", 409, "result: the job failed; the message says why"),
+    ErrorCode("voice_name_taken", 409, "the caller already has a voice of that name"),
+    ErrorCode("too_many_voices", 409, "the caller has VOICES_MAX_PER_OWNER voices: delete one first"),
     ErrorCode("file_too_large", 413, "the body exceeds MAX_UPLOAD_MB", generic=True),
     ErrorCode("audio_too_long", 413, "the audio runs past MAX_AUDIO_S"),
     ErrorCode("storage_quota_exceeded", 413, "the caller's stored clips would pass STORAGE_QUOTA_MB"),
@@ -67,6 +71,12 @@ _TABLE = (
     ErrorCode("unsupported_language", 422, "a language Whisper does not know, or not English on an English-only model",
               live=True),  # also refuses a /v1/realtime session.update
     ErrorCode("invalid_speaker_names", 422, "speaker_names is not a JSON object of usable names"),
+    ErrorCode("invalid_voice_name", 422, "a voice name a format cannot carry: 1-64 printable characters, none "
+              "of < > & [ ], not SPEAKER_nn"),
+    ErrorCode("invalid_voice_sample", 422, "an enrolment sample that cannot be read: a span outside the clip, "
+              "an unreadable data URL, too many samples"),
+    ErrorCode("too_little_speech", 422, "an enrolment sample with under VOICE_MIN_SPEECH_S of speech"),
+    ErrorCode("several_voices", 422, "an enrolment sample in which the diarizer hears more than one voice"),
     ErrorCode("invalid_webhook_url", 422, "webhook_url is not a public http(s) URL"),
     ErrorCode("webhooks_disabled", 422, "a webhook_url, but no WEBHOOK_SECRET to sign with"),
     ErrorCode("rate_limited", 429, "over RATE_LIMIT_PER_MIN; Retry-After says when to come back", generic=True),
@@ -175,6 +185,38 @@ class ConflictingParameter(InvalidParameter):
 
 class InvalidSpeakerNames(InvalidParameter):
     code = "invalid_speaker_names"
+
+
+class InvalidVoiceId(ServiceError):
+    code = "invalid_voice_id"
+
+
+class VoiceNotFound(ServiceError):
+    code = "voice_not_found"
+
+
+class VoiceNameTaken(ServiceError):
+    code = "voice_name_taken"
+
+
+class TooManyVoices(ServiceError):
+    code = "too_many_voices"
+
+
+class InvalidVoiceName(ServiceError):
+    code = "invalid_voice_name"
+
+
+class InvalidVoiceSample(ServiceError):
+    code = "invalid_voice_sample"
+
+
+class TooLittleSpeech(ServiceError):
+    code = "too_little_speech"
+
+
+class SeveralVoices(ServiceError):
+    code = "several_voices"
 
 
 class InvalidClipId(ServiceError):

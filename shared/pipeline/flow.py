@@ -2,6 +2,7 @@
 
     audio --vad_split--> chunks --transcribe (batches, fanned out by the runner)--> words
     audio --diarize (started first, runs while transcription goes on)--> speaker turns
+    turns --voiceprints, matched to known voices (when asked)--> turns named "Alice"
     words + turns --assign--> segments, emitted in time order as soon as they are final
 
 `audio` is a reference (shared/media/pcm.py): stages read the spans they need from the stored PCM file, so
@@ -27,6 +28,7 @@ from shared.core.domain import Segment, TranscribeOptions, Transcript, Turn, Wor
 from shared.media.pcm import AudioSource, ChunkAudio, as_audio
 from shared.pipeline.assign import TurnIndex, build_segments
 from shared.pipeline.cancel import CancelToken
+from shared.pipeline.identify import Identity, KnownVoice, identify
 from shared.pipeline.runner import Runner
 from shared.pipeline.stages import Stages
 from shared.pipeline.transcriber import join_words
@@ -48,6 +50,8 @@ class PipelineRun:
         batch_size: int = auto_batch_size("cuda"),
         on_progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
+        known: list[KnownVoice] | None = None,
+        match_threshold: float = 0.0,
     ):
         self.audio = as_audio(audio)
         self.options = options
@@ -58,6 +62,9 @@ class PipelineRun:
         self.duration = self.audio.duration
         self.language: str = options.language or UNDETERMINED
         self.speakers: list[str] = []
+        self.known = known or []  # voices to name speakers with (shared/pipeline/identify.py)
+        self.match_threshold = match_threshold
+        self.identities: dict[str, Identity] = {}
 
     def __iter__(self) -> Iterator[Segment]:
         wait = self.cancel.wait  # a stage's result, or Cancelled as soon as the run is cancelled
@@ -88,14 +95,14 @@ class PipelineRun:
                     if diarization is not None and turns is None:
                         if not diarization.done():
                             continue  # keep transcribing (and reporting progress); speakers come later
-                        turns = TurnIndex(diarization.result())
+                        turns = TurnIndex(self._identified(diarization.result()))
                     # every segment but the last is final: a later word has already closed it
                     segments = build_segments(pending, turns)
                     for segment in segments[:-1]:
                         yield self._seen(segment)
                     pending = pending[len(pending) - len(segments[-1].words or []) :] if segments else []
             if diarization is not None and turns is None:
-                turns = TurnIndex(wait(diarization))
+                turns = TurnIndex(self._identified(wait(diarization)))
             for segment in build_segments(pending, turns):
                 yield self._seen(segment)
             self._progress(self.duration)
@@ -108,9 +115,29 @@ class PipelineRun:
         segments = list(self)
         return Transcript(segments=segments, language=self.language, duration=self.duration, speakers=self.speakers)
 
+    def _identified(self, turns: list[Turn]) -> list[Turn]:
+        """The turns with speakers named after the known voices they match (none: as they are)."""
+        if not self.known:
+            return turns
+        wait, hints = self.cancel.wait, self.options.speakers
+        turns, self.identities = identify(
+            turns,
+            self.known,
+            self.match_threshold,
+            voiceprints=lambda groups: wait(self.runner.submit(Stages.voiceprints, self.audio, groups)),
+            rediarize=lambda wider: wait(self.runner.submit(Stages.diarize, self.audio, wider)),
+            hints=hints,
+        )
+        return turns
+
     def _seen(self, segment: Segment) -> Segment:
         if segment.speaker and segment.speaker not in self.speakers:
             self.speakers.append(segment.speaker)
+        identity = self.identities.get(segment.speaker or "")
+        if identity is not None:
+            segment = segment.model_copy(
+                update={"speaker_id": identity.voice_id, "speaker_confidence": identity.confidence}
+            )
         if not self.options.word_timestamps:
             segment = segment.model_copy(update={"words": None})
         return segment
@@ -129,8 +156,11 @@ def transcribe(
     batch_size: int = auto_batch_size("cuda"),
     on_progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    known: list[KnownVoice] | None = None,
+    match_threshold: float = 0.0,
 ) -> Transcript:
-    run = PipelineRun(audio, options, runner, batch_size=batch_size, on_progress=on_progress, cancel=cancel)
+    run = PipelineRun(audio, options, runner, batch_size=batch_size, on_progress=on_progress, cancel=cancel,
+                      known=known, match_threshold=match_threshold)
     return run.transcript()
 
 

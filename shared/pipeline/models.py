@@ -15,7 +15,7 @@ import numpy as np
 
 from shared.core import memory
 from shared.core.config import Settings
-from shared.core.domain import SAMPLE_RATE, Chunk, ChunkTranscript, SpeakerHints, TranscribeOptions, Turn, Word
+from shared.core.domain import SAMPLE_RATE, Chunk, ChunkTranscript, SpeakerHints, TranscribeOptions, Turn, VoicePrint, Word
 from shared.media.pcm import ArrayAudio, AudioSource, ChunkAudio
 from shared.pipeline.stages import SPECS, Model, Stage, Stages
 
@@ -59,6 +59,11 @@ class StageWorker(Stages):
 
     def embed_voice(self, audios: list[np.ndarray]) -> list[np.ndarray]:
         return [self.voice_encoder.embed_voice(a) for a in audios]
+
+    def voiceprints(
+        self, audio: AudioSource, groups: list[list[tuple[float, float]]], count_voices: bool = False
+    ) -> list[VoicePrint]:
+        return [self.voice_encoder.voiceprint(audio, spans, count_voices=count_voices) for spans in groups]
 
     def run(self, stage: Stage | str, *args: Any, **kwargs: Any) -> Any:
         """Run one stage by name (what the Runners call)."""

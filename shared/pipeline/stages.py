@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:  # the signatures only: importing the domain here would not change any arrow
     import numpy as np
 
-    from shared.core.domain import Chunk, ChunkTranscript, SpeakerHints, TranscribeOptions, Turn, Word
+    from shared.core.domain import Chunk, ChunkTranscript, SpeakerHints, TranscribeOptions, Turn, VoicePrint, Word
 
     from shared.media.pcm import AudioSource, ChunkAudio
 
@@ -101,6 +101,15 @@ class Stages(Protocol):
         """One speaker vector per audio, from the diarizer's encoder."""
         ...
 
+    @serves(Model.VOICE_ENCODER, Role.DIARIZE)
+    def voiceprints(
+        self, audio: AudioSource, groups: list[list[tuple[float, float]]], count_voices: bool = False
+    ) -> list[VoicePrint]:
+        """One voice per group of clip spans (a speaker's turns, an enrolment sample): the encoder's
+        windows over the speech Silero finds in them, averaged; `count_voices`: with the number of
+        speakers diarization hears in each."""
+        ...
+
 
 class Stage(str, Enum):
     """A stage's name: its `Stages` method's. Workers and the wire protocol name stages with it."""
@@ -112,6 +121,7 @@ class Stage(str, Enum):
     LIVE_PARTIAL = "live_partial"
     LIVE_FINAL = "live_final"
     EMBED_VOICE = "embed_voice"
+    VOICEPRINTS = "voiceprints"
 
     @property
     def spec(self) -> StageSpec:

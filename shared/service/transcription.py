@@ -12,14 +12,17 @@ import numpy as np
 
 from shared.media.decode import AudioDecodeError, AudioTooLong, StreamInfo, decode_to_pcm
 from shared.core.config import Settings
-from shared.core.domain import ClipInfo, TranscribeOptions, Transcript
+from shared.core.domain import ClipInfo, TranscribeOptions, Transcript, is_id
 from shared.core.errors import AudioTooLong as AudioTooLongError
-from shared.core.errors import EmptyFile, StorageQuotaExceeded, UnsupportedLanguage, UnsupportedMedia
+from shared.core.errors import EmptyFile, InvalidVoiceId, StorageQuotaExceeded, UnsupportedLanguage, UnsupportedMedia
+from shared.core.errors import VoiceNotFound
 from shared.media.pcm import S16, AudioSource, PcmRef
 from shared.pipeline.cancel import CancelToken
 from shared.pipeline.flow import PipelineRun, ProgressCallback
+from shared.pipeline.identify import KnownVoice
 from shared.pipeline.runner import Runner
 from shared.media.clip_store import ClipStore, StoredClip, new_clip_id, not_found
+from shared.voices.store import VoiceStore, known_voices
 
 MB = 1024 * 1024
 
@@ -75,10 +78,11 @@ def _duration(seconds: float) -> str:
 
 
 class TranscriptionService:
-    def __init__(self, settings: Settings, runner: Runner, clips: ClipStore):
+    def __init__(self, settings: Settings, runner: Runner, clips: ClipStore, voices: VoiceStore | None = None):
         self.settings = settings
         self.runner = runner
         self.clips = clips
+        self.voices = voices  # enrolled voices, to name speakers with (None: identification off)
         self._adding = threading.Lock()  # the quota's last check and the clip's storing, one upload at a time
 
     # --- clips ---
@@ -160,9 +164,24 @@ class TranscriptionService:
             raise RuntimeError(f"stored clip {clip_id} no longer decodes: {exc}") from exc
 
     # --- transcription ---
-    def check_options(self, options: TranscribeOptions) -> TranscribeOptions:
-        """checked_options for this service's model: the API routes' one check, before start/transcribe_*."""
-        return checked_options(options, self.settings.whisper_model)
+    def check_options(self, options: TranscribeOptions, owner: str = "") -> TranscribeOptions:
+        """checked_options for this service's model, and the voices to name speakers with: each an id of
+        the owner's (InvalidVoiceId, VoiceNotFound). The API routes' one check, before start/transcribe_*."""
+        options = checked_options(options, self.settings.whisper_model)
+        if options.voices:
+            if self.voices is None:
+                raise VoiceNotFound("this server keeps no voices")
+            for voice_id in options.voices:
+                if not is_id(voice_id):
+                    raise InvalidVoiceId(f"voices: {voice_id[:40]!r} is not a voice id (32 lowercase hex characters)")
+                self.voices.get(voice_id, owner)
+        return options
+
+    def known_voices(self, options: TranscribeOptions, owner: str) -> list[KnownVoice]:
+        """The owner's voices the options ask to name speakers with (none without identification)."""
+        if not options.identifies or self.voices is None:
+            return []
+        return known_voices(self.voices, owner, options.voices, options.identify)
 
     def start(
         self,
@@ -170,8 +189,12 @@ class TranscriptionService:
         options: TranscribeOptions,
         on_progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
+        *,
+        owner: str = "",
+        known: list[KnownVoice] | None = None,
     ) -> PipelineRun:
-        """A run; `cancel` stops it between stages and batches (Cancelled), e.g. when its client is gone."""
+        """A run; `cancel` stops it between stages and batches (Cancelled), e.g. when its client is gone.
+        Speakers are named after `known` voices, or (None) the owner's voices the options ask for."""
         return PipelineRun(
             audio,
             options,
@@ -179,6 +202,8 @@ class TranscriptionService:
             batch_size=self.settings.batch_size,
             on_progress=on_progress,
             cancel=cancel,
+            known=self.known_voices(options, owner) if known is None else known,
+            match_threshold=self.settings.voice_match_threshold,
         )
 
     def transcribe_clip(
@@ -188,8 +213,11 @@ class TranscriptionService:
         on_progress: ProgressCallback | None = None,
         *,
         cancel: CancelToken | None = None,
+        owner: str = "",
+        known: list[KnownVoice] | None = None,
     ) -> Transcript:
-        return self.start(self.clip_audio(clip_id), options, on_progress, cancel).transcript()
+        run = self.start(self.clip_audio(clip_id), options, on_progress, cancel, owner=owner, known=known)
+        return run.transcript()
 
     def transcribe_upload(
         self,
@@ -199,12 +227,14 @@ class TranscriptionService:
         filename: str | None,
         content_type: str | None,
         cancel: CancelToken | None = None,
+        owner: str = "",
+        known: list[KnownVoice] | None = None,
     ) -> Transcript:
         """An upload transcribed at once (OpenAI's routes): stored as a clip for the run, so the stages
         read it by reference like any other, and deleted after. Outside the storage quota: it is gone when
         the answer is (a crash meanwhile leaves it to the CLIP_TTL_S sweep)."""
         info = self.add_clip(staged, filename=filename, content_type=content_type, quota=False)
         try:
-            return self.transcribe_clip(info.clip_id, options, cancel=cancel)
+            return self.transcribe_clip(info.clip_id, options, cancel=cancel, owner=owner, known=known)
         finally:
             self.clips.delete(info.clip_id)

@@ -38,7 +38,7 @@ from scipy.ndimage import median_filter
 
 from shared.pipeline.diarization import clustering
 from shared.pipeline.diarization.port import speaker_label
-from shared.core.domain import SpeakerHints, Turn
+from shared.core.domain import SpeakerHints, Turn, VoicePrint
 from shared.media.pcm import ArrayAudio, AudioSource, as_audio, read_seconds
 from shared.pipeline.vad import Region, SileroVad
 
@@ -126,6 +126,43 @@ class EmbeddedDiarizer:
         if len(windows.embeddings) == 0:
             return np.zeros(256, np.float32)
         return _normalise(windows.embeddings.mean(axis=0)).astype(np.float32)
+
+    def voiceprint(self, audio: AudioSource | np.ndarray, spans: list[tuple[float, float]], *,
+                   max_speech_s: float = 60.0, count_voices: bool = False) -> VoicePrint:
+        """The voice in some spans of a clip: Silero's speech inside them (at diarization's thresholds),
+        cut into windows and levelled as diarization does, the windows' d-vectors averaged. The longest
+        spans first, up to `max_speech_s` of speech: enough for a stable mean, and the cost is bounded.
+        Fragments shorter than a window count only where there is no full window. `count_voices`: also
+        how many speakers diarization finds in those windows (an enrolment sample must hold one)."""
+        audio = as_audio(audio)
+        regions: list[Region] = []
+        speech_s = 0.0
+        for start, end in sorted(spans, key=lambda s: s[0] - s[1]):
+            if speech_s >= max_speech_s:
+                break
+            start, end = max(0.0, start), min(end, audio.duration)
+            if end - start < 0.3:
+                continue
+            piece = ArrayAudio(read_seconds(audio, start, end))
+            found = self.vad.speech_regions(
+                piece, min_silence_ms=self.min_pause_ms, threshold=self.vad_threshold,
+                neg_threshold=self.vad_neg_threshold,
+            )
+            for r in found:
+                r = Region(start + r.start, min(start + r.end, start + r.start + max_speech_s - speech_s))
+                if r.end - r.start > 0:
+                    regions.append(r)
+                    speech_s += r.end - r.start
+        if not regions:
+            return VoicePrint(np.zeros(256, np.float32), 0.0)
+        regions.sort(key=lambda r: r.start)
+        windows = self._embed_windows(audio, regions)
+        full = (windows.spans[:, 1] - windows.spans[:, 0]) >= self.window_s - 1e-6
+        chosen = windows.embeddings[full] if full.any() else windows.embeddings
+        if len(chosen) == 0:
+            return VoicePrint(np.zeros(256, np.float32), round(speech_s, 3))
+        voices = len(np.unique(self._cluster_windows(windows, SpeakerHints()))) if count_voices else 1
+        return VoicePrint(_normalise(chosen.mean(axis=0)).astype(np.float32), round(speech_s, 3), voices)
 
     # --- 2. embeddings ---
     def _embed_windows(self, audio: AudioSource, regions) -> "Windows":
