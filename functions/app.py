@@ -347,7 +347,7 @@ def web():
 
     jobs = jobs_worker()
     return create_app(settings=web_settings(jobs.settings), runner=build_runner(), job_store=jobs.store,
-                      clip_store=jobs.clips, dispatch=jobs.dispatch)
+                      clip_store=jobs.clips, dispatch=jobs.dispatch, voice_store=jobs.voices)
 
 
 # --- batch: many files, every output format --------------------------------------------------------

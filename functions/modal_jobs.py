@@ -39,6 +39,7 @@ from typing import Any
 
 from functions.dict_job_store import DICT_ENTRY_TTL_S, DictJobStore
 from functions.volume_clips import VolumeClipStore
+from functions.volume_voices import VolumeVoiceStore
 from shared.core.config import Settings
 from shared.jobs.model import DeliveryAttempt, Job, JobNotFound, WebhookState, check_job_id
 from shared.jobs.executor import JobExecutor
@@ -81,6 +82,7 @@ class JobWorker:
         self.settings = settings
         self.store = store
         self.clips = clips
+        self.voices = VolumeVoiceStore(clips)  # enrolled voices, beside the clips on the Volume
         self.runner_factory = runner_factory
         self.spawn_run = spawn_run
         self.spawn_deliver = spawn_deliver
@@ -108,7 +110,7 @@ class JobWorker:
     def service(self) -> TranscriptionService:
         with self._lock:
             if self._service is None:
-                self._service = TranscriptionService(self.settings, self.runner_factory(), self.clips)
+                self._service = TranscriptionService(self.settings, self.runner_factory(), self.clips, self.voices)
             return self._service
 
     def job_runner(self) -> JobExecutor:
