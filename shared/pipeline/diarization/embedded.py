@@ -140,7 +140,10 @@ class EmbeddedDiarizer:
         for start, end in sorted(spans, key=lambda s: s[0] - s[1]):
             if speech_s >= max_speech_s:
                 break
-            start, end = max(0.0, start), min(end, audio.duration)
+            # read no more than the speech still wanted (and some room for pauses): a 10-minute turn
+            # must not be read whole for 60 s of voice
+            start = max(0.0, start)
+            end = min(end, audio.duration, start + 1.5 * (max_speech_s - speech_s) + 1.0)
             if end - start < 0.3:
                 continue
             piece = ArrayAudio(read_seconds(audio, start, end))
