@@ -22,6 +22,9 @@ import numpy as np
 from shared.core.domain import SpeakerHints, Turn, VoicePrint
 
 
+DEFAULT_MAX_SPEAKERS = 8  # the embedded diarizer's own ceiling without max_speakers
+
+
 @dataclass(frozen=True)
 class KnownVoice:
     """A voice a transcription may name: an enrolled one (voice_id) or a per-request reference (its
@@ -91,8 +94,8 @@ def identify(
     matched, crowded = _match(turns, known, threshold, voiceprints)
     hints = hints or SpeakerHints()
     count = len(speaker_spans(turns))
-    ceiling = hints.num_speakers or hints.max_speakers
-    if crowded and rediarize is not None and hints.num_speakers is None and (ceiling is None or count < ceiling):
+    ceiling = hints.max_speakers or DEFAULT_MAX_SPEAKERS
+    if crowded and rediarize is not None and hints.num_speakers is None and count < ceiling:
         wider = hints.model_copy(update={"min_speakers": count + 1})
         retry = rediarize(wider)
         again, still_crowded = _match(retry, known, threshold, voiceprints)
