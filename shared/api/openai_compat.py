@@ -5,6 +5,8 @@ model name maps to the configured Whisper model. Diarization is off by default (
 expect speakers); `response_format=diarized_json` (OpenAI's own diarized shape) turns it on, and the
 extra form field `diarize=true` adds `speaker` to verbose_json segments and words and speaker labels to
 text, srt and vtt. Speaker hints (num_speakers, min_speakers, max_speakers) are extra form fields too.
+OpenAI's known_speaker_names[] / known_speaker_references[] name speakers after reference voices
+(shared/api/openai_speakers.py); they imply diarization.
 Every field may also be sent as a query parameter of the same name; given both ways, the values must
 agree (else 422 conflicting_parameter).
 Errors are OpenAI-shaped, a superset of ours: {"error": {"code", "message", "type", "param"}}.
@@ -25,6 +27,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.api.cancel_on_disconnect import run_until_disconnected
 from shared.api.clips import get_service
+from shared.api.openai_speakers import FIELDS as SPEAKER_FIELDS
+from shared.api.openai_speakers import (
+    FORM_PART_BYTES,
+    MAX_KNOWN_SPEAKERS,
+    NAMES,
+    REFERENCES,
+    known_speakers_in,
+    stage_references,
+)
 from shared.api.uploads import UPLOAD_FIELD, receive_upload
 from shared.core.domain import Segment, SpeakerHints, Task, TranscribeOptions, Transcript
 from shared.core.errors import ConflictingParameter, InvalidParameter, ModelNotFound, ServiceError, http_code
@@ -91,6 +102,11 @@ def _form_schema(task: Task) -> dict:
             continue
         key = "timestamp_granularities[]" if name == "timestamp_granularities" else name
         props[key] = {"type": "string", "description": field.description or ""}
+    if task is Task.transcribe:
+        props[f"{NAMES}[]"] = {"type": "array", "items": {"type": "string"}, "maxItems": MAX_KNOWN_SPEAKERS,
+                               "description": f"names of the voices in {REFERENCES}[], in the same order"}
+        props[f"{REFERENCES}[]"] = {"type": "array", "items": {"type": "string"}, "maxItems": MAX_KNOWN_SPEAKERS,
+                                    "description": "data URLs of 2-10 s of each known speaker's audio"}
     formats = [f for f in ResponseFormat.__args__ if task is Task.transcribe or f != "diarized_json"]
     props["response_format"]["enum"] = formats
     schema = {"type": "object", "required": [UPLOAD_FIELD, "model"], "properties": props}
@@ -99,13 +115,17 @@ def _form_schema(task: Task) -> dict:
 
 def parse_params(form, task: Task, query=None) -> AudioParams:
     """The form fields, and the same names as query parameters (one given both ways must agree)."""
-    raw = _raw_fields(form)
+    raw = _raw_fields(form, skip=SPEAKER_FIELDS if task is Task.transcribe else ())
     for key, value in _raw_fields(query).items() if query is not None else ():
         if key in raw and raw[key] != value and _field_value(key, raw[key]) != _field_value(key, value):
             exc = ConflictingParameter(f"{key} is given as a query parameter and as a form field with different values")
             exc.param = key  # type: ignore[attr-defined]
             raise exc
         raw.setdefault(key, value)
+    if any(key in SPEAKER_FIELDS for key in raw):
+        key = next(key for key in raw if key in SPEAKER_FIELDS)
+        where = "for translations" if task is Task.translate else "as query parameters: send them as form fields"
+        raise _param_error(key, f"{key} is not supported {where}")
     if task is Task.translate:
         for name in TRANSLATION_REFUSES:
             if name in raw or raw.get("response_format") == name:
@@ -121,10 +141,10 @@ def parse_params(form, task: Task, query=None) -> AudioParams:
     return params
 
 
-def _raw_fields(items) -> dict:
+def _raw_fields(items, skip=()) -> dict:
     raw: dict = {}
     for key, value in items.multi_items():
-        if key == UPLOAD_FIELD or key.startswith("chunking_strategy"):
+        if key == UPLOAD_FIELD or key.startswith("chunking_strategy") or key in skip:
             continue  # chunking is always ours (VAD); the field is accepted and ignored
         if not isinstance(value, str):
             raise _param_error(key, "only `file` may be a file")
@@ -168,19 +188,38 @@ def options_for(params: AudioParams, task: Task) -> TranscribeOptions:
 
 
 async def _handle(request: Request, service: TranscriptionService, task: Task) -> Response:
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        # parsed here first (receive_upload reuses it) to let a field hold a reference's data URL
+        await request.form(max_files=1, max_fields=50, max_part_size=FORM_PART_BYTES)
     upload = await receive_upload(request, service.clips)
+    references: list = []
     try:
-        params = parse_params(await request.form(), task, request.query_params)  # the form receive_upload parsed
+        form = await request.form()  # the form parsed above
+        params = parse_params(form, task, request.query_params)
+        known = known_speakers_in(form) if task is Task.transcribe else None
+        if known:
+            params = params.model_copy(update={"diarize": True})  # references imply diarization
         options = service.check_options(options_for(params, task))
+        if known:
+            references = await stage_references(known, service.clips)
     except BaseException:
         upload.path.unlink(missing_ok=True)
         raise
-    transcript = await run_until_disconnected(  # a client that disconnects first stops the work
-        request,
-        lambda cancel: service.transcribe_upload(
-            upload.path, options, filename=upload.filename, content_type=upload.content_type, cancel=cancel
-        ),
-    )
+    voices = request.app.state.voices
+
+    def transcribe(cancel):
+        named = voices.references(known.names, references) if references else None
+        return service.transcribe_upload(
+            upload.path, options, filename=upload.filename, content_type=upload.content_type, cancel=cancel,
+            known=named,
+        )  # fmt: skip
+
+    try:
+        transcript = await run_until_disconnected(request, transcribe)  # a client that disconnects first stops it
+    finally:
+        upload.path.unlink(missing_ok=True)  # references() and transcribe_upload() delete what they read
+        for path in references:
+            path.unlink(missing_ok=True)
     return render_openai(transcript, params, task)
 
 
@@ -232,7 +271,7 @@ def render_openai(t: Transcript, params: AudioParams, task: Task) -> Response:
     if fmt == "vtt":
         return PlainTextResponse(to_vtt(t), media_type="text/vtt")
     if fmt == "diarized_json":
-        letters = {s: _letter(i) for i, s in enumerate(t.speakers)}
+        letters = _diarized_labels(t)
         segments = [
             {"type": "transcript.text.segment", "id": f"seg_{i}", "start": s.start, "end": s.end,
              "text": s.text.strip(), "speaker": letters.get(s.speaker, "A")}
@@ -267,6 +306,18 @@ def _verbose_segment(i: int, s: Segment, diarized: bool) -> dict:
     if diarized:
         segment["speaker"] = s.speaker
     return segment
+
+
+def _diarized_labels(t: Transcript) -> dict[str, str]:
+    """{speaker: its diarized_json label}: a known speaker's name, else A, B, ... (skipping any name)."""
+    named = {s.speaker for s in t.segments if s.speaker_id and s.speaker}
+    taken = {name.casefold() for name in named}
+    labels: dict[str, str] = {name: name for name in named}
+    letters = (letter for i in range(len(t.speakers) + len(taken)) if (letter := _letter(i)).casefold() not in taken)
+    for speaker in t.speakers:
+        if speaker not in labels:
+            labels[speaker] = next(letters)
+    return labels
 
 
 def _letter(i: int) -> str:
