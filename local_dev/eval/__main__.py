@@ -1,7 +1,7 @@
 """`make eval`: accuracy of the project's pipeline on the dev corpus (local_dev/eval/sets.py), in-process.
 
-    python -m local_dev.eval [--half tune|check|all] [--sets conv,same,real,words] [--limit N]
-                             [--num-speakers-hint] [--only diar|words] [--json OUT]
+    python -m local_dev.eval [--half tune|check|all] [--sets conv,same,real,words,ident] [--limit N]
+                             [--num-speakers-hint] [--only diar|words|ident] [--json OUT]
 
 diar:  the configured diarizer (DIARIZER=embedded|pyannote, read by Settings) called directly on every
        file: DER at collar 0.5 and 0 (overlap scored; and at 0.5 with overlap skipped, as local_dev.bench
@@ -13,7 +13,9 @@ words: the full pipeline (VAD, transcription, diarization, word timestamps) on t
        that no output segment covers (widened by 0.25 s), for both. Plain's segments are coarse (they
        span pauses and, at times, speech it skipped), so its missed seconds flatter it: compare deletions.
 Sets: conv (LibriSpeech voices, each on its own channel), same (the same voices through one shared
-channel: local_dev/eval/same_channel.py), real (the seven real recordings: the verdict), words.
+channel: local_dev/eval/same_channel.py), real (the seven real recordings: the verdict), words;
+ident: named speakers (local_dev/eval/identification.py: enrolled voices named in conversations, the
+VOICE_MATCH_THRESHOLD sweep on its tune half; about 4 min; --half and --limit do not apply to it).
 Prints a line per file, then markdown tables (per half, kind and group, and the real recordings one by
 one; local_dev/eval/report.py). Model loading
 and a warm-up are outside the timings. This measures only: parameters are chosen on the tune half.
@@ -146,16 +148,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local_dev.eval", description=__doc__.split("\n")[0])
     parser.add_argument("--half", choices=["tune", "check", "all"], default="all",
                         help="which half of the conversations (the dev recordings always run)")
-    parser.add_argument("--sets", default="conv,same,real,words", help="comma-separated: conv, same, real, words")
+    parser.add_argument("--sets", default="conv,same,real,words,ident",
+                        help="comma-separated: conv, same, real, words, ident")
     parser.add_argument("--limit", type=int, default=None, help="at most N files of each group")
     parser.add_argument("--num-speakers-hint", action="store_true", help="give the true speaker count")
-    parser.add_argument("--only", choices=["diar", "words"], default=None)
+    parser.add_argument("--only", choices=["diar", "words", "ident"], default=None)
     parser.add_argument("--json", type=Path, default=None, help="save every measurement here")
     parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args(argv)
 
     settings = Settings()
-    items = select(load_items(seed=args.seed), args.half, set(args.sets.split(",")), args.limit)
+    wanted = set(args.sets.split(","))
+    items = select(load_items(seed=args.seed), args.half, wanted, args.limit) if wanted - {"ident"} else []
     records = {i.name: {"name": i.name, "group": i.group, "half": i.half, "duration": i.duration,
                         "speakers": i.num_speakers} for i in items}
     started = time.perf_counter()
@@ -168,10 +172,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n## Accuracy: {command.strip()} (diarizer {settings.resolved_diarizer}, "
           f"hints {'on' if args.num_speakers_hint else 'off'}, {time.perf_counter() - started:.0f} s)\n")
     print(report.summary(rows, args.num_speakers_hint))
+    identified = None
+    if "ident" in wanted and args.only in (None, "ident"):
+        from local_dev.eval import identification  # named speakers: its own set, tables and threshold sweep
+
+        identified = identification.run(settings, seed=args.seed)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"command": command, "diarizer": settings.resolved_diarizer,
-                                         "hints": args.num_speakers_hint, "seed": args.seed, "files": rows},
+                                         "hints": args.num_speakers_hint, "seed": args.seed, "files": rows,
+                                         "identification": identified},
                                         indent=1))
     return 0
 
