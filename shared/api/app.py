@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 
-from shared.api import clips, jobs, live_ws, openai_compat, realtime, stream, tickets, webhook_secrets
+from shared.api import clips, jobs, live_ws, openai_compat, realtime, stream, tickets, voices, webhook_secrets
 from shared.api.auth import install_auth
 from shared.api.error_responses import install_error_handlers
 from shared.api.host_and_origin_checks import install_host_and_origin_checks
@@ -86,6 +86,7 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.include_router(clips.router)
     app.include_router(jobs.router)
+    app.include_router(voices.router)
     app.include_router(webhook_secrets.router)
     app.include_router(stream.router)
     app.include_router(tickets.router)

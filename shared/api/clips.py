@@ -94,8 +94,8 @@ async def transcribe(
     """Transcribe (and, unless diarize=false, diarize) a stored clip of the caller's; answers when done.
     A client that disconnects first stops the work (shared/api/cancel_on_disconnect.py)."""
     service.clip(clip_id, caller)
-    options = service.check_options(options)  # the options' one check; the service trusts them
+    options = service.check_options(options, caller)  # the options' one check; the service trusts them
     transcript = await run_until_disconnected(
-        request, lambda cancel: service.transcribe_clip(clip_id, options, cancel=cancel)
+        request, lambda cancel: service.transcribe_clip(clip_id, options, cancel=cancel, owner=caller)
     )
     return transcript_response(transcript, fmt, options)

@@ -95,7 +95,7 @@ async def submit_transcription(
     202 with the job; poll its `links.self`, or wait for the webhook. The job (and a clip uploaded with
     it) is the caller's: another API key gets 404 for it."""
     clip_id, webhook_url, wait = params.clip_id, params.webhook_url, params.wait
-    options = service.check_options(options)
+    options = service.check_options(options, caller)  # an unknown voice id is refused here, not when it runs
     if webhook_url:
         await run_in_threadpool(jobs.check_webhook_url, webhook_url)
     upload = await receive_upload(request, service.clips, required=False)

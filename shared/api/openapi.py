@@ -42,8 +42,8 @@ SUMMARIES = {
     400: "Bad request: a malformed id, an empty file or an unreadable form body",
     401: "An API key is required, or the one sent is not valid",
     403: "A page of another origin may not send this; or, for the webhook secret, it is the operator's",
-    404: "No such clip, job or model",
-    409: "The job is not in a state that allows this",
+    404: "No such clip, job, voice or model",
+    409: "The job is not in a state that allows this, or the voice's name or count is taken",
     413: "The body exceeds MAX_UPLOAD_MB, or the audio MAX_AUDIO_S",
     415: "The file is not decodable audio",
     422: "A parameter or form field is invalid, unknown, or given twice with different values",
@@ -72,6 +72,10 @@ EXTRA: dict[tuple[str, str], set[int]] = {
     ("post", "/v1/audio/translations"): {415},
     ("get", "/v1/models/{model_id}"): {404},
     ("get", "/api/webhooks/secret"): {403, 422},
+    ("post", "/api/voices"): {400, 404, 409, 415},
+    ("get", "/api/voices/{voice_id}"): {400, 404},
+    ("patch", "/api/voices/{voice_id}"): {400, 404, 409},
+    ("delete", "/api/voices/{voice_id}"): {400, 404},
 }
 UNSAFE = {"post", "put", "patch", "delete"}  # a foreign Origin on these is answered 403 origin_not_allowed
 
@@ -114,7 +118,7 @@ def error_response(status: int) -> dict:
 
 def _id_patterns(operation: dict) -> None:
     for parameter in operation.get("parameters", []):
-        if parameter["name"] in ("clip_id", "job_id"):
+        if parameter["name"] in ("clip_id", "job_id", "voice_id"):
             schema = parameter["schema"]
             for option in schema.get("anyOf", [schema]):
                 if option.get("type") == "string":

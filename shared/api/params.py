@@ -24,6 +24,7 @@ from shared.core.errors import ConflictingParameter, InvalidParameter
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 FILE_FIELD = "file"
 M = TypeVar("M", bound=BaseModel)
+MAX_VOICES = TranscribeOptions.model_fields["voices"].metadata[0].max_length
 
 
 class TranscribeParams(BaseModel):
@@ -37,6 +38,17 @@ class TranscribeParams(BaseModel):
     num_speakers: int | None = Field(None, ge=1, le=32, description="exact number of speakers, if known")
     min_speakers: int | None = Field(None, ge=1, le=32, description="at least this many speakers")
     max_speakers: int | None = Field(None, ge=1, le=32, description="at most this many speakers")
+    voices: str | None = Field(
+        None, max_length=4000, description="ids of your enrolled voices (POST /api/voices), comma-separated: "
+        "name the speakers whose voices match"
+    )  # fmt: skip
+    identify: bool = Field(False, description="name speakers with every voice you have enrolled")
+
+    def voice_ids(self) -> list[str]:
+        ids = [v.strip() for v in (self.voices or "").split(",") if v.strip()]
+        if len(ids) > MAX_VOICES:
+            raise InvalidParameter(f"voices: at most {MAX_VOICES} voice ids")
+        return ids
 
     def options(self) -> TranscribeOptions:
         try:
@@ -52,6 +64,8 @@ class TranscribeParams(BaseModel):
             task=self.task,
             word_timestamps=self.word_timestamps,
             initial_prompt=self.initial_prompt,
+            voices=self.voice_ids(),
+            identify=self.identify,
         )
 
 

@@ -2,7 +2,7 @@
 
     {"type": "start", "clip_id", "duration"}
     {"type": "heartbeat", "progress": {"done", "total"}}     after HEARTBEAT_S without another line
-    {"type": "segment", "index", "speaker", "start", "end", "text"[, "words"]}   in time order
+    {"type": "segment", "index", "speaker", "speaker_id", "speaker_confidence", "start", "end", "text"[, "words"]}
     {"type": "done", "language", "duration", "speakers", "segments"}
     {"type": "error", "error": {"code", "message"}}          instead of "done" if the work fails
 
@@ -53,9 +53,9 @@ async def transcribe_stream(
     """Transcribe a stored clip of the caller's and stream each segment as soon as it is final. NDJSON by
     default; Server-Sent Events when the request accepts text/event-stream."""
     clip = service.clip(clip_id, caller)  # the store checks the id
-    options = service.check_options(options)
+    options = service.check_options(options, caller)
     heartbeat_s = request.app.state.settings.heartbeat_s
-    events = transcript_events(service, clip, options, heartbeat_s)
+    events = transcript_events(service, clip, options, heartbeat_s, owner=caller)
     headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
     if SSE in request.headers.get("accept", ""):
         return StreamingResponse(_sse(events), media_type=SSE, headers=headers)
@@ -73,7 +73,7 @@ async def _sse(events: AsyncIterator[dict]) -> AsyncIterator[str]:
 
 
 async def transcript_events(
-    service: TranscriptionService, clip: ClipInfo, options: TranscribeOptions, heartbeat_s: float
+    service: TranscriptionService, clip: ClipInfo, options: TranscribeOptions, heartbeat_s: float, *, owner: str = ""
 ) -> AsyncIterator[dict]:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[dict] = asyncio.Queue()
@@ -93,7 +93,7 @@ async def transcript_events(
 
     def work() -> None:
         try:
-            run = service.start(service.clip_audio(clip.clip_id), options, on_progress, cancel=gone)
+            run = service.start(service.clip_audio(clip.clip_id), options, on_progress, cancel=gone, owner=owner)
             count = 0
             for segment in run:
                 line = segment.model_dump(exclude={"words"} if segment.words is None else None)

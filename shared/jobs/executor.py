@@ -150,7 +150,9 @@ class JobExecutor:
 
         log.info("job %s: attempt %d on clip %s", job_id, job.attempts, job.clip_id)
         try:
-            transcript = self.service.transcribe_clip(job.clip_id, job.options, on_progress, cancel=token)
+            transcript = self.service.transcribe_clip(
+                job.clip_id, job.options, on_progress, cancel=token, owner=job.owner
+            )  # the owner's voices name speakers
         except Cancelled:
             if token.reason == STOPPING:
                 self.store.release(job_id)

@@ -49,10 +49,11 @@ def to_txt(t: Transcript) -> str:
 
 
 def to_rttm(t: Transcript, file_id: str = "audio") -> str:
-    """One SPEAKER line per segment (NIST RTTM). Segments without a speaker are labelled SPEAKER_00."""
+    """One SPEAKER line per segment (NIST RTTM). Segments without a speaker are labelled SPEAKER_00; a
+    name's whitespace becomes "_" (RTTM's fields are separated by spaces)."""
     lines = []
     for seg in t.segments:
-        speaker = seg.speaker or "SPEAKER_00"
+        speaker = "_".join((seg.speaker or "SPEAKER_00").split())
         lines.append(
             f"SPEAKER {file_id} 1 {seg.start:.3f} {max(seg.end - seg.start, 0):.3f} <NA> <NA> {speaker} <NA> <NA>"
         )
