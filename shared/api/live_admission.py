@@ -20,6 +20,13 @@ def identity_of(websocket: WebSocket) -> str:
     return websocket.scope.get(IDENTITY) or "addr:" + client_address(websocket.scope)
 
 
+def owner_of(websocket: WebSocket) -> str:
+    """Whose enrolled voices the connection may use: its API key's id, or "" with keys off (as the HTTP
+    routes' owner: shared/api/clips.py)."""
+    identity = websocket.scope.get(IDENTITY) or ""
+    return identity if identity.startswith("key:") else ""
+
+
 class OpensLimit:
     def __init__(self, per_minute: int, storage_uri: str):
         self.per_minute = per_minute

@@ -23,10 +23,10 @@ from fastapi import APIRouter, WebSocket
 from pydantic import Field
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from shared.api.live_admission import identity_of, open_refused
+from shared.api.live_admission import identity_of, open_refused, owner_of
 from shared.api.params import TranscribeParams, merge_params
-from shared.core.domain import ID_PATTERN, SAMPLE_RATE
-from shared.core.errors import ErrorCode, InvalidParameter, live_code
+from shared.core.domain import ID_PATTERN, SAMPLE_RATE, TranscribeOptions
+from shared.core.errors import ErrorCode, InvalidParameter, ServiceError, VoiceNotFound, live_code
 from shared.live import events as ev
 from shared.live.intake import EventRate
 from shared.live.registry import LiveHub, LiveStream, ResumeRefused, ServerBusy, TooManyStreams
@@ -45,6 +45,7 @@ IDLE_TIMEOUT, SESSION_TOO_LONG = live_code("idle_timeout"), live_code("session_t
 TOO_MANY_OPENS, SESSION_EXPIRED = live_code("too_many_opens"), live_code("session_expired")
 AUDIO_TOO_SLOW, CLIENT_NOT_READING = live_code("audio_too_slow"), live_code("client_not_reading")
 TICK_S = 1.0  # how often a connection checks its limits
+MAX_VOICES = TranscribeOptions.model_fields["voices"].metadata[0].max_length
 
 
 class StreamParams(TranscribeParams):
@@ -56,6 +57,15 @@ class StreamParams(TranscribeParams):
     session: str | None = Field(None, pattern=ID_PATTERN, description="resume this session")
     last_event: int = Field(0, ge=0, description="resume: the last event seq received")
     offset: int | None = Field(None, ge=0, description="resume: the input byte the client resends from")
+    voices: str | None = Field(None, max_length=4000, description="ids of your enrolled voices, comma-separated, "
+                               "to name speakers with")
+    identify: bool = Field(False, description="name speakers with every voice you have enrolled")
+
+    def live_options(self) -> TranscribeOptions:
+        ids = [v.strip() for v in (self.voices or "").split(",") if v.strip()]
+        if len(ids) > MAX_VOICES:
+            raise InvalidParameter(f"voices: at most {MAX_VOICES} voice ids")
+        return self.options().model_copy(update={"voices": ids, "identify": self.identify})
 
 
 def event_json(seq: int, event: ev.Event) -> dict:
@@ -68,10 +78,12 @@ def event_json(seq: int, event: ev.Event) -> dict:
         return {"type": "partial", **base, "utterance": event.item, "text": "".join(w.word for w in event.words),
                 "words": [_word(w) for w in event.words]}
     if isinstance(event, ev.SpeakerFound):
-        return {"type": "speaker", **base, "speaker": event.speaker, "utterance": event.item}
+        named = {"speaker_id": event.speaker_id, "label": event.label} if event.speaker_id else {}
+        return {"type": "speaker", **base, "speaker": event.speaker, "utterance": event.item, **named}
     if isinstance(event, ev.FinalUtterance):
         return {"type": "final", **base, "utterance": event.item, "start": event.start, "end": event.end,
-                "speaker": event.speaker, "text": event.text, "language": event.language,
+                "speaker": event.speaker, "speaker_id": event.speaker_id,
+                "speaker_confidence": event.speaker_confidence, "text": event.text, "language": event.language,
                 "words": [_word(w, event.speaker) for w in event.words]}
     if isinstance(event, ev.ItemFailed):
         return {"type": "error", **base, "utterance": event.item, "code": event.code, "message": event.message}
@@ -115,21 +127,38 @@ async def ws_stream(websocket: WebSocket) -> None:
     await websocket.accept()
     try:
         params = merge_params(StreamParams, websocket.query_params, {})
-        options = params.options()
+        options = params.live_options()
     except InvalidParameter as exc:
         return await send_error(websocket, INVALID_OPTION, exc.message)
     if refused := await open_refused(websocket):
         return await send_error(websocket, TOO_MANY_OPENS, refused)
     identity = identity_of(websocket)
+    known = []
+    if not params.session:
+        try:  # the voices are the caller's (owner_of), resolved once, here
+            options, known = await asyncio.to_thread(checked_voices, websocket.app.state.service, options,
+                                                     owner_of(websocket))
+        except ServiceError as exc:
+            return await send_error(websocket, INVALID_OPTION, exc.message)
     try:
         if params.session:  # a resumed stream has its slot already
             stream = hub.resume(params.session, identity)
         else:
             config = LiveConfig.from_settings(settings, options, partials=params.partials)
-            stream = await asyncio.to_thread(hub.open, config, identity, params.format, params.rate)
+            stream = await asyncio.to_thread(hub.open, config, identity, params.format, params.rate, known)
     except (ResumeRefused, TooManyStreams, ServerBusy) as exc:
         return await send_error(websocket, exc.code, str(exc))
     await Connection(websocket, stream, hub, settings).run(params)
+
+
+def checked_voices(service, options: TranscribeOptions, owner: str):
+    """The options checked (each voice one of the owner's: InvalidVoiceId, VoiceNotFound) and the
+    enrolled voices they name speakers with."""
+    try:
+        options = service.check_options(options, owner)
+    except VoiceNotFound as exc:
+        raise VoiceNotFound(f"voices: {exc.message} among your enrolled voices (another key's are not yours)") from None
+    return options, service.known_voices(options, owner)
 
 
 class Connection:

@@ -25,7 +25,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from shared.api.live_admission import identity_of, open_refused
+from shared.api.live_admission import identity_of, open_refused, owner_of
 from shared.api.live_ws import (
     AUDIO_TOO_SLOW,
     CLIENT_NOT_READING,
@@ -37,6 +37,7 @@ from shared.api.live_ws import (
     TICK_S,
     TOO_MANY_OPENS,
     brief,
+    checked_voices,
     parse_json,
 )
 from shared.api.realtime_config import Problem, TranscriptionSession, new_id
@@ -66,7 +67,8 @@ class Realtime:
 
     def __init__(self, websocket: WebSocket, hub: LiveHub, settings):
         self.ws, self.hub, self.settings = websocket, hub, settings
-        self.session = TranscriptionSession(settings)
+        self.service, self.owner = websocket.app.state.service, owner_of(websocket)
+        self.session = TranscriptionSession(settings, lambda options: checked_voices(self.service, options, self.owner))
         self.engine: LiveSession | None = None
         self.input: Pcm16Input | None = None
         # server events (dict) and, last, a close code (int); at most STREAM_MAX_OUTBOX (send)
@@ -264,7 +266,8 @@ class Realtime:
                 except RuntimeError:  # the server is shutting down: nobody to tell
                     return
 
-        self.engine = LiveSession(self.hub.models, self.session.live, emit)
+        known = self.service.known_voices(self.session.live.options, self.owner)  # once, as the session starts
+        self.engine = LiveSession(self.hub.models, self.session.live, emit, known)
         self.input = Pcm16Input(self.engine.feed, self.session.rate)
 
     async def _watch(self) -> None:

@@ -6,12 +6,13 @@ checked, and turned into the live engine's LiveConfig; and the session object th
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shared.core.domain import TranscribeOptions
-from shared.core.errors import ErrorCode, UnsupportedLanguage, live_code
+from shared.core.errors import ErrorCode, ServiceError, UnsupportedLanguage, live_code
 from shared.live.session import LiveConfig
 from shared.service.transcription import check_language
 
@@ -54,6 +55,9 @@ class Transcription(_Strict):
     delay: Any = None  # accepted, not applied (as are keywords and languages)
     keywords: Any = None
     languages: Any = None
+    # extensions: the caller's enrolled voices (POST /api/voices) that name speakers in the segment events
+    voices: list[str] = Field(default_factory=list, max_length=100)
+    identify: bool = False  # name speakers with every voice the caller has enrolled
 
 
 class ServerVad(_Strict):
@@ -104,8 +108,10 @@ def merged(base: Any, update: Any, default: Any) -> Any:
 class TranscriptionSession:
     """One connection's session: its configuration, and the engine's LiveConfig that follows from it."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, check_voices: Callable[[TranscribeOptions], None] | None = None):
+        """`check_voices` refuses voices the caller may not use (InvalidVoiceId, VoiceNotFound)."""
         self.settings = settings
+        self.check_voices = check_voices
         self.id = new_id("sess")
         self.default_model = settings.stream_final_model or settings.whisper_model
         vad = ServerVad(silence_duration_ms=settings.stream_silence_ms)
@@ -127,7 +133,7 @@ class TranscriptionSession:
                 "format": {"type": "audio/pcm", "rate": source.format.rate},
                 "transcription": {"model": source.transcription.model or self.default_model,
                                   "language": source.transcription.language,
-                                  "prompt": source.transcription.prompt or ""},
+                                  "prompt": source.transcription.prompt or "", **self._voices()},
                 "turn_detection": None if vad is None else {
                     "type": "server_vad", "threshold": vad.threshold,
                     "prefix_padding_ms": vad.prefix_padding_ms, "silence_duration_ms": vad.silence_duration_ms},
@@ -135,6 +141,11 @@ class TranscriptionSession:
             }},
             "include": [],
         }
+
+    def _voices(self) -> dict:
+        """The extension fields, reported when set (a session without them looks like OpenAI's)."""
+        t = self.config.audio.input.transcription
+        return ({"voices": t.voices} if t.voices else {}) | ({"identify": True} if t.identify else {})
 
     def _live_config(self, config: SessionConfig) -> LiveConfig:
         source = config.audio.input
@@ -145,7 +156,14 @@ class TranscriptionSession:
                 language = check_language(language, model)
         except UnsupportedLanguage as exc:
             raise Problem(UNSUPPORTED_LANGUAGE, exc.message, "session.audio.input.transcription.language") from None
-        options = TranscribeOptions(language=language, initial_prompt=source.transcription.prompt or None)
+        options = TranscribeOptions(language=language, initial_prompt=source.transcription.prompt or None,
+                                    voices=list(dict.fromkeys(source.transcription.voices)),
+                                    identify=source.transcription.identify)
+        if options.voices and self.check_voices is not None:
+            try:
+                self.check_voices(options)
+            except ServiceError as exc:
+                raise Problem(INVALID_SESSION_CONFIG, exc.message, "session.audio.input.transcription.voices") from None
         vad = source.turn_detection
         if vad is None:
             return LiveConfig.from_settings(self.settings, options, turn_detection=False)
@@ -177,6 +195,6 @@ class TranscriptionSession:
                           '"server_vad", or null for manual commits', "session.audio.input.turn_detection.type")
         live = self._live_config(config)
         if started and (live != self.live or fmt.rate != self.config.audio.input.format.rate):
-            raise Problem(SESSION_ALREADY_STARTED, "the audio format, turn detection, language and prompt are "
-                          "fixed once audio has been appended; open a new session to change them")
+            raise Problem(SESSION_ALREADY_STARTED, "the audio format, turn detection, language, prompt and voices "
+                          "are fixed once audio has been appended; open a new session to change them")
         self.config, self.live = config, live

@@ -3,6 +3,7 @@
     samples --Endpointer (incremental Silero VAD)--> open utterance
     open utterance --fast model every ~0.5 s + LocalAgreement-2--> partial words (new words only)
     closed utterance --accurate model--> final words (replace the partials) --SpeakerTracker--> speaker
+    speaker's centroid --VoiceNames (the caller's enrolled voices)--> its name, from the first final on
 
 `LiveSession` (session.py) is the engine; it knows nothing of WebSockets. It reaches the models through
 `LiveModels` (models.py), which submits stages to the same Runner as file jobs and batches the partials

@@ -31,8 +31,13 @@ class PartialWords:
 
 @dataclass(frozen=True)
 class SpeakerFound:
+    """A speaker heard for the first time, or a tracked speaker (`label`, its SPEAKER_xx) that an
+    enrolled voice names from this utterance on (`speaker` is then the name, `speaker_id` the voice)."""
+
     speaker: str
     item: int
+    speaker_id: str | None = None
+    label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,8 @@ class FinalUtterance:
     words: tuple[Word, ...]
     speaker: str | None
     language: str
+    speaker_id: str | None = None  # the enrolled voice that names the speaker (its voice_id)
+    speaker_confidence: float | None = None  # the speaker's cosine similarity to that voice
 
 
 @dataclass(frozen=True)

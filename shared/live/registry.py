@@ -18,7 +18,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from shared.core.errors import live_code
 from shared.live.audio_in import ContainerInput, Pcm16Input
@@ -26,6 +26,7 @@ from shared.live.events import Event
 from shared.live.intake import Intake, Pace
 from shared.live.models import LiveModels
 from shared.live.session import LiveConfig, LiveSession
+from shared.pipeline.identify import KnownVoice
 from shared.pipeline.runner import Runner
 
 LOG_EVENTS = 20_000  # events kept for replay per stream (a long session's oldest partials go first)
@@ -47,7 +48,7 @@ class ResumeRefused(Exception):
 
 class LiveStream:
     def __init__(self, config: LiveConfig, models: LiveModels, identity: str, audio_format: str, rate: int,
-                 pace: Pace | None = None, max_undecoded_bytes: int = 1 << 20):
+                 pace: Pace | None = None, max_undecoded_bytes: int = 1 << 20, known: Sequence[KnownVoice] = ()):
         self.id = secrets.token_hex(16)
         self.identity = identity
         self.audio_format = audio_format
@@ -57,7 +58,7 @@ class LiveStream:
         self.bytes_in = 0
         self.listener: Callable[[int, Event], None] | None = None
         self.decode_error: str | None = None
-        self.session = LiveSession(models, config, self._record)
+        self.session = LiveSession(models, config, self._record, known)
         self.intake = Intake(pace or Pace(), lambda: self.session.received, lambda: self.session.pending_finals)
         if audio_format == "pcm16":
             self.input: Pcm16Input | ContainerInput = Pcm16Input(self.session.feed, rate)
@@ -179,12 +180,14 @@ class LiveHub:
             return sum(self._slots.values())
 
     # --- resumable streams ---
-    def open(self, config: LiveConfig, identity: str, audio_format: str, rate: int) -> LiveStream:
-        """A new stream holding a slot of `identity` until it ends or expires (ServerBusy, TooManyStreams)."""
+    def open(self, config: LiveConfig, identity: str, audio_format: str, rate: int,
+             known: Sequence[KnownVoice] = ()) -> LiveStream:
+        """A new stream holding a slot of `identity` until it ends or expires (ServerBusy, TooManyStreams);
+        `known`: the enrolled voices that name its speakers."""
         self.acquire(identity)
         try:
             stream = LiveStream(config, self.models, identity, audio_format, rate, self.pace,
-                                max_undecoded_bytes=self.settings.stream_max_frame_bytes)
+                                max_undecoded_bytes=self.settings.stream_max_frame_bytes, known=known)
         except BaseException:
             self.release(identity)
             raise

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -39,7 +39,9 @@ from shared.live.events import (
     SpeechStopped,
 )
 from shared.live.models import LiveModels
+from shared.live.naming import VoiceNames
 from shared.live.speakers import SpeakerTracker
+from shared.pipeline.identify import KnownVoice
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ class LiveConfig:
     partial_interval_s: float = 0.5
     partials: bool = True
     speaker_threshold: float = 0.2
+    match_threshold: float = 0.75  # a speaker takes an enrolled voice's name from this cosine similarity up
 
     @classmethod
     def from_settings(cls, settings, options: TranscribeOptions, **overrides) -> "LiveConfig":
@@ -71,6 +74,7 @@ class LiveConfig:
             max_utterance_s=settings.stream_max_utterance_s,
             partial_interval_s=settings.stream_partial_interval_ms / 1000,
             speaker_threshold=settings.stream_speaker_threshold,
+            match_threshold=settings.voice_match_threshold,
             vad_threshold=settings.stream_vad_threshold,
             vad_neg_threshold=settings.stream_vad_neg_threshold,
         )
@@ -99,7 +103,9 @@ class _Closing:
 
 
 class LiveSession:
-    def __init__(self, models: LiveModels, config: LiveConfig, emit: Callable[[Event], None]):
+    def __init__(self, models: LiveModels, config: LiveConfig, emit: Callable[[Event], None],
+                 known: Sequence[KnownVoice] = ()):
+        """`known`: the enrolled voices that name speakers (resolved once, when the session starts)."""
         self.models = models
         self.config = config
         self._emit = emit
@@ -122,6 +128,7 @@ class LiveSession:
         self._next_final = 0
         hints = config.options.speakers
         self.speakers = SpeakerTracker(config.speaker_threshold, hints)
+        self.names = VoiceNames(known if config.options.diarize else (), config.match_threshold)
 
     # --- input ---
     def feed(self, samples: np.ndarray) -> None:
@@ -263,10 +270,16 @@ class LiveSession:
     def _emit_final(self, item: int, closing: _Closing) -> None:
         offset = closing.start / SAMPLE_RATE
         words = [w for seg in closing.transcript.segments for w in seg.words]
-        speaker = None
+        speaker = identity = None
         seconds = (closing.end - closing.start) / SAMPLE_RATE
         if closing.voice is not None and np.any(closing.voice) and words:
             speaker, new = self.speakers.assign(closing.voice, seconds)
+            if self.names:
+                before = self.names.identity(speaker)
+                identity = self.names.update(speaker, self.speakers.centroid(speaker))
+                if identity is not None and (before is None or before.voice_id != identity.voice_id):
+                    self._emit(SpeakerFound(identity.name, item, identity.voice_id, speaker))
+                    new = False
             if new:
                 self._emit(SpeakerFound(speaker, item))
         moved = tuple(_shifted(w, offset) for w in words)
@@ -276,8 +289,10 @@ class LiveSession:
             end=round(closing.end / SAMPLE_RATE, 3),
             text="".join(w.word for w in moved).strip(),
             words=moved,
-            speaker=speaker,
+            speaker=speaker if identity is None else identity.name,
             language=closing.transcript.language,
+            speaker_id=None if identity is None else identity.voice_id,
+            speaker_confidence=None if identity is None else identity.confidence,
         ))
 
     # --- partials ---

@@ -45,6 +45,11 @@ class SpeakerTracker:
         self._sums[best] = self._sums[best] + e * seconds
         return speaker_label(best), False
 
+    def centroid(self, label: str) -> np.ndarray:
+        """The running centroid (unit length) of the speaker `label` (one this tracker gave)."""
+        s = self._sums[int(label.rsplit("_", 1)[1])]
+        return s / (np.linalg.norm(s) + 1e-9)
+
     def _found(self, e: np.ndarray, seconds: float) -> str:
         self._sums.append(e * max(seconds, 1e-3))
         return speaker_label(len(self._sums) - 1)
