@@ -26,6 +26,7 @@ from shared.pipeline.runner import InProcessRunner
 from shared.service.formats import render
 from shared.service.transcription import TranscriptionService, checked_options
 from shared.service.voices import VoiceService
+from shared.voices.model import checked_name
 
 PROGRESS_AFTER_S = 60.0  # show a progress bar for files longer than this (or with --progress)
 
@@ -54,9 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def voice_argument(value: str) -> tuple[str, Path]:
     name, sep, file = value.partition("=")
-    if not sep or not name.strip() or not file:
+    if not sep or not file:
         raise argparse.ArgumentTypeError(f"expected NAME=FILE, e.g. Alice=alice.wav, not {value!r}")
-    return name.strip(), Path(file)
+    try:
+        return checked_name(name), Path(file)
+    except ServiceError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         return cli_stream.run(args)
     if args.voice and not args.diarize:
         print("whospoke: --voice names diarized speakers: drop --no-diarize", file=sys.stderr)
+        return 2
+    if len({name.casefold() for name, _ in args.voice}) != len(args.voice):
+        print("whospoke: every --voice needs a different name", file=sys.stderr)
         return 2
     try:
         options = TranscribeOptions(
@@ -110,10 +117,6 @@ def _references(runner, settings, voices: list[tuple[str, Path]], scratch: Path)
 def _transcribe(audio, name, options, settings, fmt, output, progress, voices=(), scratch=None) -> int:
     duration = audio.duration
     show = progress if progress is not None else duration > PROGRESS_AFTER_S
-
-    if len({n.casefold() for n, _ in voices}) != len(voices):
-        print("whospoke: every --voice needs a different name", file=sys.stderr)
-        return 2
     with InProcessRunner(StageWorker(settings)) as runner:
         known = []
         for voice_name, file in voices:  # each reference in turn, so an error can name it
