@@ -274,13 +274,14 @@ def run(settings: Settings | None = None, *, thresholds=THRESHOLDS, half: str = 
     diarizer = EmbeddedDiarizer.from_settings(settings)
     voices = sets.load_voices(sets._Lazy(sets._silero))
     enrolments, cases = iset.synthetic(voices, seed, log=lambda m: print(m, file=out))
+    raw = {s: e for s, e in enrolments.items() if "@" not in s}
     real_enrolments, real_cases = iset.real(log=lambda m: print(m, file=out))
     enrolled = {**enrolments, **real_enrolments}
     prints = {s: diarizer.voiceprint(e.audio, e.spans) for s, e in enrolled.items()}
     vectors = {s: p.vector for s, p in prints.items()}
     prepared: list[Prepared] = []
     for case in cases + real_cases:
-        p = Prepared(case, diarizer, [KnownVoice(s, s, vectors[s]) for s in case.known])
+        p = Prepared(case, diarizer, [KnownVoice(s, s, vectors[s + case.enrol_suffix]) for s in case.known])
         prepared.append(p)
         print(f"{case.name:32} {case.group:11} {case.half:5} {case.duration:5.1f}s  speakers "
               f"{len({t.speaker for t in p.turns})}/{len({t[2] for t in case.turns})}  known {len(case.known)}  "
@@ -292,10 +293,15 @@ def run(settings: Settings | None = None, *, thresholds=THRESHOLDS, half: str = 
 
     sweep = {t: group("tune", threshold=t) for t in thresholds}
     best = choose(sweep)
-    lines = [f"### Threshold sweep (tune half, {sweep[best]['files']} files, clean and same-channel)\n",
-             "| threshold | precision | recall | unknown named | DER identified |", "|---:|---:|---:|---:|---:|"]
-    lines += [f"| {t:g}{' (chosen)' if t == best else ''} | {_pct(r['precision'])} | {_pct(r['recall'])} "
-              f"| {_pct(r['unknown_named'])} | {r['der']:.1%} |" for t, r in sweep.items()]
+    per = {(t, g): group("tune", g, t) for t in thresholds for g in ("ident-clean", "ident-same")}
+    lines = [f"### Threshold sweep (tune half, {sweep[best]['files']} files; precision / recall / unknown named)\n",
+             "| threshold | clean + same | clean | same | DER identified |", "|---:|---:|---:|---:|---:|"]
+
+    def pru(r):
+        return f"{_pct(r['precision'])} / {_pct(r['recall'])} / {_pct(r['unknown_named'])}"
+
+    lines += [f"| {t:g}{' (chosen)' if t == best else ''} | {pru(r)} | {pru(per[t, 'ident-clean'])} "
+              f"| {pru(per[t, 'ident-same'])} | {r['der']:.1%} |" for t, r in sweep.items()]
     figures = {"threshold": best, "sweep": {str(t): {k: v for k, v in r.items()} for t, r in sweep.items()}}
     lines += [f"\n### At VOICE_MATCH_THRESHOLD {best:g}\n", HEADER]
     for h in ("tune", "check") if half == "all" else (half,):
@@ -313,7 +319,7 @@ def run(settings: Settings | None = None, *, thresholds=THRESHOLDS, half: str = 
         s = group(h, None, best, retry=False)
         figures[f"{label}/no-retry"] = s
         lines.append(row(f"{label}, no re-diarization", s))
-    checks = enrolment_checks(diarizer, voices, enrolments, seed)
+    checks = enrolment_checks(diarizer, voices, raw, seed)
     figures["enrolment"] = checks
     (r, n), (d, m), (u, k) = checks["single_refused"], checks["pairs_detected"], checks["short_utterances"]
     lines.append(f"\nEnrolment checks (count_voices): single-speaker utterances refused as two voices {r}/{n}; "
@@ -321,9 +327,9 @@ def run(settings: Settings | None = None, *, thresholds=THRESHOLDS, half: str = 
                  f"{checks['min_speech_s']:g} s of speech {u}/{k}.")
     if with_live:
         for h in ("tune", "check"):
-            lv = live([c for c in cases if c.half == h], diarizer, vectors, best)
+            lv = live([c for c in cases if c.half == h and c.group == "ident-clean"], diarizer, vectors, best)
             figures[f"live/{h}"] = lv
-            lines.append(f"Live ({h} half, threshold {best:g}, per final utterance): enrolled speakers' "
+            lines.append(f"Live ({h} half, ident-clean, threshold {best:g}, per final utterance): enrolled speakers' "
                          f"utterances named right {lv['right']}/{lv['enrolled']}, named wrong {lv['wrong']}; "
                          f"unknown speakers' utterances named {lv['unknown_named']}/{lv['unknown']}; first named "
                          f"after a median {lv['median_delay_s']:.1f} s of their speech, never in "

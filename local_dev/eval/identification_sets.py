@@ -9,7 +9,9 @@
   unknown speakers, some with no enrolled speaker and some with no unknown one; every enrolled speaker
   talks in two or more. Each conversation twice: ``ident-clean`` (each voice on its own recording) and
   ``ident-same`` (the voices equalised, levelled within +-2 dB, through one shared room, noise bed and
-  microphone, a quarter also a phone codec: same_channel.py), so enrolment and test differ in channel.
+  microphone, a quarter also a phone codec: same_channel.py), there enrolled from the same utterance
+  equalised but without the room and microphone (key ``speaker@eq``): the voice is the one heard in the
+  conversation, the channel differs, as a voice enrolled at a desk and heard in a meeting room.
 - Real (``ident-real``, half "dev"): the seven real recordings cut in two at the middle; a speaker with
   REAL_MIN_S or more of speech of its own (nobody else talking) in the first part is enrolled from those
   turns (up to 15 s), the second part is the test. The four AMI EN2001a cuts are one meeting: its voices
@@ -53,8 +55,9 @@ class Case:
     half: str  # tune, check, dev
     audio: np.ndarray
     turns: list[tuple[float, float, str]]  # reference
-    known: list[str]  # the enrolled speakers (keys of the enrolments) offered to identify()
+    known: list[str]  # the enrolled speakers offered to identify(): keys of the enrolments (+ enrol_suffix)
     meta: dict = field(default_factory=dict)
+    enrol_suffix: str = ""  # "@eq": the voices' equalised enrolments (ident-same)
 
     @property
     def duration(self) -> float:
@@ -108,6 +111,9 @@ def synthetic(voices: dict[str, list[corpus.Source]], seed: int = sets.SEED, log
             split = enrolment_split(voices[s]) if len(test) < ENROLLED_PER_HALF else None
             if split is not None:
                 enrolments[s], test[s] = split
+                src = next(v for v in voices[s] if v.audio is split[0].audio)
+                eq_audio = same.equalised(src, target)[0].audio
+                enrolments[s + "@eq"] = Enrolment(s, eq_audio, split[0].spans)
         enrolled = list(test)
         unknown = [s for s in speakers if s not in test]
         log(f"  ident {half}: {len(enrolled)} enrolled, {len(unknown)} unknown speakers")
@@ -139,7 +145,7 @@ def synthetic(voices: dict[str, list[corpus.Source]], seed: int = sets.SEED, log
             audio, info = same.shared_channel(conv2.audio, crng, [(t.start, t.end) for t in conv2.turns],
                                               codec=i % 4 == 3)
             cases.append(Case(base + "-same", "ident-same", half, audio, _ref(conv2), known,
-                              {"speakers": chosen, "channel": info}))
+                              {"speakers": chosen, "channel": info}, enrol_suffix="@eq"))
     return enrolments, cases
 
 
