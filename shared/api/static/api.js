@@ -41,10 +41,16 @@ function errorFrom(status, statusText, bodyText) {
   return new ApiError(`the server answered ${status} ${statusText}${snippet ? `: ${snippet}` : ""}`, { status, code: "http_error" });
 }
 
-export async function request(path, { method = "GET", body, accept = "application/json" } = {}) {
+// `json`: a value sent as an application/json body (else `body` as it is: a FormData, nothing)
+export async function request(path, { method = "GET", body, json, accept = "application/json" } = {}) {
+  const extra = { Accept: accept };
+  if (json !== undefined) {
+    body = JSON.stringify(json);
+    extra["Content-Type"] = "application/json";
+  }
   let response;
   try {
-    response = await fetch(path, { method, body, headers: headers({ Accept: accept }), cache: "no-store" });
+    response = await fetch(path, { method, body, headers: headers(extra), cache: "no-store" });
   } catch (err) {
     throw new ApiError(`could not reach the server (${err.message})`, { code: "network_error" });
   }

@@ -6,6 +6,7 @@ import { ApiError, getJSON, getKey, setKey } from "./api.js";
 import { LiveMode } from "./live.js";
 import { TranscriptView } from "./transcript.js";
 import { FileMode } from "./upload.js";
+import { VoicesPanel } from "./voices.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -37,7 +38,7 @@ function askForKey() {
   $("api-key").focus();
 }
 
-function setUpKey(required) {
+function setUpKey(required, onChange) {
   const input = $("api-key");
   const status = $("key-status");
   input.value = getKey();
@@ -52,11 +53,13 @@ function setUpKey(required) {
     setKey(input.value.trim());
     clearError();
     describe();
+    onChange();
   });
   $("forget-key").addEventListener("click", () => {
     setKey("");
     input.value = "";
     describe();
+    onChange();
   });
   describe();
 }
@@ -70,14 +73,20 @@ async function main() {
     showError(err);
     return;
   }
-  setUpKey(config.api_keys_required);
+  const voices = new VoicesPanel({
+    showError,
+    clearError,
+    canAsk: () => !config.api_keys_required || Boolean(getKey()),
+  });
+  setUpKey(config.api_keys_required, () => voices.refresh());
+  voices.refresh();
   const view = new TranscriptView({
     list: $("transcript"),
     speakerList: $("speaker-list"),
     speakersPanel: $("speakers-panel"),
     player: $("player"),
   });
-  const file = new FileMode({ view, config, showError, clearError });
+  const file = new FileMode({ view, config, voices, showError, clearError });
   new LiveMode({
     view,
     config,

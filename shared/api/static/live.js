@@ -191,7 +191,8 @@ export class LiveMode {
     // how far the audio sent had moved past the utterance's end when its final line arrived
     if (this.stream && !this.stopping) this.stats.lags.push(this.stream.sent / 2 / this.stream.rate - event.end);
     if (!event.text.trim()) return;
-    this.view.append([{ start: event.start, end: event.end, speaker: event.speaker, text: event.text }]);
+    const { start, end, speaker, speaker_id, speaker_confidence, text } = event; // named: a remembered voice
+    this.view.append([{ start, end, speaker, speaker_id, speaker_confidence, text }]);
     this.view.lines.at(-1).dataset.utterance = String(event.utterance);
     this.stats.finals += 1;
     this.section.dataset.finals = String(this.stats.finals);

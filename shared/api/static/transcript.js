@@ -1,6 +1,8 @@
 // The transcript view: one line per segment, speakers coloured and renamable, times clickable, and
 // an audio player kept in step (clicking a line seeks, the line being played is highlighted).
 // It is fed segments, from a finished job (show) or piece by piece (append), whatever produced them.
+// Speakers the server named from remembered voices carry their name as the label, the match's
+// confidence as a tooltip; a finished file's other speakers can be remembered as a voice.
 
 const PALETTE_SIZE = 8;
 
@@ -28,20 +30,26 @@ export class TranscriptView {
     this.lines = [];
     this.speakers = []; // labels in order of appearance
     this.names = new Map(); // label -> name the user gave
+    this.known = new Map(); // label -> {id, confidence} of the remembered voice the server named it after
+    this.remember = null; // (label, name) => Promise<voice>, when this transcript's speakers can be remembered
     this.current = -1;
     this.list.replaceChildren();
     this.speakerList.replaceChildren();
     this.speakersPanel.hidden = true;
   }
 
-  show(transcript) {
+  // remember: (label, name) => Promise<voice> to remember a speaker's voice (a file's transcript)
+  show(transcript, { remember = null } = {}) {
     this.clear();
+    this.remember = remember;
+    for (const s of transcript.segments) this.learn(s);
     for (const label of transcript.speakers || []) this.addSpeaker(label);
     this.append(transcript.segments);
   }
 
   append(segments) {
     for (const segment of segments) {
+      this.learn(segment);
       if (segment.speaker) this.addSpeaker(segment.speaker);
       const index = this.segments.push(segment) - 1;
       const line = this.renderLine(segment, index);
@@ -55,6 +63,20 @@ export class TranscriptView {
     const out = {};
     for (const [label, name] of this.names) if (name && name !== label) out[label] = name;
     return out;
+  }
+
+  // a speaker named after a remembered voice (segments carry its speaker_id and speaker_confidence)
+  learn(segment) {
+    if (segment.speaker && segment.speaker_id && !this.known.has(segment.speaker)) {
+      this.known.set(segment.speaker, { id: segment.speaker_id, confidence: segment.speaker_confidence });
+    }
+  }
+
+  knownNote(label) {
+    const known = this.known.get(label);
+    if (!known) return "";
+    const confidence = typeof known.confidence === "number" ? `, confidence ${known.confidence.toFixed(2)}` : "";
+    return `a remembered voice${confidence}`;
   }
 
   nameOf(label) {
@@ -87,8 +109,77 @@ export class TranscriptView {
     input.dataset.speaker = label;
     input.addEventListener("input", () => this.rename(label, input.value.trim()));
     item.append(swatch, caption, input);
+    if (this.known.has(label)) {
+      const note = document.createElement("span");
+      note.className = "hint known-voice";
+      note.textContent = this.knownNote(label);
+      item.append(note);
+    } else if (this.remember) {
+      this.addRemember(item, label, n, input);
+    }
     this.speakerList.append(item);
     this.speakersPanel.hidden = false;
+  }
+
+  // "Remember voice…" opens a small form: "Remember this voice as [name] [Remember]"
+  addRemember(item, label, n, nameInput) {
+    const toggle = document.createElement("button");
+    toggle.type = "button";
+    toggle.className = "remember-toggle";
+    toggle.textContent = "Remember voice…";
+    toggle.setAttribute("aria-label", `Remember the voice of ${label}`);
+    toggle.setAttribute("aria-expanded", "false");
+    toggle.dataset.speaker = label;
+    const form = document.createElement("form");
+    form.className = "remember-form row";
+    form.id = `remember-${n}`;
+    form.hidden = true;
+    form.dataset.speaker = label;
+    toggle.setAttribute("aria-controls", form.id);
+    const caption = document.createElement("label");
+    caption.htmlFor = `remember-name-${n}`;
+    caption.textContent = `Remember this voice (${label}) as`;
+    const input = document.createElement("input");
+    input.id = `remember-name-${n}`;
+    input.type = "text";
+    input.maxLength = 64;
+    input.required = true;
+    input.autocomplete = "off";
+    const submit = document.createElement("button");
+    submit.type = "submit";
+    submit.textContent = "Remember";
+    const status = document.createElement("p");
+    status.className = "remember-status hint";
+    status.setAttribute("role", "status");
+    form.append(caption, input, submit, status);
+    toggle.addEventListener("click", () => {
+      form.hidden = !form.hidden;
+      toggle.setAttribute("aria-expanded", String(!form.hidden));
+      if (form.hidden) return;
+      const given = nameInput.value.trim();
+      if (!input.value) input.value = given === label ? "" : given;
+      input.focus();
+    });
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const name = input.value.trim();
+      if (!name) return;
+      submit.disabled = true;
+      status.classList.remove("failed");
+      status.textContent = "Remembering…";
+      try {
+        const voice = await this.remember(label, name);
+        status.textContent = `Remembered as ${voice.name} (${Math.round(voice.speech_s)} s of speech).`;
+        nameInput.value = voice.name;
+        this.rename(label, voice.name);
+      } catch (err) {
+        status.classList.add("failed");
+        status.textContent = `${err.message}${err.code ? ` (${err.code})` : ""}`;
+      } finally {
+        submit.disabled = false;
+      }
+    });
+    item.append(toggle, form);
   }
 
   rename(label, name) {
@@ -119,6 +210,12 @@ export class TranscriptView {
       tag.className = `speaker sp-${this.colourOf(segment.speaker)}`;
       tag.dataset.speaker = segment.speaker;
       tag.textContent = this.nameOf(segment.speaker);
+      const note = this.knownNote(segment.speaker);
+      if (note) {
+        tag.classList.add("known");
+        tag.title = `${segment.speaker}: ${note}`;
+        if (typeof segment.speaker_confidence === "number") tag.dataset.confidence = String(segment.speaker_confidence);
+      }
       line.append(tag);
     }
     const text = document.createElement("span");

@@ -1,14 +1,17 @@
 // File mode: pick or drop a file, choose options, submit it as a job, follow its progress, show the
-// transcript with the file itself in the player, and download it in every format.
+// transcript with the file itself in the player, and download it in every format. The job's clip (the
+// uploaded file, stored with the job until it expires) is where a speaker's voice is remembered from.
 
 import { cancelJob, fetchResult, followJob, submitJob } from "./jobs.js";
 import { clock } from "./transcript.js";
+import { enrol, pickSpans } from "./voices.js";
 
 const $ = (id) => document.getElementById(id);
 
 export class FileMode {
-  constructor({ view, config, showError, clearError }) {
+  constructor({ view, config, voices, showError, clearError }) {
     this.view = view;
+    this.voices = voices;
     this.config = config;
     this.showError = showError;
     this.clearError = clearError;
@@ -86,6 +89,7 @@ export class FileMode {
       num_speakers: diarize ? $("num-speakers").value.trim() : "",
       language: $("language").value,
       word_timestamps: $("word-timestamps").checked,
+      identify: this.voices.option(), // "" (not sent) when off
     };
   }
 
@@ -166,7 +170,16 @@ export class FileMode {
     player.src = this.audioUrl;
     player.hidden = false; // live mode hides the player and the downloads: it has neither a file nor a job
     $("downloads-panel").hidden = false;
-    this.view.show(job.result);
+    const clipId = job.clip_id;
+    this.view.show(job.result, {
+      remember: async (label, name) => {
+        const spans = pickSpans(this.view.segments, label);
+        if (!spans.length) throw new Error(`${label} has no line long enough to remember the voice from`);
+        const voice = await enrol(name, clipId, spans);
+        this.voices.refresh();
+        return voice;
+      },
+    });
     const r = job.result;
     const speakers = r.speakers.length ? `, ${r.speakers.length} speaker${r.speakers.length > 1 ? "s" : ""}` : "";
     $("result-summary").textContent = `${file.name}: ${clock(r.duration)}, language ${r.language}${speakers}, ${r.segments.length} lines.`;
