@@ -217,7 +217,7 @@ def openai_error(response, status, param=None):
         ({"model": "whisper-1", "temperature": "warm"}, 422, "temperature"),
         ({"model": "whisper-1", "timestamp_granularities[]": "char"}, 422, "timestamp_granularities"),
         ({"model": "whisper-1", "stream": "true"}, 422, "stream"),
-        ({"model": "whisper-1", "known_speaker_names[]": "Ann"}, 422, "known_speaker_names[]"),
+        ({"model": "whisper-1", "known_speaker_names[]": "Ann"}, 422, "known_speaker_names"),
         ({"model": "whisper-1", "diarize": "perhaps"}, 422, "diarize"),
         ({"model": "whisper-1", "num_speakers": "0"}, 422, "num_speakers"),
         ({"model": "whisper-1", "min_speakers": "3", "max_speakers": "2"}, 422, "num_speakers"),

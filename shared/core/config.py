@@ -148,7 +148,7 @@ class Settings(BaseSettings):
         description="live speakers: cosine distance to every speaker that founds a new one (make eval-live)"
     )
     voice_match_threshold: float = Field(
-        default=0.75, gt=0.0, lt=1.0,
+        default=0.825, gt=0.0, lt=1.0,
         description="named speakers: the cosine similarity of a speaker's voice to an enrolled one from which it "
         "takes that name (make eval: the identification set's tune half)",
     )
