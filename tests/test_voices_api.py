@@ -344,7 +344,7 @@ def test_every_format_carries_a_renamed_voice(served, enrolled):
             rttm = [line.split() for line in fmt("rttm").splitlines()]
             assert all(len(fields) == 10 for fields in rttm)
             speakers = {fields[7] for fields in rttm}
-            assert "Miss_Reader" in speakers and len(speakers) == 2 and min(speakers).startswith("SPEAKER_")
+            assert "Miss_Reader" in speakers and len(speakers) == 2 and any(s.startswith("SPEAKER_") for s in speakers)
         finally:
             a.patch(f"/api/voices/{reader}", json={"name": "Reader"})
 
