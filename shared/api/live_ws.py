@@ -45,7 +45,6 @@ IDLE_TIMEOUT, SESSION_TOO_LONG = live_code("idle_timeout"), live_code("session_t
 TOO_MANY_OPENS, SESSION_EXPIRED = live_code("too_many_opens"), live_code("session_expired")
 AUDIO_TOO_SLOW, CLIENT_NOT_READING = live_code("audio_too_slow"), live_code("client_not_reading")
 TICK_S = 1.0  # how often a connection checks its limits
-MAX_VOICES = TranscribeOptions.model_fields["voices"].metadata[0].max_length
 
 
 class StreamParams(TranscribeParams):
@@ -57,15 +56,6 @@ class StreamParams(TranscribeParams):
     session: str | None = Field(None, pattern=ID_PATTERN, description="resume this session")
     last_event: int = Field(0, ge=0, description="resume: the last event seq received")
     offset: int | None = Field(None, ge=0, description="resume: the input byte the client resends from")
-    voices: str | None = Field(None, max_length=4000, description="ids of your enrolled voices, comma-separated, "
-                               "to name speakers with")
-    identify: bool = Field(False, description="name speakers with every voice you have enrolled")
-
-    def live_options(self) -> TranscribeOptions:
-        ids = [v.strip() for v in (self.voices or "").split(",") if v.strip()]
-        if len(ids) > MAX_VOICES:
-            raise InvalidParameter(f"voices: at most {MAX_VOICES} voice ids")
-        return self.options().model_copy(update={"voices": ids, "identify": self.identify})
 
 
 def event_json(seq: int, event: ev.Event) -> dict:
@@ -127,7 +117,7 @@ async def ws_stream(websocket: WebSocket) -> None:
     await websocket.accept()
     try:
         params = merge_params(StreamParams, websocket.query_params, {})
-        options = params.live_options()
+        options = params.options()
     except InvalidParameter as exc:
         return await send_error(websocket, INVALID_OPTION, exc.message)
     if refused := await open_refused(websocket):

@@ -95,11 +95,16 @@ async def receive_upload(request: Request, store: ClipStore, *, required: bool =
             if required:
                 raise InvalidParameter(f"multipart field '{UPLOAD_FIELD}' with the audio file is missing")
             return ReceivedUpload(path=None, filename=None, content_type=None, fields=fields)  # type: ignore[arg-type]
-        staged = store.incoming_file()
-        try:
-            await upload.seek(0)
-            await run_in_threadpool(_copy_to, upload.file, staged)
-        except BaseException:
-            staged.unlink(missing_ok=True)
-            raise
-        return ReceivedUpload(staged, upload.filename, upload.content_type, fields)
+        return ReceivedUpload(await stage_upload(upload, store), upload.filename, upload.content_type, fields)
+
+
+async def stage_upload(upload: UploadFile, store: ClipStore) -> Path:
+    """The file part copied into the store's incoming folder (nothing left there if the copy fails)."""
+    staged = store.incoming_file()
+    try:
+        await upload.seek(0)
+        await run_in_threadpool(_copy_to, upload.file, staged)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    return staged

@@ -20,7 +20,7 @@ from starlette.datastructures import UploadFile
 
 from shared.api.clips import owner
 from shared.api.params import FORM_TYPES
-from shared.api.uploads import _copy_to
+from shared.api.uploads import stage_upload
 from shared.core.domain import ID_PATTERN, is_id
 from shared.core.errors import ConflictingParameter, InvalidParameter, InvalidVoiceId, InvalidVoiceSample
 from shared.service.voices import MAX_SAMPLES, Sample, VoiceService
@@ -104,10 +104,7 @@ async def enrol_voice(
                 for upload in files:
                     if not isinstance(upload, UploadFile):
                         raise InvalidVoiceSample(f"'{FILE}' must be a file part (the audio), not a text field")
-                    path = voices.transcription.clips.incoming_file()
-                    staged.append(path)
-                    await upload.seek(0)
-                    await run_in_threadpool(_copy_to, upload.file, path)
+                    staged.append(await stage_upload(upload, voices.transcription.clips))
                     filenames.append(upload.filename)
         if staged:
             return await run_in_threadpool(voices.enroll_uploads, caller, name, staged, filenames)
