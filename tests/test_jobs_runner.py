@@ -35,7 +35,7 @@ class SlowService:
         self.started = threading.Event()
         self.runs = 0
 
-    def transcribe_clip(self, clip_id, options, on_progress, cancel=None):
+    def transcribe_clip(self, clip_id, options, on_progress, cancel=None, owner=""):
         self.started.set()
         self.runs += 1
         steps = int(self.seconds / 0.05)

@@ -172,7 +172,7 @@ class StubService:
         self.seconds = seconds
         self.runs = 0
 
-    def transcribe_clip(self, clip_id, options, on_progress, cancel=None):
+    def transcribe_clip(self, clip_id, options, on_progress, cancel=None, owner=""):
         self.runs += 1
         for i in range(int(self.seconds / 0.05)):
             on_progress(i * 0.05, self.seconds)
