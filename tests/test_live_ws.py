@@ -15,9 +15,6 @@ from scoring import reference_speaker_at, wer, words_of
 
 from shared.live.client import StreamClient, StreamError
 
-pytestmark = pytest.mark.slow
-
-
 def pcm16(path) -> bytes:
     import numpy as np
 
@@ -50,6 +47,7 @@ def two_speakers_run(server):
     return stream(server, pcm16(TWO_SPEAKERS), speed=1.0)
 
 
+@pytest.mark.slow
 def test_pcm16_stream_gives_partials_finals_and_speakers(two_speakers_run):
     run = two_speakers_run
     finals = run.finals
@@ -62,24 +60,39 @@ def test_pcm16_stream_gives_partials_finals_and_speakers(two_speakers_run):
     assert [f["utterance"] for f in finals] == sorted(f["utterance"] for f in finals)
     for f in finals:
         assert all(f["start"] - 0.05 <= w["start"] <= w["end"] <= f["end"] + 0.05 for w in f["words"])
-    # partials: only new words, each reported once, and they are words of the utterance's final
+    # partials: only new stable words, each reported once, and they are words of the utterance's final
     partials = run.of("partial")
     assert partials, "no partial words at real time"
     by_item = {f["utterance"]: words_of(f["text"]) for f in finals}
     said = [(w, p["utterance"]) for p in partials for w in words_of(p["text"])]
     assert sum(w in by_item.get(item, []) for w, item in said) >= 0.7 * len(said), (said, by_item)
-    starts = [p["words"][0]["start"] for p in partials]
+    assert any(p["words"] for p in partials)
     ends = {}
     for p in partials:  # within an utterance, each partial starts where the last one ended
         for w in p["words"]:
             assert w["start"] >= ends.get(p["utterance"], 0.0) - 0.11
             ends[p["utterance"]] = w["end"]
-    assert starts
+        # its tentative tail: well-formed like the stable words, in order, inside its utterance (its times are
+        # the newest decode's, which may place a word a little earlier than the stable words' first sighting)
+        assert p["text"] == "".join(w["word"] for w in p["words"])
+        assert p["tentative"] == "".join(w["word"] for w in p["tentative_words"])
+        final = next((f for f in finals if f["utterance"] == p["utterance"]), None)
+        previous = 0.0
+        for w in p["tentative_words"]:
+            assert set(w) == {"word", "start", "end", "probability"} and 0 <= w["probability"] <= 1
+            assert previous - 0.11 <= w["start"] <= w["end"]
+            assert final is None or final["start"] - 0.5 <= w["start"] <= w["end"] <= final["end"] + 0.5, (w, final)
+            previous = w["end"]
+    # an utterance's first decode has nothing agreed yet: its words come first as tentative ones
+    assert any(p["tentative"].strip() and not p["words"] for p in partials)
+    tentative = [(w, p["utterance"]) for p in partials for w in words_of(p["tentative"])]
+    assert sum(w in by_item.get(item, []) for w, item in tentative) >= 0.5 * len(tentative), (tentative, by_item)
     seqs = [r.event["seq"] for r in run.events if "seq" in r.event]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     assert run.of("done") and run.of("speaker")
 
 
+@pytest.mark.slow
 def test_opus_webm_stream_from_a_browser_like_encoder(server, tmp_path, two_speakers_run):
     data = encode_as(TWO_SPEAKERS, "webm", tmp_path / "two.webm").read_bytes()
     run = stream(server, data, fmt="webm", speed=0, frame_s=0.25, bytes_per_s=len(data) // 28)
@@ -87,6 +100,7 @@ def test_opus_webm_stream_from_a_browser_like_encoder(server, tmp_path, two_spea
     assert len({f["speaker"] for f in run.finals}) == 2
 
 
+@pytest.mark.slow
 def test_resume_after_the_connection_is_cut(server, two_speakers_run):
     data = pcm16(TWO_SPEAKERS)
     run = stream(server, data, speed=0, drop_at_bytes=len(data) // 2)
@@ -97,6 +111,7 @@ def test_resume_after_the_connection_is_cut(server, two_speakers_run):
     assert [f["utterance"] for f in run.finals] == list(range(len(run.finals)))  # none lost, none twice
 
 
+@pytest.mark.slow
 def test_two_sessions_at_once_keep_their_own_speakers(server):
     async def both():
         a = StreamClient(ws_url(server), speed=0).run(pcm16(TWO_SPEAKERS))
@@ -129,6 +144,7 @@ async def exchange(url: str, sends: list, *, until: str | None = None, count: in
         return events, ws.close_code
 
 
+@pytest.mark.slow
 def test_bad_input_gets_error_events_and_the_session_goes_on(server):
     speech = pcm16(ONE_SPEAKER)[: 32000 * 6]
     sends = ["{not json", json.dumps({"type": "shout"}), b"\0" * (2 << 20), speech, json.dumps({"type": "end"})]
@@ -139,6 +155,7 @@ def test_bad_input_gets_error_events_and_the_session_goes_on(server):
     assert code == 1000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("query, code, close", [
     ("?rate=5", "invalid_option", 4400),
     ("?format=mp3", "invalid_option", 4400),
@@ -149,11 +166,13 @@ def test_refused_options_close_with_documented_codes(server, query, code, close)
     assert events[0] == {"type": "error", "code": code, "message": events[0]["message"]} and got == close
 
 
+@pytest.mark.slow
 def test_undecodable_opus_stream_closes_with_its_code(server):
     events, got = asyncio.run(exchange(ws_url(server) + "?format=webm", [b"garbage" * 2000, json.dumps({"type": "end"})]))
     assert any(e.get("code") == "audio_undecodable" for e in events) and got == 4415
 
 
+@pytest.mark.slow
 def test_keys_limits_and_idle_timeout(tmp_path):
     env = {"API_KEYS": "k-live-0123456789", "STREAM_MAX_PER_KEY": "1", "STREAM_IDLE_S": "2", "HEARTBEAT_S": "1"}
     with live_server(tmp_path / "limits", env=env) as server:
@@ -189,6 +208,7 @@ def test_keys_limits_and_idle_timeout(tmp_path):
             asyncio.run(StreamClient(url, api_key="k-live-0123456789", params={"num_speakers": 99}).run(b""))
 
 
+@pytest.mark.slow
 def test_cli_stream_prints_finals_with_speakers_and_resumes(server):
     import subprocess
     import sys
@@ -202,6 +222,7 @@ def test_cli_stream_prints_finals_with_speakers_and_resumes(server):
     assert "resumed 1 time" in done.stderr
 
 
+@pytest.mark.slow
 def test_live_stages_run_on_the_local_worker_pool(tmp_path):
     """`make run` serves through local_dev's worker processes: live stages travel over its wire too."""
     with live_server(tmp_path / "pool", module="local_dev", args=("serve",), startup_timeout=300) as server:
@@ -209,3 +230,35 @@ def test_live_stages_run_on_the_local_worker_pool(tmp_path):
         workers = server.client().get("/api/workers").json()
     assert "Dashwood" in run.transcript() and len({f["speaker"] for f in run.finals}) == 2
     assert sum(w["calls_done"] for w in workers["workers"]) >= len(run.finals)
+
+
+# --- the engine's events as /ws/stream events (no server: the mapping itself) ---
+def test_partial_carries_stable_and_tentative_words_apart():
+    from shared.api.live_ws import event_json
+    from shared.core.domain import Word
+    from shared.live import events as ev
+
+    stable, tentative = Word(word=" And", start=1.0, end=1.2, probability=0.9), Word(
+        word=" so", start=1.25, end=1.4, probability=0.6)
+    event = event_json(7, ev.PartialWords(2, (stable,), (tentative, tentative)))
+    assert event == {"type": "partial", "seq": 7, "utterance": 2, "text": " And",
+                     "words": [{"word": " And", "start": 1.0, "end": 1.2, "probability": 0.9}],
+                     "tentative": " so so", "tentative_words": [
+                         {"word": " so", "start": 1.25, "end": 1.4, "probability": 0.6}] * 2}
+    # only a tentative tail (nothing agreed yet), and an empty one (the tail is gone): both well-formed
+    assert event_json(8, ev.PartialWords(3, (), (tentative,)))["words"] == []
+    empty = event_json(9, ev.PartialWords(3, (), ()))
+    assert (empty["text"], empty["words"], empty["tentative"], empty["tentative_words"]) == ("", [], "", [])
+    assert json.loads(json.dumps(event)) == event
+
+
+def test_speaker_update_event():
+    from shared.api.live_ws import event_json
+    from shared.live import events as ev
+
+    assert event_json(12, ev.SpeakerUpdate((1, 3), "SPEAKER_00", "SPEAKER_02")) == {
+        "type": "speaker_update", "seq": 12, "utterances": [1, 3], "speaker": "SPEAKER_00", "previous": "SPEAKER_02",
+        "speaker_id": None, "speaker_confidence": None}
+    named = event_json(13, ev.SpeakerUpdate((4,), "Ada", "SPEAKER_01", "voice_0123", 0.81))
+    assert (named["speaker"], named["previous"], named["speaker_id"], named["speaker_confidence"]) == (
+        "Ada", "SPEAKER_01", "voice_0123", 0.81)

@@ -100,6 +100,67 @@ def test_session_update_merges_the_fields_given(settings):
     assert session.live.options.language is None  # nothing of a refused update applies
 
 
+# --- the engine's events as Realtime server events, without a server ---
+def translator(settings):
+    from types import SimpleNamespace
+
+    from shared.api.realtime import Realtime
+
+    websocket = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(service=None)), scope={})
+    return Realtime(websocket, None, settings)
+
+
+def final(item: int, speaker: str | None, text: str = " Hello there."):
+    from shared.live import events as ev
+
+    return ev.FinalUtterance(item=item, start=float(item), end=item + 0.9, text=text.strip(), words=(),
+                             speaker=speaker, language="en")
+
+
+def test_deltas_carry_stable_words_only(settings):
+    from shared.core.domain import Word
+    from shared.live import events as ev
+
+    rt = translator(settings)
+    rt.translate(ev.SpeechStarted(0, 0.0))
+    word = Word(word=" Hello", start=0.1, end=0.4, probability=0.9)
+    assert rt.translate(ev.PartialWords(0, (), (word,))) == []  # a tentative tail alone: no delta
+    (delta,) = rt.translate(ev.PartialWords(0, (word,), (word,)))
+    assert delta["type"] == DELTA and delta["delta"] == " Hello"  # the tentative tail is not in it
+
+
+def test_speaker_update_resends_the_items_segments(settings):
+    from openai.types.realtime import ConversationItemInputAudioTranscriptionSegment as Segment
+
+    from shared.api import realtime
+    from shared.live import events as ev
+
+    rt = translator(settings)
+    sent = {}
+    for item, speaker, text in [(0, "SPEAKER_00", "One."), (1, "SPEAKER_01", "Two."), (2, None, "Three."),
+                                (3, "SPEAKER_01", "")]:
+        rt.translate(ev.SpeechStarted(item, float(item)))
+        rt.translate(ev.SpeechStopped(item, item + 0.9))
+        sent[item] = [e for e in rt.translate(final(item, speaker, text)) if e["type"] == SEGMENT]
+    original = sent[1][0]
+    out = rt.translate(ev.SpeakerUpdate((1, 2, 3, 9), "SPEAKER_00", "SPEAKER_01"))
+    # item 1 again: the same item_id and segment id, the new speaker; items 2 and 3 had no segment, 9 is unknown
+    assert out == [{**original, "speaker": "SPEAKER_00"}]
+    Segment.model_validate({"event_id": "event_1", **out[0]})  # the SDK's own type reads it
+    # a second correction builds on the first
+    (again,) = rt.translate(ev.SpeakerUpdate((1,), "Ada", "SPEAKER_00", "voice_1", 0.8))
+    assert (again["id"], again["item_id"], again["speaker"], again["text"]) == (
+        original["id"], original["item_id"], "Ada", "Two.")
+
+    # bounded: the segments of the last KEPT_SEGMENTS finals are kept
+    for item in range(4, 4 + realtime.KEPT_SEGMENTS):
+        rt.translate(ev.SpeechStarted(item, float(item)))
+        rt.translate(final(item, "SPEAKER_00"))
+    assert len(rt.segments) == realtime.KEPT_SEGMENTS and rt.items == {}
+    assert rt.translate(ev.SpeakerUpdate((0, 1), "SPEAKER_02", "SPEAKER_00")) == []
+    assert len(rt.translate(ev.SpeakerUpdate((4, 5), "SPEAKER_02", "SPEAKER_00"))) == 2
+
+
 @pytest.mark.slow
 def test_server_vad_session_with_the_sdk(server, pcm):
     session = open_session(server.url)

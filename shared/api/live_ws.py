@@ -64,9 +64,11 @@ def event_json(seq: int, event: ev.Event) -> dict:
         return {"type": "speech_started", **base, "utterance": event.item, "start": event.start}
     if isinstance(event, ev.SpeechStopped):
         return {"type": "speech_stopped", **base, "utterance": event.item, "end": event.end}
-    if isinstance(event, ev.PartialWords):
+    if isinstance(event, ev.PartialWords):  # text/words: newly stable; tentative: replaces the last tentative
         return {"type": "partial", **base, "utterance": event.item, "text": "".join(w.word for w in event.words),
-                "words": [_word(w) for w in event.words]}
+                "words": [_word(w) for w in event.words],
+                "tentative": "".join(w.word for w in event.tentative),
+                "tentative_words": [_word(w) for w in event.tentative]}
     if isinstance(event, ev.SpeakerFound):
         named = {"speaker_id": event.speaker_id, "label": event.label} if event.speaker_id else {}
         return {"type": "speaker", **base, "speaker": event.speaker, "utterance": event.item, **named}
@@ -75,6 +77,10 @@ def event_json(seq: int, event: ev.Event) -> dict:
                 "speaker": event.speaker, "speaker_id": event.speaker_id,
                 "speaker_confidence": event.speaker_confidence, "text": event.text, "language": event.language,
                 "words": [_word(w, event.speaker) for w in event.words]}
+    if isinstance(event, ev.SpeakerUpdate):
+        return {"type": "speaker_update", **base, "utterances": list(event.items), "speaker": event.speaker,
+                "previous": event.previous, "speaker_id": event.speaker_id,
+                "speaker_confidence": event.speaker_confidence}
     if isinstance(event, ev.ItemFailed):
         return {"type": "error", **base, "utterance": event.item, "code": event.code, "message": event.message}
     raise TypeError(f"unknown live event {event!r}")

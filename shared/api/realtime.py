@@ -10,6 +10,9 @@ goes on; only the limits (too many streams or opens, idle, session length, too l
 long, a client that does not read) end it, with their close codes. With `turn_detection: null` the server
 commits an utterance that reaches STREAM_MAX_UTTERANCE_S (shared/live/session.py). Appends are taken at
 the session's pace (shared/live/intake.py): the receive loop awaits room before it reads the next event.
+Deltas carry the engine's stable words only (OpenAI's deltas are append-only): its tentative words, which
+the next partial may change, are not sent. A speaker correction (SpeakerUpdate) re-sends the `segment`
+event of each item it names, same item_id and segment id, with the new speaker.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import binascii
 import json
 import logging
 import time
+from collections import OrderedDict
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
@@ -53,6 +57,9 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 JSON_OVERHEAD = 4096  # an append event's bytes beyond its base64 audio
+# the segments of this many latest finals are kept, so that a SpeakerUpdate can re-send them with the new speaker
+# (an update that names an older item re-sends nothing for it)
+KEPT_SEGMENTS = 256
 
 # the error codes of this protocol besides realtime_config's and those shared with live_ws (shared/core/errors.py
 # LIVE_CODES, with their close codes; docs/live.md); too_many_streams and server_busy come with the hub's exceptions
@@ -82,6 +89,7 @@ class Realtime:
         self.ending = False
         # engine item -> item id, and what the translation needs; touched under the engine's lock
         self.items: dict[int, str] = {}
+        self.segments: OrderedDict[int, dict] = OrderedDict()  # the last KEPT_SEGMENTS finals' segment events
         self.previous_item: str | None = None
         self.client_commit = False
 
@@ -94,6 +102,8 @@ class Realtime:
                 return []
             return [{"type": "input_audio_buffer.speech_started", "item_id": item_id,
                      "audio_start_ms": round(event.start * 1000)}]
+        if isinstance(event, ev.SpeakerUpdate):
+            return self.relabel(event)
         item_id = self.items.get(event.item, "")
         if isinstance(event, ev.SpeechStopped):
             out = []
@@ -107,6 +117,9 @@ class Realtime:
                 "content": [{"type": "input_audio", "transcript": None}]}})
             return out
         if isinstance(event, ev.PartialWords):
+            # deltas are append-only: the stable words only (tentative words could be taken back; not sent)
+            if not event.words:
+                return []
             return [{"type": "conversation.item.input_audio_transcription.delta", "item_id": item_id,
                      "content_index": 0, "delta": "".join(w.word for w in event.words)}]
         if isinstance(event, ev.FinalUtterance):
@@ -116,6 +129,9 @@ class Realtime:
                 out.append({"type": "conversation.item.input_audio_transcription.segment", "item_id": item_id,
                             "content_index": 0, "id": "seg_" + item_id.removeprefix("item_"), "start": event.start, "end": event.end,
                             "speaker": event.speaker, "text": event.text})
+                self.segments[event.item] = out[0]
+                while len(self.segments) > KEPT_SEGMENTS:
+                    self.segments.popitem(last=False)
             out.append({"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
                         "content_index": 0, "transcript": event.text,
                         "usage": {"type": "duration", "seconds": round(event.end - event.start, 3)}})
@@ -126,6 +142,18 @@ class Realtime:
                      "content_index": 0, "error": {"type": "server_error", "code": event.code,
                                                    "message": event.message, "param": None}}]
         return []  # SpeakerFound: the segment events carry the speaker
+
+    def relabel(self, event: ev.SpeakerUpdate) -> list[dict]:
+        """A correction of earlier finals' speaker: each one's segment again, with the same item_id and
+        segment id and the new speaker (a segment id sent again replaces its earlier segment). Items
+        without a segment (no text, no voice), or older than the last KEPT_SEGMENTS finals, get none."""
+        out = []
+        for item in event.items:
+            segment = self.segments.get(item)
+            if segment is not None:
+                segment = self.segments[item] = {**segment, "speaker": event.speaker}
+                out.append(segment)
+        return out
 
     # --- the connection ---
     def send(self, type_: str, **fields) -> None:
