@@ -1,7 +1,8 @@
 """Live mode of the browser page in real headless Chromium, its microphone Chromium's fake capture device
 playing the two-speaker fixture, against a real server with the real models: grey partial words, then
 coloured speaker lines with the expected words, Stop waiting for `done`; and a dropped WebSocket that the
-page resumes with no line lost or shown twice."""
+page resumes with no line lost or shown twice. Without models: tentative words and speaker corrections
+drawn from events fed to the page."""
 
 from __future__ import annotations
 
@@ -129,6 +130,77 @@ def test_live_mode_shows_the_apis_error_and_asks_for_a_missing_key(tmp_path):
         assert_clean(driver, server.url)
 
 
+def word(text: str, start: float) -> dict:
+    return {"word": text, "start": start, "end": start + 0.3, "probability": 0.9}
+
+
+def pending_parts(driver) -> list[dict]:
+    return driver.execute_script(
+        """return [...document.querySelectorAll('#live-pending .line')].map((li) => {
+            const stable = li.querySelector('.stable'), tentative = li.querySelector('.tentative');
+            return {utterance: li.dataset.utterance, stable: stable.textContent, tentative: tentative.textContent,
+                    stableStyle: getComputedStyle(stable).fontStyle + ' ' + getComputedStyle(stable).color,
+                    tentativeStyle: getComputedStyle(tentative).fontStyle + ' ' + getComputedStyle(tentative).color};
+        })""")  # fmt: skip
+
+
+def replay(driver, *events: dict) -> None:
+    driver.execute_script("window.__whospokeLive.replayForTest(arguments[0])", list(events))
+
+
+def test_tentative_words_and_speaker_updates_are_drawn(tmp_path):
+    """The page's drawing of /ws/stream events, fed to it directly (no microphone, no models): tentative
+    words after the stable ones, distinct, replaced by each partial and gone with the final; a
+    speaker_update relabels the final lines it names."""
+    settings = Settings(_env_file=None, audio_storage_path=tmp_path / "page")
+    with ThreadedServer(create_app(settings, runner=NoModels())) as server, browser() as driver:
+        load(driver, server.url)
+        replay(driver, {"type": "speech_started", "seq": 1, "utterance": 0, "start": 0.0},
+               {"type": "partial", "seq": 2, "utterance": 0, "text": "", "words": [],
+                "tentative": " Mr. Jon", "tentative_words": [word(" Mr.", 0.0), word(" Jon", 0.4)]})
+        (line,) = pending_parts(driver)
+        assert (line["stable"], line["tentative"]) == ("", "Mr. Jon")
+        replay(driver, {"type": "partial", "seq": 3, "utterance": 0, "text": " Mr.", "words": [word(" Mr.", 0.0)],
+                        "tentative": " John Dashwood", "tentative_words": [word(" John", 0.4), word(" Dashwood", 0.8)]})
+        (line,) = pending_parts(driver)
+        assert (line["stable"], line["tentative"]) == ("Mr.", " John Dashwood")  # replaced, not added to
+        assert line["tentativeStyle"].startswith("italic") and line["tentativeStyle"] != line["stableStyle"]
+        replay(driver, {"type": "partial", "seq": 4, "utterance": 0, "text": " John", "words": [word(" John", 0.4)],
+                        "tentative": "", "tentative_words": []})
+        assert [(p["stable"], p["tentative"]) for p in pending_parts(driver)] == [("Mr. John", "")]
+
+        def final(seq: int, utterance: int, speaker: str, text: str) -> dict:
+            return {"type": "final", "seq": seq, "utterance": utterance, "start": 2.0 * utterance,
+                    "end": 2.0 * utterance + 1.5, "speaker": speaker, "speaker_id": None, "speaker_confidence": None,
+                    "text": text, "language": "en", "words": []}
+
+        replay(driver, final(5, 0, "SPEAKER_00", "Mr. John Dashwood had then leisure."),
+               {"type": "speech_started", "seq": 6, "utterance": 1, "start": 2.0},
+               {"type": "partial", "seq": 7, "utterance": 1, "text": "", "words": [],
+                "tentative": " And so", "tentative_words": [word(" And", 2.0), word(" so", 2.3)]},
+               final(8, 1, "SPEAKER_01", "And so am I."), final(9, 2, "SPEAKER_00", "He was not."))
+        assert pending_parts(driver) == []  # the finals took the pending lines, tentative words included
+        assert [r["speaker"] for r in lines(driver)] == ["SPEAKER_00", "SPEAKER_01", "SPEAKER_00"]
+
+        # utterance 1 was the first voice after all: relabelled, and SPEAKER_01 leaves the speaker panel
+        replay(driver, {"type": "speaker_update", "seq": 10, "utterances": [1], "speaker": "SPEAKER_00",
+                        "previous": "SPEAKER_01", "speaker_id": None, "speaker_confidence": None})
+        rows = lines(driver)
+        assert [(r["speaker"], r["name"]) for r in rows] == [("SPEAKER_00", "SPEAKER_00")] * 3
+        assert rows[1]["text"] == "And so am I."  # the text never changes
+        panel = driver.execute_script(
+            """return [...document.querySelectorAll('#speaker-list .speaker-item')].filter((li) => !li.hidden)
+                .map((li) => li.querySelector('input').dataset.speaker)""")  # fmt: skip
+        assert panel == ["SPEAKER_00"]
+        # a speaker named after a remembered voice: the name, and the match's confidence as a tooltip
+        replay(driver, {"type": "speaker_update", "seq": 11, "utterances": [0, 2], "speaker": "Ada",
+                        "previous": "SPEAKER_00", "speaker_id": "voice_1", "speaker_confidence": 0.91})
+        assert [r["name"] for r in lines(driver)] == ["Ada", "SPEAKER_00", "Ada"]
+        title = driver.execute_script("return document.querySelector('#transcript .line .speaker').title")
+        assert "0.91" in title
+        assert_clean(driver, server.url)
+
+
 @pytest.mark.slow
 def test_live_mode_shows_partials_then_speaker_lines(tmp_path):
     server = keyed_server()
@@ -160,7 +232,9 @@ def test_live_mode_shows_partials_then_speaker_lines(tmp_path):
         assert {r["name"] for r in lines(driver) if r["speaker"] == jfk["speaker"]} == {"JFK"}
         stats = driver.execute_script("return window.__whospokeLive.stats()")
         assert stats["acked"] == stats["sent"] > 0 and stats["reconnects"] == 0
-        print(f"\nlive: {stats['finals']} finals, {stats['partials']} partials, lag after speech end "
+        assert stats["tentative"] > 0  # partials with tentative words were drawn (an utterance's first has them)
+        print(f"\nlive: {stats['finals']} finals, {stats['partials']} partials ({stats['tentative']} with tentative "
+              f"words), lag after speech end "
               f"{', '.join(f'{s:.1f}' for s in stats['lags'])} s")
         assert_clean(driver, server.url)
 

@@ -262,3 +262,24 @@ def test_speaker_update_event():
     named = event_json(13, ev.SpeakerUpdate((4,), "Ada", "SPEAKER_01", "voice_0123", 0.81))
     assert (named["speaker"], named["previous"], named["speaker_id"], named["speaker_confidence"]) == (
         "Ada", "SPEAKER_01", "voice_0123", 0.81)
+
+
+def test_cli_printer_shows_tentative_words_on_a_terminal_and_speaker_corrections(capsys):
+    from types import SimpleNamespace
+
+    from shared.cli.stream import Printer
+
+    events = [{"type": "partial", "text": "", "tentative": " And so"},
+              {"type": "partial", "text": " And", "tentative": " so am"},
+              {"type": "speaker_update", "utterances": [0, 2], "speaker": "SPEAKER_00", "previous": "SPEAKER_01"},
+              {"type": "final", "start": 0.0, "end": 1.5, "speaker": "SPEAKER_00", "text": "And so am I."}]
+    printer = Printer(tty=False)  # a log: stable words only, one line each, nothing taken back
+    for event in events:
+        printer(SimpleNamespace(event=event))
+    assert capsys.readouterr().out.splitlines() == [
+        "… And", "(utterances 0, 2: SPEAKER_01 → SPEAKER_00)", "[00:00.0 → 00:01.5] SPEAKER_00: And so am I."]
+    printer = Printer(tty=True)  # a terminal: the line rewritten, the tentative tail after the stable words
+    for event in events[:2]:
+        printer(SimpleNamespace(event=event))
+    out = capsys.readouterr().out
+    assert out.endswith("\r\033[K\033[90m… And\033[2;3m so am\033[0m")

@@ -1,6 +1,7 @@
 """`whospoke stream FILE`: play a file to a running server's /ws/stream as a live source would, print
-partial words in place and each final with its speaker (`--resume-test`: cut the connection half-way,
-resume, and carry on)."""
+partial words in place (on a terminal the tentative ones after them, dimmer) and each final with its
+speaker, and speaker corrections as they come (`--resume-test`: cut the connection half-way, resume, and
+carry on)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 from shared.live.client import StreamClient, StreamError
 from shared.media.decode import AudioDecodeError, decode_stream
 
-GREY, RESET, CLEAR = "\033[90m", "\033[0m", "\r\033[K"
+GREY, DIM, RESET, CLEAR = "\033[90m", "\033[2;3m", "\033[0m", "\r\033[K"
 
 
 def add_parser(sub) -> None:
@@ -62,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 class Printer:
-    """Partials of the open utterance on one line, rewritten in place on a terminal; finals above it."""
+    """Partials of the open utterance on one line, rewritten in place on a terminal (stable words in grey,
+    the tentative tail after them dimmer, replaced by each partial); finals above it. Without a terminal,
+    only stable words are printed (a log cannot take words back)."""
 
     def __init__(self, tty: bool):
         self.tty = tty
@@ -74,9 +77,16 @@ class Printer:
         if kind == "partial":
             self.pending += event["text"]
             if self.tty:
-                sys.stdout.write(f"{CLEAR}{GREY}…{self.pending}{RESET}")
-            else:
+                tentative = event.get("tentative", "")
+                sys.stdout.write(f"{CLEAR}{GREY}…{self.pending}{DIM}{tentative}{RESET}")
+            elif event["text"].strip():
                 sys.stdout.write(f"… {event['text'].strip()}\n")
+        elif kind == "speaker_update":
+            items = ", ".join(str(u) for u in event["utterances"])
+            line = f"(utterance{'s' if len(event['utterances']) > 1 else ''} {items}: {event['previous']} → {event['speaker']})"
+            sys.stdout.write(f"{CLEAR}{line}\n" if self.tty else f"{line}\n")
+            if self.tty and self.pending:
+                sys.stdout.write(f"{GREY}…{self.pending}{RESET}")
         elif kind == "final":
             self.pending = ""
             speaker = event["speaker"] or "-"

@@ -1,6 +1,8 @@
 // Live mode: the microphone streamed to /ws/stream. Partial words show in grey on a pending line per
-// utterance; the utterance's final replaces it with a speaker line in the transcript view (colours and
-// renaming as for a file). Stop sends the last audio and {"type": "end"}, and waits for `done`.
+// utterance: the stable ones (never taken back) and after them, lighter and in italics, the newest decode's
+// tentative words, which each partial replaces; the utterance's final replaces the line with a speaker line
+// in the transcript view (colours and renaming as for a file). A speaker_update relabels earlier final
+// lines. Stop sends the last audio and {"type": "end"}, and waits for `done`.
 
 import { ApiError, getKey } from "./api.js";
 import { LiveStream } from "./live-stream.js";
@@ -36,6 +38,11 @@ export class LiveMode {
     window.__whospokeLive = {
       dropForTest: () => this.stream?.drop(),
       stats: () => ({ ...this.stats, ...this.streamStats }),
+      // Tests: draw these events as if a stream had sent them (no microphone, no server)
+      replayForTest: (events) => {
+        if (!this.pending) this.reset();
+        for (const event of events) this.event(event);
+      },
     };
   }
 
@@ -51,7 +58,7 @@ export class LiveMode {
   reset() {
     this.pending = new Map(); // utterance -> its grey line
     this.finals = new Set(); // utterances already shown as final lines
-    this.stats = { partials: 0, finals: 0, lags: [] };
+    this.stats = { partials: 0, tentative: 0, finals: 0, speakerUpdates: 0, lags: [] };
     this.pendingList.replaceChildren();
     this.view.clear();
     this.view.player.removeAttribute("src");
@@ -150,6 +157,9 @@ export class LiveMode {
       case "final":
         this.final(event);
         break;
+      case "speaker_update":
+        this.speakerUpdate(event);
+        break;
       case "error": // an HTTP status: the ticket was refused (a 401 opens the key field)
         this.showError(event.status ? new ApiError(event.message, event) : { message: event.message, code: event.code });
         break;
@@ -168,19 +178,39 @@ export class LiveMode {
     time.textContent = clock(start ?? 0);
     const text = document.createElement("span");
     text.className = "text";
+    const stable = document.createElement("span");
+    stable.className = "stable";
+    const tentative = document.createElement("span");
+    tentative.className = "tentative";
+    text.append(stable, tentative);
     line.append(time, text);
     this.pending.set(utterance, line);
     this.pendingList.append(line);
     return line;
   }
 
+  // stable words are added; the tentative ones replace the line's previous tentative words
   partial(event) {
-    const line = this.pendingLine(event.utterance, event.words?.[0]?.start);
+    const line = this.pendingLine(event.utterance, (event.words?.[0] ?? event.tentative_words?.[0])?.start);
     if (!line) return;
-    const text = line.querySelector(".text");
-    text.textContent = (text.textContent + event.text).replace(/^\s+/, "");
+    const stable = line.querySelector(".stable");
+    const tentative = line.querySelector(".tentative");
+    stable.textContent = (stable.textContent + event.text).replace(/^\s+/, "");
+    const tail = event.tentative || "";
+    tentative.textContent = stable.textContent ? tail : tail.replace(/^\s+/, "");
     this.stats.partials += 1;
+    if (tail.trim()) this.stats.tentative += 1;
     this.section.dataset.partials = String(this.stats.partials);
+  }
+
+  // earlier finals were given the wrong speaker: relabel their lines
+  speakerUpdate(event) {
+    const utterances = new Set(event.utterances.map(String));
+    const indexes = [];
+    this.view.lines.forEach((line, index) => utterances.has(line.dataset.utterance) && indexes.push(index));
+    const { speaker, speaker_id, speaker_confidence } = event;
+    this.view.relabel(indexes, { speaker, speaker_id, speaker_confidence });
+    this.stats.speakerUpdates += 1;
   }
 
   final(event) {

@@ -87,8 +87,18 @@ export class TranscriptView {
     return this.speakers.indexOf(label) % PALETTE_SIZE;
   }
 
+  // the speaker panel's entry for a label
+  speakerItem(label) {
+    return [...this.speakerList.querySelectorAll("input[data-speaker]")]
+      .find((input) => input.dataset.speaker === label)?.closest(".speaker-item");
+  }
+
   addSpeaker(label) {
-    if (this.speakers.includes(label)) return;
+    if (this.speakers.includes(label)) {
+      const item = this.speakerItem(label);
+      if (item) item.hidden = false; // a label a correction had emptied, back on a line
+      return;
+    }
     this.speakers.push(label);
     const n = this.speakers.length;
     const item = document.createElement("li");
@@ -190,6 +200,43 @@ export class TranscriptView {
     }
   }
 
+  // A correction of these lines' speaker (live mode's speaker_update): each line's speaker tag is drawn
+  // again; a label that no line carries any more leaves the speaker panel (its colour stays its own).
+  relabel(indexes, { speaker, speaker_id = null, speaker_confidence = null }) {
+    const before = new Set();
+    for (const index of indexes) {
+      const segment = this.segments[index];
+      const line = this.lines[index];
+      if (!segment || !line) continue;
+      if (segment.speaker) before.add(segment.speaker);
+      Object.assign(segment, { speaker, speaker_id, speaker_confidence });
+      this.learn(segment);
+      this.addSpeaker(speaker);
+      const tag = this.speakerTag(segment);
+      const old = line.querySelector(".speaker");
+      if (old) old.replaceWith(tag);
+      else line.querySelector(".time").after(tag);
+    }
+    for (const label of before) {
+      const item = this.speakerItem(label);
+      if (item && !this.segments.some((s) => s.speaker === label)) item.hidden = true;
+    }
+  }
+
+  speakerTag(segment) {
+    const tag = document.createElement("span");
+    tag.className = `speaker sp-${this.colourOf(segment.speaker)}`;
+    tag.dataset.speaker = segment.speaker;
+    tag.textContent = this.nameOf(segment.speaker);
+    const note = this.knownNote(segment.speaker);
+    if (note) {
+      tag.classList.add("known");
+      tag.title = `${segment.speaker}: ${note}`;
+      if (typeof segment.speaker_confidence === "number") tag.dataset.confidence = String(segment.speaker_confidence);
+    }
+    return tag;
+  }
+
   renderLine(segment, index) {
     const line = document.createElement("li");
     line.className = "line";
@@ -205,19 +252,7 @@ export class TranscriptView {
       time.setAttribute("aria-label", `Play from ${clock(segment.start)}`);
     }
     line.append(time);
-    if (segment.speaker) {
-      const tag = document.createElement("span");
-      tag.className = `speaker sp-${this.colourOf(segment.speaker)}`;
-      tag.dataset.speaker = segment.speaker;
-      tag.textContent = this.nameOf(segment.speaker);
-      const note = this.knownNote(segment.speaker);
-      if (note) {
-        tag.classList.add("known");
-        tag.title = `${segment.speaker}: ${note}`;
-        if (typeof segment.speaker_confidence === "number") tag.dataset.confidence = String(segment.speaker_confidence);
-      }
-      line.append(tag);
-    }
+    if (segment.speaker) line.append(this.speakerTag(segment));
     const text = document.createElement("span");
     text.className = "text";
     text.textContent = segment.text.trim();
