@@ -4,20 +4,27 @@ server (`python -m local_dev serve`, as `make run` starts it), over both protoco
 Audio: conversations of the evaluation set's check half (real LibriSpeech voices, exact reference turns,
 local_dev/eval/sets.py), at least `--minutes` of them, each streamed as its own session, paced at real
 time and at 4x. Per protocol and speed:
-- partial latency p50/p95: a word's end in the audio to its first appearance (wall clock, the audio's
-  own pace subtracted),
+- first-word latency p50/p95: a word's end in the audio to its first appearance in a partial, tentative
+  or stable (wall clock, the audio's own pace subtracted),
+- stable-word latency p50/p95: the same to its first appearance as a stable partial word (never taken
+  back); both match the partials' words to the final's words of the utterance (in order, and within
+  MATCH_S of the final word's time), each final word timed by its end,
 - final latency p50/p95: an utterance's end to its final,
 - words retracted (append-only deltas: must be 0) and the share of partial words the final changed,
 - final WER against the offline pipeline on the same audio (its /api/transcribe answer as reference),
   and the live DER (finals as speaker turns) beside the offline DER,
 then the number of concurrent real-time streams before final latency p50 doubles (native protocol).
-Targets: partial p50 <= 1.0 s, final p50 <= 2.5 s, WER within 2 points, >= 4 concurrent streams.
+Targets: partial (stable) p50 <= 1.0 s, final p50 <= 2.5 s, WER within 2 points, >= 4 concurrent streams.
+The Realtime protocol sends stable words only (its deltas are append-only): its first-word and stable-word
+latencies are the same numbers. A short smoke run: `--minutes 0.1 --speeds 1 --protocols native --levels ''
+--no-words` (one conversation).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import json
 import statistics
 import time
@@ -34,6 +41,7 @@ from shared.media.decode import decode
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "bench-out" / "stream"
+MATCH_S = 1.0  # a partial word counts as a final word only this close to it in time (a chance match is not)
 
 
 @dataclass
@@ -50,7 +58,8 @@ class Clip:
 
 @dataclass
 class Measured:
-    partial_latency: list[float] = field(default_factory=list)
+    first_word_latency: list[float] = field(default_factory=list)  # tentative or stable
+    stable_latency: list[float] = field(default_factory=list)
     final_latency: list[float] = field(default_factory=list)
     partial_words: int = 0
     changed_words: int = 0
@@ -117,6 +126,35 @@ def _rttm(turns) -> str:
     return "".join(f"SPEAKER file 1 {a:.3f} {b - a:.3f} <NA> <NA> {s} <NA> <NA>\n" for a, b, s in turns if s)
 
 
+def _words(words: list[dict]) -> list[tuple[str, float]]:
+    """Normalised words with the end time of the word each came from."""
+    return [(n, w["end"]) for w in words for n in normalize_words(w["word"])]
+
+
+def first_shown(partials: list[tuple[float, dict]], final_words: list[tuple[str, float]]) -> tuple[dict, dict]:
+    """One utterance's partials against its final's words: per final word (index), when it was first shown
+    at all (tentative or stable) and first shown as a stable word. Each partial shows the stable words so
+    far and its tentative tail; they are aligned in order with the final's words, and a match counts only
+    within MATCH_S of the final word's time."""
+    stable: list[tuple[str, float]] = []
+    seen: dict[int, float] = {}
+    settled: dict[int, float] = {}
+    reference = [n for n, _ in final_words]
+    for arrived, event in partials:
+        stable += _words(event["words"])
+        shown = stable + _words(event.get("tentative_words", []))
+        matcher = difflib.SequenceMatcher(a=[n for n, _ in shown], b=reference, autojunk=False)
+        for block in matcher.get_matching_blocks():
+            for k in range(block.size):
+                i, j = block.a + k, block.b + k
+                if abs(shown[i][1] - final_words[j][1]) > MATCH_S:
+                    continue
+                seen.setdefault(j, arrived)
+                if i < len(stable):
+                    settled.setdefault(j, arrived)
+    return seen, settled
+
+
 def score(clip: Clip, finals: list[dict], partials: list[tuple[float, dict]], final_at: dict[int, float],
           speed: float, into: Measured) -> None:
     """Latencies in wall seconds: arrival minus when the audio moment was sent (its time / speed)."""
@@ -124,7 +162,6 @@ def score(clip: Clip, finals: list[dict], partials: list[tuple[float, dict]], fi
     reached: dict[int, float] = {}  # per utterance: the end of the last partial word shown
     for arrived, event in partials:
         for w in event["words"]:
-            into.partial_latency.append(arrived - w["end"] / speed)
             if w["start"] < reached.get(event["utterance"], 0.0) - 0.11:
                 into.retracted += 1  # a word over one already shown: the text before it was rewritten
             reached[event["utterance"]] = max(reached.get(event["utterance"], 0.0), w["end"])
@@ -134,6 +171,10 @@ def score(clip: Clip, finals: list[dict], partials: list[tuple[float, dict]], fi
         into.changed_words += sum(w not in final_words for w in said)
     for item, f in by_item.items():
         into.final_latency.append(final_at[item] - f["end"] / speed)
+        words = _words(f["words"])
+        seen, settled = first_shown([(a, e) for a, e in partials if e["utterance"] == item], words)
+        into.first_word_latency += [at - words[j][1] / speed for j, at in seen.items()]
+        into.stable_latency += [at - words[j][1] / speed for j, at in settled.items()]
     live_text = " ".join(f["text"] for f in sorted(finals, key=lambda f: f["utterance"]))
     into.wers.append(wer(clip.offline_text, live_text))
     into.ders.append(der(clip.rttm, _rttm((f["start"], f["end"], f["speaker"]) for f in finals)))
@@ -172,13 +213,14 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def table(results: dict[tuple[str, float], Measured]) -> str:
-    lines = ["| protocol | pace | audio (s) | partial p50 / p95 (s) | final p50 / p95 (s) | retracted | partial words "
-             "changed by the final | WER vs offline | DER live / offline |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| protocol | pace | audio (s) | first word p50 / p95 (s) | stable word p50 / p95 (s) | final p50 / p95 (s) "
+             "| retracted | partial words changed by the final | WER vs offline | DER live / offline |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for (protocol, speed), m in results.items():
         lines.append(
-            f"| {protocol} | {speed:g}x | {m.audio_s:.0f} | {_pct(m.partial_latency, 50):.2f} / "
-            f"{_pct(m.partial_latency, 95):.2f} | {_pct(m.final_latency, 50):.2f} / {_pct(m.final_latency, 95):.2f} | "
+            f"| {protocol} | {speed:g}x | {m.audio_s:.0f} | {_pct(m.first_word_latency, 50):.2f} / "
+            f"{_pct(m.first_word_latency, 95):.2f} | {_pct(m.stable_latency, 50):.2f} / "
+            f"{_pct(m.stable_latency, 95):.2f} | {_pct(m.final_latency, 50):.2f} / {_pct(m.final_latency, 95):.2f} | "
             f"{m.retracted} | {m.changed_words / max(m.partial_words, 1):.0%} of {m.partial_words} | "
             f"{statistics.mean(m.wers):.3f} | {statistics.mean(m.ders):.3f} / {{offline_der}} |")
     return "\n".join(lines)

@@ -3,6 +3,8 @@ to `/v1/realtime?intent=transcription` (24 kHz PCM16, base64 appends), paced lik
 
 Deltas carry no word times, so a delta word's audio end is taken from the native protocol's finals of
 the same clip (the same server, the same audio: the same words at the same times, matched in order).
+Deltas are stable words only (this protocol sends no tentative words): a word's first appearance is its
+stable one.
 """
 
 from __future__ import annotations
@@ -92,7 +94,9 @@ def run_realtime(url: str, clip, speed: float, into, native_words: list[tuple[st
     matcher = difflib.SequenceMatcher(a=[w for _a, _i, w in deltas], b=[w for w, _t in native_words], autojunk=False)
     for block in matcher.get_matching_blocks():
         for k in range(block.size):
-            into.partial_latency.append(deltas[block.a + k][0] - native_words[block.b + k][1] / speed)
+            latency = deltas[block.a + k][0] - native_words[block.b + k][1] / speed
+            into.first_word_latency.append(latency)  # deltas are stable words: no word is shown sooner
+            into.stable_latency.append(latency)
     text = " ".join(completed[i][1] for i in order if i in completed)
     into.wers.append(wer(clip.offline_text, text))
     turns = "".join(f"SPEAKER file 1 {s['start']:.3f} {s['end'] - s['start']:.3f} <NA> <NA> {s['speaker']} <NA> <NA>\n"
