@@ -213,8 +213,9 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def table(results: dict[tuple[str, float], Measured]) -> str:
-    lines = ["| protocol | pace | audio (s) | first word p50 / p95 (s) | stable word p50 / p95 (s) | final p50 / p95 (s) "
-             "| retracted | partial words changed by the final | WER vs offline | DER live / offline |",
+    lines = ["| protocol | pace | audio (s) | first word p50 / p95 (s) | stable word p50 / p95 (s) "
+             "| final p50 / p95 (s) | retracted | partial words changed by the final | WER vs offline "
+             "| DER live / offline |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for (protocol, speed), m in results.items():
         lines.append(

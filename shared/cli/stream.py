@@ -82,8 +82,9 @@ class Printer:
             elif event["text"].strip():
                 sys.stdout.write(f"… {event['text'].strip()}\n")
         elif kind == "speaker_update":
-            items = ", ".join(str(u) for u in event["utterances"])
-            line = f"(utterance{'s' if len(event['utterances']) > 1 else ''} {items}: {event['previous']} → {event['speaker']})"
+            utterances = event["utterances"]
+            items = ("utterances " if len(utterances) > 1 else "utterance ") + ", ".join(str(u) for u in utterances)
+            line = f"({items}: {event['previous']} → {event['speaker']})"
             sys.stdout.write(f"{CLEAR}{line}\n" if self.tty else f"{line}\n")
             if self.tty and self.pending:
                 sys.stdout.write(f"{GREY}…{self.pending}{RESET}")
