@@ -147,6 +147,11 @@ class Settings(BaseSettings):
         default=0.2, gt=0.0, lt=2.0,
         description="live speakers: cosine distance to every speaker that founds a new one (make eval-live)"
     )
+    stream_turn_threshold: float = Field(
+        default=0.3, ge=0.0, lt=2.0,
+        description="live speakers: cosine distance between the voices before and after a point of an open utterance "
+        "that cuts it there (a speaker change); 0: utterances end only at silence (make eval-live)"
+    )
     voice_match_threshold: float = Field(
         default=0.825, gt=0.0, lt=1.0,
         description="named speakers: the cosine similarity of a speaker's voice to an enrolled one from which it "

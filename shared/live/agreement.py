@@ -2,7 +2,8 @@
 
 Each partial decodes the whole open utterance again, so each hypothesis is the utterance's words so far.
 A word is committed once two hypotheses in a row agree on it (and on every word before it); committed
-words are emitted once and never retracted, whatever later hypotheses say about them.
+words are emitted once and never retracted, whatever later hypotheses say about them. What the newest
+hypothesis says past them is `tentative`: shown sooner, and replaced by the next hypothesis.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ def normalised(word: str) -> str:
 class LocalAgreement:
     def __init__(self) -> None:
         self.committed: list[Word] = []
+        self.tentative: list[Word] = []  # the newest hypothesis's words after the committed ones
         self._previous: list[Word] = []
 
     def update(self, hypothesis: list[Word]) -> list[Word]:
@@ -34,6 +36,7 @@ class LocalAgreement:
                 break
             agreed.append(old)  # the first sighting: its times were seen first
         self.committed += agreed
+        self.tentative = tail[len(agreed):]
         return agreed
 
     def _uncommitted(self, hypothesis: list[Word]) -> list[Word]:

@@ -3,7 +3,8 @@
 An utterance opens when speech has lasted `min_speech_ms` (its start is the first speech window, less
 `prefix_padding_ms`), and closes once the probability has stayed under the negative threshold for
 `silence_ms`, or at `max_utterance_s`, where it is cut at the least speech-like window of its last
-seconds and the rest opens the next utterance. Times are sample indices in the stream.
+seconds and the rest opens the next utterance. A speaker change found inside it (shared/live/turns.py)
+cuts it the same way (`split`, at `quietest`). Times are sample indices in the stream.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from shared.pipeline.silero import WINDOW, SileroState
 
 END_PAD_MS = 200  # audio kept after the last speech window, so a soft word end is not clipped
 CUT_SEARCH_S = 5.0  # a forced cut falls in the utterance's last seconds, at its least speech-like window
+TURN_SEARCH_S = 0.6  # a cut at a speaker change falls this close to where the voices' windows change
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Endpointer:
         self._open_at: int | None = None  # start of the open utterance
         self._silent_since: int | None = None
         self._probs: list[float] = []  # the open utterance's window probabilities, for a forced cut
+        self._last: tuple[int | None, list[float]] = (None, [])  # the last closed utterance's start and probabilities
 
     @property
     def is_open(self) -> bool:
@@ -102,6 +105,7 @@ class Endpointer:
         return []
 
     def _end(self, at: int) -> Boundary:
+        self._last = (self._open_at, self._probs[: max(0, (at - self._open_at) // WINDOW)])
         self._open_at, self._silent_since, self._probs = None, None, []
         self._floor = at
         return Boundary("end", at)
@@ -112,8 +116,40 @@ class Endpointer:
         search = min(len(self._probs) - 1, int(CUT_SEARCH_S * SAMPLE_RATE) // WINDOW)
         tail = self._probs[-search:]
         cut = self._open_at + (len(self._probs) - search + int(np.argmin(tail))) * WINDOW
-        cut = min(max(cut, self._open_at + WINDOW), now)
+        return self._cut(min(max(cut, self._open_at + WINDOW), now))
+
+    def split(self, at: int) -> list[Boundary]:
+        """Cut the open utterance at sample `at` (a speaker change, shared/live/turns.py) and open the
+        next one there. Nothing when no utterance is open or `at` lies outside it."""
+        if self._open_at is None or not self._open_at < at < self._scored:
+            return []
+        return self._cut(at)
+
+    def quietest(self, near: int, search_s: float = TURN_SEARCH_S) -> int | None:
+        """The start of the least speech-like window within `search_s` of sample `near`, inside the open
+        utterance or, with none open, the one that closed last (None outside them)."""
+        start, probs = (self._open_at, self._probs) if self._open_at is not None else self._last
+        if start is None or not start < near < start + len(probs) * WINDOW:
+            return None
+        reach = int(search_s * SAMPLE_RATE) // WINDOW
+        first = max(1, (near - start) // WINDOW - reach)
+        last = min(len(probs), (near - start) // WINDOW + reach + 1)
+        if first >= last:
+            return None
+        return start + (first + int(np.argmin(probs[first:last]))) * WINDOW
+
+    def speech_share(self, start: int, end: int) -> float:
+        """The share of the windows between samples `start` and `end` that score as speech, in the open
+        utterance or, with none open, the one that closed last (0 outside them)."""
+        at, probs = (self._open_at, self._probs) if self._open_at is not None else self._last
+        if at is None:
+            return 0.0
+        chosen = probs[max(0, (start - at) // WINDOW) : max(0, (end - at) // WINDOW)]
+        return sum(p >= self.threshold for p in chosen) / len(chosen) if chosen else 0.0
+
+    def _cut(self, cut: int) -> list[Boundary]:
         rest = self._probs[(cut - self._open_at) // WINDOW :]
+        silent = self._silent_since if self._silent_since is not None and self._silent_since >= cut else None
         end = self._end(cut)
-        self._open_at, self._probs = cut, rest
+        self._open_at, self._probs, self._silent_since = cut, rest, silent
         return [end, Boundary("start", cut, cut)]

@@ -74,6 +74,13 @@ class LiveModels:
 
         return self._background(call) if background else call()
 
+    def windows(self, audio: np.ndarray, background: bool = False) -> Future:
+        """The encoder's window vectors over `audio` (Stages.embed_windows)."""
+        def call() -> Future:
+            return _first(self.runner.submit(Stages.embed_windows, [audio]))
+
+        return self._background(call) if background else call()
+
     def _background(self, call: Callable[[], Future]) -> Future:
         out: Future = Future()
         out.set_running_or_notify_cancel()

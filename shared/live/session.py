@@ -11,6 +11,10 @@ utterance that reaches `max_utterance_s` is committed by the server, as with tur
 client keeps more than that open. A session whose audio runs more than AHEAD_S ahead of the wall clock
 since its first sample (sent faster than it plays) gets no partials, and its finals go through the
 models' background lane (shared/live/models.py): live sessions are served first.
+
+With turn detection and diarization, the open utterance's voice is watched too: its encoder windows are
+embedded as they complete, and a speaker change found in them (shared/live/turns.py) cuts the utterance
+there, as silence would: each piece has its own final and speaker.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from shared.live.events import (
 from shared.live.models import LiveModels
 from shared.live.naming import VoiceNames
 from shared.live.speakers import SpeakerTracker
+from shared.live.turns import HOP, SPAN, TurnDetector, find_cut, grid_start
 from shared.pipeline.identify import KnownVoice
 
 log = logging.getLogger(__name__)
@@ -64,6 +69,7 @@ class LiveConfig:
     partial_interval_s: float = 0.5
     partials: bool = True
     speaker_threshold: float = 0.2
+    turn_threshold: float = 0.3  # a speaker change inside an utterance cuts it (0: only silence does)
     match_threshold: float = 0.75  # a speaker takes an enrolled voice's name from this cosine similarity up
 
     @classmethod
@@ -74,6 +80,7 @@ class LiveConfig:
             max_utterance_s=settings.stream_max_utterance_s,
             partial_interval_s=settings.stream_partial_interval_ms / 1000,
             speaker_threshold=settings.stream_speaker_threshold,
+            turn_threshold=settings.stream_turn_threshold,
             match_threshold=settings.voice_match_threshold,
             vad_threshold=settings.stream_vad_threshold,
             vad_neg_threshold=settings.stream_vad_neg_threshold,
@@ -90,6 +97,9 @@ class _Open:
     partial_at: int = 0  # samples received when the last partial was asked for
     partial_wall: float = 0.0  # and when (monotonic seconds)
     partial_busy: bool = False
+    grid: int = 0  # the first encoder window's start (shared/live/turns.py)
+    vectors: list[np.ndarray] = field(default_factory=list)  # the encoder's windows so far, from `grid`
+    windows_busy: bool = False
 
 
 @dataclass
@@ -129,6 +139,9 @@ class LiveSession:
         hints = config.options.speakers
         self.speakers = SpeakerTracker(config.speaker_threshold, hints)
         self.names = VoiceNames(known if config.options.diarize else (), config.match_threshold)
+        self._turns = (TurnDetector(config.turn_threshold)
+                       if self._endpointer is not None and config.options.diarize and config.turn_threshold > 0
+                       else None)
 
     # --- input ---
     def feed(self, samples: np.ndarray) -> None:
@@ -145,6 +158,7 @@ class LiveSession:
                 self.received += len(samples)
                 for boundary in self._endpointer.feed(samples):
                     self._boundary(boundary)
+                self._maybe_turn()
             self._maybe_partial()
             self._trim()
 
@@ -170,7 +184,7 @@ class LiveSession:
                 return False
             if self._endpointer is not None:
                 self._endpointer.close(self.received)
-            self._close(self.received)
+            self._end_utterance(self.received)
             return True
 
     def clear(self) -> None:
@@ -214,11 +228,22 @@ class LiveSession:
     def _boundary(self, b: Boundary) -> None:
         if b.kind == "start":
             self._open = _Open(item=self._next_item, start=b.sample, partial_at=b.sample,
-                               partial_wall=time.monotonic())
+                               partial_wall=time.monotonic(), grid=grid_start(b.sample))
             self._next_item += 1
             self._emit(SpeechStarted(self._open.item, round(b.sample / SAMPLE_RATE, 3)))
         elif self._open is not None:
-            self._close(b.sample)
+            self._end_utterance(b.sample)
+
+    def _end_utterance(self, end: int) -> None:
+        """Close the open utterance at `end`; with its voice watched, first cut it at a speaker change
+        its windows show now that nothing follows (one the open-utterance watch had yet to confirm)."""
+        utterance = self._open
+        if self._turns is not None:
+            cut = find_cut(self._turns, self._endpointer, utterance.grid, utterance.vectors, settled=True)
+            if cut is not None and utterance.start < cut < end:
+                self._close(cut)
+                self._boundary(Boundary("start", cut, cut))
+        self._close(end)
 
     def _close(self, end: int) -> None:
         utterance, self._open = self._open, None
@@ -295,6 +320,36 @@ class LiveSession:
             speaker_confidence=None if identity is None else identity.confidence,
         ))
 
+    # --- speaker changes inside the open utterance ---
+    def _maybe_turn(self) -> None:
+        """Embed the open utterance's windows completed since the last look (one request at a time)."""
+        utterance = self._open
+        if self._turns is None or utterance is None or utterance.windows_busy:
+            return
+        first = utterance.grid + len(utterance.vectors) * HOP
+        end = utterance.grid + ((self.received - SPAN * HOP - utterance.grid) // HOP) * HOP + SPAN * HOP
+        if end - first < SPAN * HOP:
+            return
+        utterance.windows_busy = True
+        future = self.models.windows(self._buffer.copy(first, end), self.ahead_s() > AHEAD_S)
+        future.add_done_callback(lambda f, u=utterance: self._windows_done(u, f))
+
+    def _windows_done(self, utterance: _Open, future: Future) -> None:
+        with self._lock:
+            utterance.windows_busy = False
+            if self._open is not utterance or self.closed:
+                return
+            if future.exception() is not None:
+                log.warning("live speaker windows failed: %r", future.exception())
+                return
+            utterance.vectors.extend(future.result())
+            cut = find_cut(self._turns, self._endpointer, utterance.grid, utterance.vectors)
+            if cut is not None:
+                for boundary in self._endpointer.split(cut):
+                    self._boundary(boundary)
+                self._trim()
+            self._maybe_turn()
+
     # --- partials ---
     def _maybe_partial(self) -> None:
         utterance = self._open
@@ -318,10 +373,13 @@ class LiveSession:
             if future.exception() is not None:
                 log.warning("live partial failed: %r", future.exception())
                 return
+            before = [w.word for w in utterance.agreement.tentative]
             new = utterance.agreement.update(future.result())
-            if new:
+            tentative = utterance.agreement.tentative
+            if new or [w.word for w in tentative] != before:
                 offset = utterance.start / SAMPLE_RATE
-                self._emit(PartialWords(utterance.item, tuple(_shifted(w, offset) for w in new)))
+                self._emit(PartialWords(utterance.item, tuple(_shifted(w, offset) for w in new),
+                                        tuple(_shifted(w, offset) for w in tentative)))
             self._maybe_partial()
 
     def _trim(self) -> None:

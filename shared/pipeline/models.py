@@ -60,6 +60,9 @@ class StageWorker(Stages):
     def embed_voice(self, audios: list[np.ndarray]) -> list[np.ndarray]:
         return [self.voice_encoder.embed_voice(a) for a in audios]
 
+    def embed_windows(self, audios: list[np.ndarray]) -> list[np.ndarray]:
+        return [self.voice_encoder.embed_windows(a) for a in audios]
+
     def voiceprints(
         self, audio: AudioSource, groups: list[list[tuple[float, float]]], count_voices: bool = False
     ) -> list[VoicePrint]:

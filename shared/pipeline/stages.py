@@ -102,6 +102,12 @@ class Stages(Protocol):
         ...
 
     @serves(Model.VOICE_ENCODER, Role.DIARIZE)
+    def embed_windows(self, audios: list[np.ndarray]) -> list[np.ndarray]:
+        """Per audio, the encoder's vector of each 1.6 s window at 0, 0.4 s, 0.8 s, ... (an array of
+        rows): live sessions look for a speaker change inside an open utterance with them."""
+        ...
+
+    @serves(Model.VOICE_ENCODER, Role.DIARIZE)
     def voiceprints(
         self, audio: AudioSource, groups: list[list[tuple[float, float]]], count_voices: bool = False
     ) -> list[VoicePrint]:
@@ -121,6 +127,7 @@ class Stage(str, Enum):
     LIVE_PARTIAL = "live_partial"
     LIVE_FINAL = "live_final"
     EMBED_VOICE = "embed_voice"
+    EMBED_WINDOWS = "embed_windows"
     VOICEPRINTS = "voiceprints"
 
     @property

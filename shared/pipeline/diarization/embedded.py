@@ -127,6 +127,26 @@ class EmbeddedDiarizer:
             return np.zeros(256, np.float32)
         return _normalise(windows.embeddings.mean(axis=0)).astype(np.float32)
 
+    def embed_windows(self, samples: np.ndarray) -> np.ndarray:
+        """The d-vector (unit length) of every full window of `samples` starting at 0, hop, 2 hop, ...
+        (no tail window: a grid that continues when more audio arrives), each levelled on its own as
+        diarization levels them. Live sessions watch an open utterance for a speaker change with these."""
+        import torch
+        from resemblyzer.audio import wav_to_mel_spectrogram
+
+        win, hop = round(self.window_s / FRAME_S), round(self.hop_s / FRAME_S)
+        wav = self._levelled(np.asarray(samples, np.float32))
+        if len(wav) < win * round(FRAME_S * 16000):
+            return np.zeros((0, 256), np.float32)
+        mel = wav_to_mel_spectrogram(wav)
+        mels = [self._levelled_mel(mel, wav, s, win) for s in range(0, len(mel) - win + 1, hop)]
+        rows = []
+        with self._lock, torch.inference_mode():
+            for at in range(0, len(mels), EMBED_BATCH):
+                x = torch.from_numpy(np.stack(mels[at : at + EMBED_BATCH])).float().to(self.encoder.device)
+                rows.append(self.encoder(x).cpu().numpy())
+        return np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, 256), np.float32)
+
     def voiceprint(self, audio: AudioSource | np.ndarray, spans: list[tuple[float, float]], *,
                    max_speech_s: float = 60.0, count_voices: bool = False) -> VoicePrint:
         """The voice in some spans of a clip: Silero's speech inside them (at diarization's thresholds),

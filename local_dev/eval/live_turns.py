@@ -1,0 +1,191 @@
+"""`make eval-live`: live speakers on conversations whose speakers hand over quickly, against the
+offline diarizer on the same audio in the same run; and the choice of STREAM_TURN_THRESHOLD (speaker
+changes inside an open utterance, shared/live/turns.py) with STREAM_SPEAKER_THRESHOLD: swept on the tune
+half, reported on the check half and on the real recordings.
+
+Files: the conversations (`conv-clean`, and `same-clean`, one room and microphone) whose median gap at
+a change of speaker is under 0.6 s, the one-speaker ones (a false cut shows there), and all seven real
+recordings (half "dev": never tuned on). A live session is replayed in-process as the server runs it:
+audio fed 0.5 s at a time to the endpointer; after each feed the open utterance's encoder windows (a grid
+fixed in the stream, computed once per file) go to the turn detector, and a change found cuts the
+utterance there; each utterance's voice (embed_voice) then goes to the speaker tracker. The encoder's
+work is the server's; only the wall-clock delay of a model call is left out. Scored as `make eval`:
+DER (collar 0.5, overlap skipped) of utterance-level turns, the speaker count, and multi-speaker files
+that came out with one speaker.
+
+    python -m local_dev.eval.live_turns [--limit N] [--turns 0,0.3,...] [--speakers 0.15,0.2,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from local_dev.eval import sets
+from local_dev.eval.scoring import der
+from shared.core.config import Settings
+from shared.core.domain import SAMPLE_RATE, SpeakerHints
+from shared.live.endpoint import Endpointer
+from shared.live.speakers import SpeakerTracker
+from shared.live.turns import HOP, SPAN, TurnDetector, find_cut, grid_start
+from shared.media.decode import decode
+from shared.pipeline.diarization.embedded import EmbeddedDiarizer
+
+FEED = 8000  # samples a feed (0.5 s), as a live client sends them
+WIN = SPAN * HOP
+QUICK_GAP_S = 0.6
+
+
+def handover_gap(rttm: str) -> float | None:
+    """The median gap (negative: overlap) between one speaker's turn and the next speaker's."""
+    turns = sorted((float(f[3]), float(f[3]) + float(f[4]), f[7]) for f in (line.split() for line in rttm.splitlines()) if f)
+    gaps = [b[0] - a[1] for a, b in zip(turns, turns[1:]) if a[2] != b[2]]
+    return float(np.median(gaps)) if gaps else None
+
+
+def chosen_items(limit: int = 0) -> list[sets.Item]:
+    out, taken = [], {}
+    for item in sets.load_items():
+        if item.group not in ("conv-clean", "same-clean", "real"):
+            continue
+        gap = handover_gap(item.rttm)
+        if item.group != "real" and gap is not None and gap >= QUICK_GAP_S:
+            continue
+        key = (item.group, item.half)
+        if limit and taken.get(key, 0) >= limit:
+            continue
+        taken[key] = taken.get(key, 0) + 1
+        out.append(item)
+    return out
+
+
+class Conversation:
+    """One file, with what every replay of it reuses: its audio, its grid windows, utterance voices."""
+
+    def __init__(self, item: sets.Item, encoder: EmbeddedDiarizer):
+        self.item, self.encoder = item, encoder
+        self.audio = decode(item.audio).samples
+        cache = sets.OUT_DIR / "live_windows" / f"{item.name}.npy"
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        if not cache.exists():
+            np.save(cache, encoder.embed_windows(self.audio))
+        self.windows = np.load(cache)  # window k covers samples [k HOP, k HOP + WIN)
+        self._voices: dict[tuple[int, int], np.ndarray] = {}
+
+    def voice(self, a: int, b: int) -> np.ndarray:
+        if (a, b) not in self._voices:
+            self._voices[a, b] = self.encoder.embed_voice(self.audio[a:b])
+        return self._voices[a, b]
+
+    def utterances(self, settings, turn_threshold: float) -> list[tuple[int, int]]:
+        """The live session's utterances: cut by its endpointer, and at speaker changes (0: none)."""
+        ep = Endpointer(threshold=settings.stream_vad_threshold, neg_threshold=settings.stream_vad_neg_threshold,
+                        silence_ms=settings.stream_silence_ms, max_utterance_s=settings.stream_max_utterance_s)
+        detector = TurnDetector(turn_threshold) if turn_threshold > 0 else None
+        bounds, start = [], None
+
+        def vectors(received: int) -> tuple[int, np.ndarray]:
+            first = grid_start(start) // HOP
+            return first * HOP, self.windows[first : max(first, min((received - WIN) // HOP + 1, len(self.windows)))]
+
+        def take(boundaries, received: int) -> None:
+            nonlocal start
+            for b in boundaries:
+                if b.kind == "start":
+                    start = b.sample
+                    continue
+                if detector is not None:  # as LiveSession._end_utterance: a last look, nothing follows
+                    cut = find_cut(detector, ep, *vectors(received), settled=True)
+                    if cut is not None and start < cut < b.sample:
+                        bounds.append((start, cut))
+                        start = cut
+                bounds.append((start, b.sample))
+
+        for at in range(0, len(self.audio), FEED):
+            received = min(at + FEED, len(self.audio))
+            take(ep.feed(self.audio[at:received]), received)
+            if detector is not None and ep.is_open:  # as LiveSession._windows_done
+                cut = find_cut(detector, ep, *vectors(received))
+                if cut is not None:
+                    take(ep.split(cut), received)
+        take(ep.close(len(self.audio)), len(self.audio))
+        return [(a, b) for a, b in bounds if b > a]
+
+    def live_rttm(self, settings, turn_threshold: float, speaker_threshold: float) -> str:
+        tracker, rows = SpeakerTracker(speaker_threshold, SpeakerHints(), eager=0.5), []
+        for a, b in self.utterances(settings, turn_threshold):
+            speaker, _new = tracker.assign(self.voice(a, b), (b - a) / SAMPLE_RATE)
+            rows.append(f"SPEAKER file 1 {a / SAMPLE_RATE:.3f} {(b - a) / SAMPLE_RATE:.3f} <NA> <NA> {speaker} <NA> <NA>\n")
+        return "".join(rows)
+
+    def offline_rttm(self) -> str:
+        turns = self.encoder.diarize(self.audio)
+        return "".join(f"SPEAKER file 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> {t.speaker} <NA> <NA>\n"
+                       for t in turns)
+
+
+def speakers_in(rttm: str) -> int:
+    return len({line.split()[7] for line in rttm.splitlines() if line.strip()})
+
+
+def score(convs: list[Conversation], settings, turn: float, speaker: float) -> dict:
+    ders, right, single = [], 0, 0
+    for c in convs:
+        rttm = c.live_rttm(settings, turn, speaker)
+        ders.append(der(c.item.rttm, rttm))
+        n = speakers_in(rttm)
+        right += n == c.item.num_speakers
+        single += c.item.num_speakers > 1 and n <= 1
+    return {"der": statistics.mean(ders) if ders else 0.0, "right": right, "single": single, "files": len(convs)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, default=0, help="files per group and half (0: all)")
+    parser.add_argument("--turns", default="0,0.2,0.25,0.3,0.35,0.4", help="turn thresholds (0: no turn cuts)")
+    parser.add_argument("--speakers", default="0.15,0.2,0.25", help="speaker thresholds, swept with them")
+    args = parser.parse_args(argv)
+    settings = Settings(_env_file=None, device="cpu")
+    encoder = EmbeddedDiarizer.from_settings(settings)
+    t0 = time.monotonic()
+    convs = [Conversation(i, encoder) for i in chosen_items(args.limit)]
+    groups: dict[str, list[Conversation]] = {}
+    for c in convs:
+        groups.setdefault(c.item.half, []).append(c)
+    print(f"{len(convs)} files ({', '.join(f'{k} {len(v)}' for k, v in groups.items())}), "
+          f"windows in {time.monotonic() - t0:.0f} s", flush=True)
+    turns = [float(t) for t in args.turns.split(",")]
+    speakers = [float(s) for s in args.speakers.split(",")]
+
+    print("\n| turn threshold | speaker threshold | tune DER | count right | one speaker of many |\n|---:|---:|---:|---:|---:|")
+    tuned = {}
+    for t in turns:
+        for s in speakers:
+            r = tuned[t, s] = score(groups.get("tune", []), settings, t, s)
+            print(f"| {t:g} | {s:g} | {r['der']:.1%} | {r['right']}/{r['files']} | {r['single']} |", flush=True)
+    # the lowest DER among the pairs that never leave a multi-speaker file with one speaker, if any do
+    safe = [k for k, r in tuned.items() if r["single"] == 0] or list(tuned)
+    best_t, best_s = min(safe, key=lambda k: tuned[k]["der"])
+    no_turns = min((k for k in tuned if k[0] == 0), key=lambda k: tuned[k]["der"], default=None)
+
+    print(f"\nchosen on the tune half: STREAM_TURN_THRESHOLD {best_t:g}, STREAM_SPEAKER_THRESHOLD {best_s:g}")
+    print("\n| half | group | files | offline DER | live DER | live / offline | live, no turn cuts | count right | one speaker of many |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for half in ("check", "dev"):
+        for group in sorted({c.item.group for c in groups.get(half, [])}):
+            part = [c for c in groups[half] if c.item.group == group]
+            offline = statistics.mean(der(c.item.rttm, c.offline_rttm()) for c in part)
+            live = score(part, settings, best_t, best_s)
+            plain = score(part, settings, *no_turns) if no_turns else None
+            print(f"| {half} | {group} | {len(part)} | {offline:.1%} | {live['der']:.1%} | "
+                  f"{live['der'] / max(offline, 1e-9):.2f} | {plain['der']:.1%} | {live['right']}/{len(part)} | "
+                  f"{live['single']} |", flush=True)
+    print(f"\n{time.monotonic() - t0:.0f} s in all")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
