@@ -10,12 +10,29 @@ with MAX_PENDING_FINALS waiting takes no more audio (shared/live/intake.py). Tho
 ahead of real time (a recording sent faster than it plays) go through one shared
 background lane instead, one request at a time in arrival order: however many such sessions there are,
 they take at most one model call at a time, and live sessions' calls do not wait behind theirs.
+
+Finals first. When there is more live work than the cores can do, partials give way: while a live
+session's final or voice embedding (what a final waits for) is submitted and not done, the next partial
+batch waits, so the cores go to the finals; with none pending it goes at once, as it always did. Under
+load, then, partial intervals stretch and final latency holds. Nothing new is queued: the waiting
+partials are the same one-per-session requests as before (a newer one replaces an older one), so the
+wait is bounded by the number of sessions. Background-lane calls and the open utterance's window
+embeddings (`windows`, one request per session at a time) hold nothing back.
+
+So that partials are not starved while finals keep coming, a partial batch waits behind finals at most
+`partial_max_wait_s` (PARTIAL_MAX_WAIT_S, 2 s): then it goes, finals pending or not (one timer, armed
+while a batch is held back, makes it go even if nothing else happens meanwhile). A time bound rather
+than "after N finals": what a user sees is time between partials, finals vary in length (a 30 s
+utterance's decode is many short ones'), and the time bound holds however slow each final is. On two
+CPU cores a tiny.en final takes ~0.3-1 s, so 2 s lets a burst of finals through while an open
+utterance still updates every couple of seconds.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
@@ -31,15 +48,24 @@ from shared.pipeline.stages import Stages
 
 log = logging.getLogger(__name__)
 
+PARTIAL_MAX_WAIT_S = 2.0  # the longest a partial batch waits behind live finals (module docstring)
+
 
 class LiveModels:
-    def __init__(self, runner: Runner, *, max_partial_batch: int = 8, partial_batches_in_flight: int = 1):
+    def __init__(self, runner: Runner, *, max_partial_batch: int = 8, partial_batches_in_flight: int = 1,
+                 partial_max_wait_s: float = PARTIAL_MAX_WAIT_S):
         self.runner = runner
         self.max_partial_batch = max_partial_batch
         self.in_flight_limit = partial_batches_in_flight
+        self.partial_max_wait_s = partial_max_wait_s
         self._lock = threading.Lock()
         self._waiting: dict[Any, tuple[np.ndarray, TranscribeOptions, Future]] = {}
         self._in_flight = 0
+        self._finals_pending = 0  # live finals and voice embeddings submitted and not done
+        self._held_since: float | None = None  # when the waiting partials began to wait for finals
+        self._timer: threading.Timer | None = None  # armed while a partial batch is held back
+        self.partial_batches_held = 0  # batches that waited for finals, and those the time bound let go
+        self.partial_batches_forced = 0
         self.partial_batches = 0  # batches decoded, and the requests in them (for the bench's table)
         self.partial_requests = 0
         self._lane: deque[tuple[Callable[[], Future], Future]] = deque()  # background requests waiting
@@ -66,13 +92,13 @@ class LiveModels:
         def call() -> Future:
             return _first(self.runner.submit(Stages.live_final, [ChunkAudio(chunk, ArrayAudio(audio))], options))
 
-        return self._background(call) if background else call()
+        return self._background(call) if background else self._first_class(call)
 
     def embed(self, audio: np.ndarray, background: bool = False) -> Future:
         def call() -> Future:
             return _first(self.runner.submit(Stages.embed_voice, [audio]))
 
-        return self._background(call) if background else call()
+        return self._background(call) if background else self._first_class(call)
 
     def windows(self, audio: np.ndarray, background: bool = False) -> Future:
         """The encoder's window vectors over `audio` (Stages.embed_windows)."""
@@ -80,6 +106,23 @@ class LiveModels:
             return _first(self.runner.submit(Stages.embed_windows, [audio]))
 
         return self._background(call) if background else call()
+
+    def _first_class(self, call: Callable[[], Future]) -> Future:
+        """Submit a live final's call now; partial batches wait while it is pending (module docstring)."""
+        with self._lock:
+            self._finals_pending += 1
+        try:
+            submitted = call()
+        except BaseException:
+            self._final_done()
+            raise
+        submitted.add_done_callback(lambda _f: self._final_done())
+        return submitted
+
+    def _final_done(self) -> None:
+        with self._lock:
+            self._finals_pending -= 1
+        self._pump()
 
     def _background(self, call: Callable[[], Future]) -> Future:
         out: Future = Future()
@@ -112,6 +155,12 @@ class LiveModels:
         with self._lock:
             if self._in_flight >= self.in_flight_limit or not self._waiting:
                 return
+            if self._finals_pending and not self._waited_long_enough():
+                return
+            if self._held_since is not None:
+                self.partial_batches_held += 1
+                self.partial_batches_forced += self._finals_pending > 0
+                self._held_since = None
             first = next(iter(self._waiting.values()))[1]
             keys = [k for k, (_a, o, _f) in self._waiting.items() if o == first][: self.max_partial_batch]
             batch = [self._waiting.pop(k) for k in keys]
@@ -129,6 +178,26 @@ class LiveModels:
             self._resolve(futures, None, exc)
             return
         submitted.add_done_callback(lambda f: self._resolve(futures, f, None))
+
+    def _waited_long_enough(self) -> bool:
+        """Under the lock, with partials waiting and finals pending: whether the partials have waited
+        `partial_max_wait_s`; if not, the timer is armed to look again when they will have."""
+        now = time.monotonic()
+        if self._held_since is None:
+            self._held_since = now
+        left = self._held_since + self.partial_max_wait_s - now
+        if left <= 0:
+            return True
+        if self._timer is None:
+            self._timer = threading.Timer(left, self._timer_fired)
+            self._timer.daemon = True
+            self._timer.start()
+        return False
+
+    def _timer_fired(self) -> None:
+        with self._lock:
+            self._timer = None
+        self._pump()
 
     def _resolve(self, futures: list[Future], done: Future | None, error: BaseException | None) -> None:
         try:
