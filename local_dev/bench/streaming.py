@@ -10,10 +10,15 @@ time and at 4x. Per protocol and speed:
   back); both match the partials' words to the final's words of the utterance (in order, and within
   MATCH_S of the final word's time), each final word timed by its end,
 - final latency p50/p95: an utterance's end to its final,
+- partial interval mean/p95: the wall time between successive partial events of the same open utterance,
+  as the stream got them (a partial is sent when its words change: a decode that changes nothing sends
+  none); with more streams than the cores serve, partials give way to finals (shared/live/models.py),
+  so this stretches while final latency holds,
 - words retracted (append-only deltas: must be 0) and the share of partial words the final changed,
 - final WER against the offline pipeline on the same audio (its /api/transcribe answer as reference),
   and the live DER (finals as speaker turns) beside the offline DER,
-then the number of concurrent real-time streams before final latency p50 doubles (native protocol).
+then, with N real-time streams of one conversation at once (native protocol), final latency and the
+partial interval per level, and the number of streams before final latency p50 doubles.
 Targets: partial (stable) p50 <= 1.0 s, final p50 <= 2.5 s, WER within 2 points, >= 4 concurrent streams.
 The Realtime protocol sends stable words only (its deltas are append-only): its first-word and stable-word
 latencies are the same numbers. A short smoke run: `--minutes 0.1 --speeds 1 --protocols native --levels ''
@@ -61,6 +66,7 @@ class Measured:
     first_word_latency: list[float] = field(default_factory=list)  # tentative or stable
     stable_latency: list[float] = field(default_factory=list)
     final_latency: list[float] = field(default_factory=list)
+    partial_intervals: list[float] = field(default_factory=list)  # between partials of one utterance
     partial_words: int = 0
     changed_words: int = 0
     retracted: int = 0
@@ -155,10 +161,23 @@ def first_shown(partials: list[tuple[float, dict]], final_words: list[tuple[str,
     return seen, settled
 
 
+def intervals(arrivals: list[tuple[float, object]]) -> list[float]:
+    """Wall seconds between successive partial events of the same utterance: (arrival, utterance) pairs."""
+    by: dict[object, list[float]] = {}
+    for at, utterance in arrivals:
+        by.setdefault(utterance, []).append(at)
+    gaps = []
+    for times in by.values():
+        times.sort()
+        gaps += [b - a for a, b in zip(times, times[1:])]
+    return gaps
+
+
 def score(clip: Clip, finals: list[dict], partials: list[tuple[float, dict]], final_at: dict[int, float],
           speed: float, into: Measured) -> None:
     """Latencies in wall seconds: arrival minus when the audio moment was sent (its time / speed)."""
     by_item = {f["utterance"]: f for f in finals}
+    into.partial_intervals += intervals([(arrived, event["utterance"]) for arrived, event in partials])
     reached: dict[int, float] = {}  # per utterance: the end of the last partial word shown
     for arrived, event in partials:
         for w in event["words"]:
@@ -191,20 +210,23 @@ def run_native(url: str, clip: Clip, speed: float, into: Measured) -> None:
         clip.native_words = [(n, w["end"]) for f in finals for w in f["words"] for n in normalize_words(w["word"])]
 
 
-def concurrency(url: str, clip: Clip, levels: list[int]) -> list[tuple[int, float, float]]:
-    """Final latency p50/p95 with N real-time streams of the same clip at once."""
+def concurrency(url: str, clip: Clip, levels: list[int]) -> list[tuple[int, float, float, float, float]]:
+    """Final latency p50/p95 and the partial interval mean/p95 with N real-time streams of the same clip
+    at once."""
     rows = []
     for n in levels:
         async def many(n: int = n):
             clients = [StreamClient(url, speed=1.0) for _ in range(n)]
             return await asyncio.gather(*(c.run(clip.pcm, timeout=clip.duration + 600) for c in clients))
 
-        latencies = []
+        latencies, gaps = [], []
         for run in asyncio.run(many()):
             at = {r.event["utterance"]: r.at for r in run.events if r.event["type"] == "final"}
             latencies += [at[f["utterance"]] - f["end"] for f in run.finals]
-        rows.append((n, _pct(latencies, 50), _pct(latencies, 95)))
-        print(f"  {n} concurrent: final p50 {rows[-1][1]:.2f} s, p95 {rows[-1][2]:.2f} s", flush=True)
+            gaps += intervals([(r.at, r.event["utterance"]) for r in run.events if r.event["type"] == "partial"])
+        rows.append((n, _pct(latencies, 50), _pct(latencies, 95), _mean(gaps), _pct(gaps, 95)))
+        print(f"  {n} concurrent: final p50 {rows[-1][1]:.2f} s, p95 {rows[-1][2]:.2f} s; "
+              f"partial interval mean {rows[-1][3]:.2f} s, p95 {rows[-1][4]:.2f} s", flush=True)
     return rows
 
 
@@ -212,17 +234,22 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+def _mean(values: list[float]) -> float:
+    return statistics.mean(values) if values else float("nan")
+
+
 def table(results: dict[tuple[str, float], Measured]) -> str:
     lines = ["| protocol | pace | audio (s) | first word p50 / p95 (s) | stable word p50 / p95 (s) "
-             "| final p50 / p95 (s) | retracted | partial words changed by the final | WER vs offline "
-             "| DER live / offline |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| final p50 / p95 (s) | partial interval mean / p95 (s) | retracted "
+             "| partial words changed by the final | WER vs offline | DER live / offline |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for (protocol, speed), m in results.items():
         lines.append(
             f"| {protocol} | {speed:g}x | {m.audio_s:.0f} | {_pct(m.first_word_latency, 50):.2f} / "
             f"{_pct(m.first_word_latency, 95):.2f} | {_pct(m.stable_latency, 50):.2f} / "
             f"{_pct(m.stable_latency, 95):.2f} | {_pct(m.final_latency, 50):.2f} / {_pct(m.final_latency, 95):.2f} | "
-            f"{m.retracted} | {m.changed_words / max(m.partial_words, 1):.0%} of {m.partial_words} | "
+            f"{_mean(m.partial_intervals):.2f} / {_pct(m.partial_intervals, 95):.2f} | {m.retracted} | "
+            f"{m.changed_words / max(m.partial_words, 1):.0%} of {m.partial_words} | "
             f"{statistics.mean(m.wers):.3f} | {statistics.mean(m.ders):.3f} / {{offline_der}} |")
     return "\n".join(lines)
 
@@ -271,9 +298,11 @@ def main(argv: list[str] | None = None) -> int:
         report += "\n\n" + words_table
     if rows:
         base = rows[0][1]
-        sustained = max((n for n, p50, _ in rows if p50 <= 2 * base), default=0)
-        report += ("\n\n| concurrent real-time streams | final p50 (s) | final p95 (s) |\n|---:|---:|---:|\n"
-                   + "\n".join(f"| {n} | {p50:.2f} | {p95:.2f} |" for n, p50, p95 in rows)
+        sustained = max((n for n, p50, *_ in rows if p50 <= 2 * base), default=0)
+        report += ("\n\n| concurrent real-time streams | final p50 (s) | final p95 (s) | partial interval mean (s) "
+                   "| partial interval p95 (s) |\n|---:|---:|---:|---:|---:|\n"
+                   + "\n".join(f"| {n} | {p50:.2f} | {p95:.2f} | {gap:.2f} | {gap95:.2f} |"
+                                for n, p50, p95, gap, gap95 in rows)
                    + f"\n\nsustained before final p50 doubles: {sustained} streams")
     print("\n" + report)
     (OUT / "report.md").write_text(report + "\n")

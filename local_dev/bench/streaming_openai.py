@@ -18,6 +18,7 @@ import av
 import numpy as np
 from openai import AsyncOpenAI
 
+from local_dev.bench.streaming import intervals
 from local_dev.eval.scoring import der, normalize_words, wer
 
 RATE = 24_000
@@ -70,6 +71,7 @@ def run_realtime(url: str, clip, speed: float, into, native_words: list[tuple[st
     completed: dict[str, tuple[float, str]] = {}
     segments: list[dict] = []
     deltas: list[tuple[float, str, str]] = []  # (arrival, item, word)
+    delta_events: list[tuple[float, str]] = []  # (arrival, item), one per delta event
     for arrived, e in events:
         kind = e["type"]
         if kind == "input_audio_buffer.speech_stopped":
@@ -78,6 +80,7 @@ def run_realtime(url: str, clip, speed: float, into, native_words: list[tuple[st
             order.append(e["item_id"])
         elif kind == "conversation.item.input_audio_transcription.delta":
             deltas += [(arrived, e["item_id"], w) for w in normalize_words(e["delta"])]
+            delta_events.append((arrived, e["item_id"]))
         elif kind == "conversation.item.input_audio_transcription.completed":
             completed[e["item_id"]] = (arrived, e["transcript"])
         elif kind == "conversation.item.input_audio_transcription.segment":
@@ -85,6 +88,7 @@ def run_realtime(url: str, clip, speed: float, into, native_words: list[tuple[st
     for item, (arrived, _text) in completed.items():
         if item in stopped_at:
             into.final_latency.append(arrived - stopped_at[item] / speed)
+    into.partial_intervals += intervals(delta_events)  # deltas are its partials (stable words only)
     # deltas are append-only by construction; count the words a completed transcript changed
     for item in order:
         said = [w for _a, i, w in deltas if i == item]
