@@ -13,7 +13,7 @@ time and at 4x. Per protocol and speed:
 - partial interval mean/p95: the wall time between successive partial events of the same open utterance,
   as the stream got them (a partial is sent when its words change: a decode that changes nothing sends
   none); with more streams than the cores serve, partials give way to finals (shared/live/models.py),
-  so this stretches while final latency holds,
+  so this stretches before final latency grows,
 - words retracted (append-only deltas: must be 0) and the share of partial words the final changed,
 - final WER against the offline pipeline on the same audio (its /api/transcribe answer as reference),
   and the live DER (finals as speaker turns) beside the offline DER,
