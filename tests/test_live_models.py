@@ -62,6 +62,7 @@ def test_a_partial_batch_waits_for_a_pending_final_and_goes_when_it_is_done():
     runner.finish(Stage.LIVE_PARTIAL)
     assert a.result(1) == b.result(1) == "live_partial result"
     assert models.partial_batches_held == 1 and models.partial_batches_forced == 0
+    assert models._timer is None  # the wait's timer went with the batch
 
 
 def test_background_finals_and_window_embeddings_hold_no_partial_back():

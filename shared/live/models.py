@@ -161,6 +161,9 @@ class LiveModels:
                 self.partial_batches_held += 1
                 self.partial_batches_forced += self._finals_pending > 0
                 self._held_since = None
+                if self._timer is not None:  # no longer needed: the batch goes now
+                    self._timer.cancel()
+                    self._timer = None
             first = next(iter(self._waiting.values()))[1]
             keys = [k for k, (_a, o, _f) in self._waiting.items() if o == first][: self.max_partial_batch]
             batch = [self._waiting.pop(k) for k in keys]
