@@ -19,11 +19,14 @@ non-speech held open shows (the real recordings hold little: 15 s of 220). Colum
 without the second look, with it, and with it on levels not high-passed (as the file pipeline reads
 them); the file pipeline's chunk regions without and with its second look.
 
+`--finals`: what the live final model (Stages.live_final, as a session calls it) makes of the utterances
+lying wholly in non-speech (at most 0.2 s of reference speech), with and without the second look.
+
 `--sweep` replays FLOOR_S / LOUD_HOLD_S settings (and the unfiltered levels) on the tune and the check
 half of the degraded conversation groups (conv-noise, conv-reverb, conv-phone, same-phone); choose on
 the tune half.
 
-    python -m local_dev.eval.live_vad [--sweep] [--limit N]
+    python -m local_dev.eval.live_vad [--sweep | --finals] [--limit N]
 """
 
 from __future__ import annotations
@@ -173,6 +176,36 @@ def measure(items, settings, vad: SileroVad | None, configs: dict[str, dict], lo
     return groups
 
 
+def finals(items, settings) -> int:
+    """Words the final model hears in utterances that hold (almost) no reference speech."""
+    from shared.core.domain import Chunk, TranscribeOptions
+    from shared.media.pcm import ArrayAudio, ChunkAudio
+    from shared.pipeline.models import StageWorker
+
+    worker = StageWorker(settings).load()
+    options = TranscribeOptions(diarize=False)
+    for name, kwargs in (("without the second look", {"second_look": False}), ("with it", {})):
+        seconds, count, words = 0.0, 0, []
+        for item in items:
+            audio = decode(item.audio).samples
+            probs = score_clip(as_audio(audio))[: len(audio) // WINDOW]
+            ref = reference(item)
+            for a, b in utterances(audio, probs, settings, **kwargs):
+                if overlap([(a, b)], ref) > 0.2:
+                    continue
+                piece = audio[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)]
+                d = round(len(piece) / SAMPLE_RATE, 3)
+                chunk = Chunk(index=0, start=0.0, end=d, keep_start=0.0, keep_end=d, speech=[(0.0, d)])
+                [t] = worker.live_final([ChunkAudio(chunk, ArrayAudio(piece))], options)
+                heard = [w.word.strip() for seg in t.segments for w in seg.words]
+                seconds, count = seconds + b - a, count + 1
+                words += [f"{item.name}@{a:.1f}: {' '.join(heard)}"] if heard else []
+        print(f"{name}: {count} non-speech utterances, {seconds:.1f} s; words from {len(words)}:")
+        for line in words:
+            print(f"  {line}")
+    return 0
+
+
 def table(groups: dict[str, Tally], names: list[str]) -> str:
     head = ("| group | files | speech s | non-speech s | " + " | ".join(f"missed s {n}" for n in names) + " | "
             + " | ".join(f"utterances {n}" for n in names) + " | "
@@ -203,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sweep", action="store_true", help="FLOOR_S / LOUD_HOLD_S on the degraded tune half")
     parser.add_argument("--limit", type=int, default=0, help="files per group (0: all)")
+    parser.add_argument("--finals", action="store_true", help="final-model words from non-speech utterances")
     parser.add_argument("--floors", default="10,30,60")
     parser.add_argument("--holds", default="2,5,10,1000")
     args = parser.parse_args(argv)
@@ -219,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                 out.append(item)
         return out
 
+    if args.finals:
+        return finals(pick(lambda i: i.group == "real" or i.kind == "words") + extra_items(), settings)
     if args.sweep:
         configs = {"off": {"second_look": False}}
         for f in args.floors.split(","):
