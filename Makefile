@@ -57,9 +57,10 @@ EVAL_ENV = $(if $(filter pyannote,$(DIARIZER)),.venv-pyannote,$(VENV))
 eval: $(EVAL_ENV)/.installed
 	$(if $(DIARIZER),DIARIZER=$(DIARIZER) )$(EVAL_ENV)/bin/python -m local_dev.eval $(EVAL_ARGS)
 
-# live speakers: STREAM_SPEAKER_THRESHOLD swept on the tune half, reported on the check half
+# live speakers on quick hand-overs and the real recordings: STREAM_TURN_THRESHOLD, STREAM_SPEAKER_THRESHOLD
+# and STREAM_SPEAKER_RECLUSTER swept on the tune half, reported on the check half beside the offline diarizer
 eval-live: install
-	$(BIN)/python -m local_dev.eval.live_speakers
+	$(BIN)/python -m local_dev.eval.live_turns
 
 # long-form: 15 min, 1 h, 4 h mp3s through the job API of a running server (make bench-long SIZES=2m)
 bench-long: install

@@ -58,6 +58,33 @@ def test_speakers_found_by_distance_and_bounded_by_hints():
     assert eager.assign(unit([0.8, 0.6, 0]), 3.0)[1]  # 0.2 away: enough while fewer than min_speakers
 
 
+def test_labels_settle_when_later_voices_show_two_speakers_are_one():
+    rng = np.random.default_rng(0)
+    a, b = unit([1, 0, 0, 0]), unit([0, 0, 1, 0])
+
+    def near(v, spread=0.12):
+        return unit(v + rng.normal(0, spread, 4))
+
+    # a voice's first utterance lands 0.25 from its second: at a 0.2 threshold the tracker founds two speakers
+    tracker = SpeakerTracker(0.2, recluster=0.2)
+    assert tracker.assign(a, 3.0, 0) == ("SPEAKER_00", True)
+    assert tracker.settle() == []
+    assert tracker.assign(unit([0.75, 0.66, 0, 0]), 3.0, 1)[0] == "SPEAKER_01"
+    moves = tracker.settle()  # two utterances 0.25 apart: still two clusters at 0.2
+    assert moves == [] and tracker.count == 2
+    for item in range(2, 8):  # more of the voice between them: one speaker, and item 1 is relabelled
+        tracker.assign(near(unit([0.9, 0.35, 0, 0])), 3.0, item)
+        moves += tracker.settle()
+    assert tracker.speaker_of(1) == "SPEAKER_00"
+    assert any(1 in m.items and m.speaker == "SPEAKER_00" and m.previous == "SPEAKER_01" for m in moves)
+    # a different voice still founds its own speaker, and keeps it
+    for item in range(8, 12):
+        tracker.assign(near(b), 3.0, item)
+        tracker.settle()
+    assert {tracker.speaker_of(i) for i in range(8, 12)} == {tracker.speaker_of(8)} != {"SPEAKER_00"}
+    assert len(tracker.labels) == 2
+
+
 # --- endpointer ---
 def boundaries(audio: np.ndarray, pieces: list[int], **kwargs) -> list[tuple[str, int]]:
     ep, out, at = Endpointer(**kwargs), [], 0

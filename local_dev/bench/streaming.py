@@ -1,8 +1,10 @@
 """`make bench-stream` (and the streaming section of `make bench`): live transcription through a running
 server (`python -m local_dev serve`, as `make run` starts it), over both protocols.
 
-Audio: conversations of the evaluation set's check half (real LibriSpeech voices, exact reference turns,
-local_dev/eval/sets.py), at least `--minutes` of them, each streamed as its own session, paced at real
+Audio (`--set quick`, the default): the seven real recordings, then conversations of the evaluation set's
+check half whose speakers hand over in under 0.6 s (real LibriSpeech voices on their own recordings or
+through one room; exact reference turns; local_dev/eval/sets.py, live_turns.py); `--set conv`: the check
+half's clean conversations. At least `--minutes` of them, each streamed as its own session, paced at real
 time and at 4x. Per protocol and speed:
 - first-word latency p50/p95: a word's end in the audio to its first appearance in a partial, tentative
   or stable (wall clock, the audio's own pace subtracted),
@@ -40,6 +42,7 @@ import numpy as np
 
 from local_dev.bench.server_process import Server, request, upload
 from local_dev.eval.scoring import der, normalize_words, wer
+from local_dev.bench.partial_timing import intervals
 from local_dev.eval.sets import load_items
 from shared.live.client import StreamClient
 from shared.media.decode import decode
@@ -75,10 +78,19 @@ class Measured:
     audio_s: float = 0.0
 
 
-def load_clips(minutes: float, half: str = "check") -> list[Clip]:
-    items = [i for i in load_items(log=lambda *_: None) if i.group == "conv-clean" and i.half == half]
+def load_clips(minutes: float, half: str = "check", which: str = "quick") -> list[Clip]:
+    """`quick`: the real recordings, then the `half`'s conversations whose speakers hand over in under
+    0.6 s (local_dev/eval/live_turns.py), one room or many; `conv`: the half's clean conversations."""
+    if which == "quick":
+        from local_dev.eval.live_turns import chosen_items
+
+        chosen = [i for i in chosen_items() if i.half in (half, "dev")]
+        items = sorted(chosen, key=lambda i: (i.half != "dev", i.name))
+    else:
+        items = sorted((i for i in load_items(log=lambda *_: None) if i.group == "conv-clean" and i.half == half),
+                       key=lambda i: i.name)
     clips, total = [], 0.0
-    for item in sorted(items, key=lambda i: i.name):
+    for item in items:
         samples = decode(Path(item.audio)).samples
         pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
         clips.append(Clip(item.name, Path(item.audio), pcm, len(samples) / 16000, item.rttm))
@@ -159,18 +171,6 @@ def first_shown(partials: list[tuple[float, dict]], final_words: list[tuple[str,
                 if i < len(stable):
                     settled.setdefault(j, arrived)
     return seen, settled
-
-
-def intervals(arrivals: list[tuple[float, object]]) -> list[float]:
-    """Wall seconds between successive partial events of the same utterance: (arrival, utterance) pairs."""
-    by: dict[object, list[float]] = {}
-    for at, utterance in arrivals:
-        by.setdefault(utterance, []).append(at)
-    gaps = []
-    for times in by.values():
-        times.sort()
-        gaps += [b - a for a, b in zip(times, times[1:])]
-    return gaps
 
 
 def score(clip: Clip, finals: list[dict], partials: list[tuple[float, dict]], final_at: dict[int, float],
@@ -263,10 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--words", action=argparse.BooleanOptionalAction, default=True,
                         help="WER against reference words on the words-* files, live beside offline")
     parser.add_argument("--half", default="check", choices=["tune", "check"], help="tune: for choosing settings")
+    parser.add_argument("--set", dest="which", default="quick", choices=["quick", "conv"],
+                        help="quick: the real recordings and quick hand-over conversations; conv: clean conversations")
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
-    clips = load_clips(args.minutes, args.half)
-    print(f"{len(clips)} conversations, {sum(c.duration for c in clips):.0f} s of audio ({args.half} half)", flush=True)
+    clips = load_clips(args.minutes, args.half, args.which)
+    print(f"{len(clips)} conversations, {sum(c.duration for c in clips):.0f} s of audio ({args.which}, "
+          f"{args.half} half)", flush=True)
     server = Server(OUT / "server.log")
     server.start()
     try:

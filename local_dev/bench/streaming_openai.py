@@ -18,7 +18,7 @@ import av
 import numpy as np
 from openai import AsyncOpenAI
 
-from local_dev.bench.streaming import intervals
+from local_dev.bench.partial_timing import intervals
 from local_dev.eval.scoring import der, normalize_words, wer
 
 RATE = 24_000

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -74,17 +75,24 @@ class Conversation:
             np.save(cache, encoder.embed_windows(self.audio))
         self.windows = np.load(cache)  # window k covers samples [k HOP, k HOP + WIN)
         self._voices: dict[tuple[int, int], np.ndarray] = {}
+        self._cuts: dict[tuple, list[tuple[int, int]]] = {}
 
     def voice(self, a: int, b: int) -> np.ndarray:
         if (a, b) not in self._voices:
             self._voices[a, b] = self.encoder.embed_voice(self.audio[a:b])
         return self._voices[a, b]
 
-    def utterances(self, settings, turn_threshold: float) -> list[tuple[int, int]]:
-        """The live session's utterances: cut by its endpointer, and at speaker changes (0: none)."""
+    def utterances(self, settings, p: "Params") -> list[tuple[int, int]]:
+        """The live session's utterances: cut by its endpointer, and at speaker changes (turn 0: none)."""
+        key = (p.turn, p.side, p.min_side)
+        if key not in self._cuts:
+            detector = TurnDetector(p.turn, side_windows=p.side, min_side_windows=p.min_side) if p.turn else None
+            self._cuts[key] = self._utterances(settings, detector)
+        return self._cuts[key]
+
+    def _utterances(self, settings, detector: TurnDetector | None) -> list[tuple[int, int]]:
         ep = Endpointer(threshold=settings.stream_vad_threshold, neg_threshold=settings.stream_vad_neg_threshold,
                         silence_ms=settings.stream_silence_ms, max_utterance_s=settings.stream_max_utterance_s)
-        detector = TurnDetector(turn_threshold) if turn_threshold > 0 else None
         bounds, start = [], None
 
         def vectors(received: int) -> tuple[int, np.ndarray]:
@@ -114,12 +122,19 @@ class Conversation:
         take(ep.close(len(self.audio)), len(self.audio))
         return [(a, b) for a, b in bounds if b > a]
 
-    def live_rttm(self, settings, turn_threshold: float, speaker_threshold: float) -> str:
-        tracker, rows = SpeakerTracker(speaker_threshold, SpeakerHints(), eager=0.5), []
-        for a, b in self.utterances(settings, turn_threshold):
-            speaker, _new = tracker.assign(self.voice(a, b), (b - a) / SAMPLE_RATE)
-            rows.append(f"SPEAKER file 1 {a / SAMPLE_RATE:.3f} {(b - a) / SAMPLE_RATE:.3f} <NA> <NA> {speaker} <NA> <NA>\n")
-        return "".join(rows)
+    def live_rttm(self, settings, p: "Params", settled: bool = True) -> str:
+        """Utterance-level turns, labelled as the session labels finals and, `settled`, as a client
+        shows them once it has applied every speaker correction (SpeakerUpdate)."""
+        tracker = SpeakerTracker(p.speaker, SpeakerHints(), eager=0.5, recluster=p.recluster)
+        rows: dict[int, list] = {}
+        for item, (a, b) in enumerate(self.utterances(settings, p)):
+            speaker, _new = tracker.assign(self.voice(a, b), (b - a) / SAMPLE_RATE, item)
+            rows[item] = [a, b, speaker]
+            for move in tracker.settle() if settled else ():
+                for moved in move.items:
+                    rows[moved][2] = move.speaker
+        return "".join(f"SPEAKER file 1 {a / SAMPLE_RATE:.3f} {(b - a) / SAMPLE_RATE:.3f} <NA> <NA> {s} <NA> <NA>\n"
+                       for a, b, s in rows.values())
 
     def offline_rttm(self) -> str:
         turns = self.encoder.diarize(self.audio)
@@ -131,10 +146,22 @@ def speakers_in(rttm: str) -> int:
     return len({line.split()[7] for line in rttm.splitlines() if line.strip()})
 
 
-def score(convs: list[Conversation], settings, turn: float, speaker: float) -> dict:
+@dataclass(frozen=True)
+class Params:
+    turn: float  # STREAM_TURN_THRESHOLD (0: no cuts at speaker changes)
+    speaker: float  # STREAM_SPEAKER_THRESHOLD
+    recluster: float = 0.0  # STREAM_SPEAKER_RECLUSTER (0: labels never settle)
+    side: int = 12  # TurnDetector's side_windows ...
+    min_side: int = 3  # ... and min_side_windows
+
+    def __str__(self) -> str:
+        return f"{self.turn:g} | {self.side} | {self.min_side} | {self.speaker:g} | {self.recluster:g}"
+
+
+def score(convs: list[Conversation], settings, p: Params, settled: bool = True) -> dict:
     ders, right, single = [], 0, 0
     for c in convs:
-        rttm = c.live_rttm(settings, turn, speaker)
+        rttm = c.live_rttm(settings, p, settled)
         ders.append(der(c.item.rttm, rttm))
         n = speakers_in(rttm)
         right += n == c.item.num_speakers
@@ -142,11 +169,23 @@ def score(convs: list[Conversation], settings, turn: float, speaker: float) -> d
     return {"der": statistics.mean(ders) if ders else 0.0, "right": right, "single": single, "files": len(convs)}
 
 
+def ratio(live: float, offline: float) -> str:
+    return f"{live / offline:.2f}" if offline >= 0.005 else "-"
+
+
+def floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",")]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=0, help="files per group and half (0: all)")
-    parser.add_argument("--turns", default="0,0.2,0.25,0.3,0.35,0.4", help="turn thresholds (0: no turn cuts)")
-    parser.add_argument("--speakers", default="0.15,0.2,0.25", help="speaker thresholds, swept with them")
+    parser.add_argument("--turns", default="0,0.2,0.25,0.3,0.35", help="turn thresholds (0: no turn cuts)")
+    parser.add_argument("--sides", default="6,8,12", help="the turn detector's windows a side, at most")
+    parser.add_argument("--min-sides", default="2,3", help="the turn detector's windows a side, at least")
+    parser.add_argument("--speakers", default="0.15,0.2,0.25", help="speaker thresholds, swept on the chosen cuts")
+    parser.add_argument("--reclusters", default="0,0.15,0.2,0.25",
+                        help="re-clustering thresholds (0: labels never settle), swept with them")
     args = parser.parse_args(argv)
     settings = Settings(_env_file=None, device="cpu")
     encoder = EmbeddedDiarizer.from_settings(settings)
@@ -157,32 +196,53 @@ def main(argv: list[str] | None = None) -> int:
         groups.setdefault(c.item.half, []).append(c)
     print(f"{len(convs)} files ({', '.join(f'{k} {len(v)}' for k, v in groups.items())}), "
           f"windows in {time.monotonic() - t0:.0f} s", flush=True)
-    turns = [float(t) for t in args.turns.split(",")]
-    speakers = [float(s) for s in args.speakers.split(",")]
+    tune = groups.get("tune", [])
 
-    print("\n| turn threshold | speaker threshold | tune DER | count right | one speaker of many |\n|---:|---:|---:|---:|---:|")
-    tuned = {}
-    for t in turns:
-        for s in speakers:
-            r = tuned[t, s] = score(groups.get("tune", []), settings, t, s)
-            print(f"| {t:g} | {s:g} | {r['der']:.1%} | {r['right']}/{r['files']} | {r['single']} |", flush=True)
-    # the lowest DER among the pairs that never leave a multi-speaker file with one speaker, if any do
-    safe = [k for k, r in tuned.items() if r["single"] == 0] or list(tuned)
-    best_t, best_s = min(safe, key=lambda k: tuned[k]["der"])
-    no_turns = min((k for k in tuned if k[0] == 0), key=lambda k: tuned[k]["der"], default=None)
+    # 1. where utterances are cut (labels settled at the default thresholds), then 2. how speakers are told apart
+    print("\n| turn threshold | side windows | min side | speaker threshold | recluster | tune DER | count right | "
+          "one speaker of many |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    tuned: dict[Params, dict] = {}
 
-    print(f"\nchosen on the tune half: STREAM_TURN_THRESHOLD {best_t:g}, STREAM_SPEAKER_THRESHOLD {best_s:g}")
-    print("\n| half | group | files | offline DER | live DER | live / offline | live, no turn cuts | count right | one speaker of many |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    def row(p: Params) -> None:
+        r = tuned[p] = score(tune, settings, p)
+        print(f"| {p} | {r['der']:.1%} | {r['right']}/{r['files']} | {r['single']} |", flush=True)
+
+    # the lowest DER among the settings that never leave a multi-speaker file with one speaker, if any do
+    def best(candidates) -> Params:
+        safe = [p for p in candidates if tuned[p]["single"] == 0] or list(candidates)
+        return min(safe, key=lambda p: tuned[p]["der"])
+
+    speaker0, recluster0 = settings.stream_speaker_threshold, settings.stream_speaker_recluster
+    for t in floats(args.turns):
+        for side in (int(v) for v in args.sides.split(",")):
+            for m in (int(v) for v in args.min_sides.split(",")):
+                if t or (side, m) == (12, 3):
+                    row(Params(t, speaker0, recluster0, side, m))
+    cut = best(list(tuned))
+    no_turns = Params(0, speaker0, recluster0)
+    for s in floats(args.speakers):
+        for r in floats(args.reclusters):
+            p = Params(cut.turn, s, r, cut.side, cut.min_side)
+            if p not in tuned:
+                row(p)
+    chosen = best(list(tuned))
+    print(f"\nchosen on the tune half: STREAM_TURN_THRESHOLD {chosen.turn:g} ({chosen.side} windows a side, at "
+          f"least {chosen.min_side}), STREAM_SPEAKER_THRESHOLD {chosen.speaker:g}, STREAM_SPEAKER_RECLUSTER "
+          f"{chosen.recluster:g}")
+    print("\n| half | group | files | offline DER | live DER | live / offline | live, as first said | "
+          "live, no turn cuts | count right | one speaker of many |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for half in ("check", "dev"):
         for group in sorted({c.item.group for c in groups.get(half, [])}):
             part = [c for c in groups[half] if c.item.group == group]
             offline = statistics.mean(der(c.item.rttm, c.offline_rttm()) for c in part)
-            live = score(part, settings, best_t, best_s)
-            plain = score(part, settings, *no_turns) if no_turns else None
+            live = score(part, settings, chosen)
+            said = score(part, settings, chosen, settled=False)
+            plain = score(part, settings, no_turns)
             print(f"| {half} | {group} | {len(part)} | {offline:.1%} | {live['der']:.1%} | "
-                  f"{live['der'] / max(offline, 1e-9):.2f} | {plain['der']:.1%} | {live['right']}/{len(part)} | "
-                  f"{live['single']} |", flush=True)
+                  f"{ratio(live['der'], offline)} | {said['der']:.1%} | {plain['der']:.1%} | "
+                  f"{live['right']}/{len(part)} | {live['single']} |", flush=True)
     print(f"\n{time.monotonic() - t0:.0f} s in all")
     return 0
 

@@ -148,9 +148,14 @@ class Settings(BaseSettings):
         description="live speakers: cosine distance to every speaker that founds a new one (make eval-live)"
     )
     stream_turn_threshold: float = Field(
-        default=0.3, ge=0.0, lt=2.0,
+        default=0.2, ge=0.0, lt=2.0,
         description="live speakers: cosine distance between the voices before and after a point of an open utterance "
         "that cuts it there (a speaker change); 0: utterances end only at silence (make eval-live)"
+    )
+    stream_speaker_recluster: float = Field(
+        default=0.2, ge=0.0, lt=2.0,
+        description="live speakers: after each final the session's recent finals are clustered again up to this "
+        "cosine distance, and finals whose speaker changes are relabelled (speaker_update); 0: never (make eval-live)"
     )
     voice_match_threshold: float = Field(
         default=0.825, gt=0.0, lt=1.0,

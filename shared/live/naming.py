@@ -50,6 +50,12 @@ class VoiceNames:
             self._take(label, choice, float(scores[choice]))
         return self.identity(label)
 
+    def forget(self, label: str) -> None:
+        """The speaker `label` is gone (merged into another): its voice is free again."""
+        j = self._voice_of.pop(label, None)
+        if j is not None:
+            del self._holder[j], self._score[label]
+
     def identity(self, label: str) -> Identity | None:
         j = self._voice_of.get(label)
         if j is None:

@@ -39,6 +39,7 @@ from shared.live.events import (
     ItemFailed,
     PartialWords,
     SpeakerFound,
+    SpeakerUpdate,
     SpeechStarted,
     SpeechStopped,
 )
@@ -69,7 +70,8 @@ class LiveConfig:
     partial_interval_s: float = 0.5
     partials: bool = True
     speaker_threshold: float = 0.2
-    turn_threshold: float = 0.3  # a speaker change inside an utterance cuts it (0: only silence does)
+    turn_threshold: float = 0.2  # a speaker change inside an utterance cuts it (0: only silence does)
+    speaker_recluster: float = 0.2  # finals' speakers clustered again after each one, up to this distance (0: never)
     match_threshold: float = 0.75  # a speaker takes an enrolled voice's name from this cosine similarity up
 
     @classmethod
@@ -81,6 +83,7 @@ class LiveConfig:
             partial_interval_s=settings.stream_partial_interval_ms / 1000,
             speaker_threshold=settings.stream_speaker_threshold,
             turn_threshold=settings.stream_turn_threshold,
+            speaker_recluster=settings.stream_speaker_recluster,
             match_threshold=settings.voice_match_threshold,
             vad_threshold=settings.stream_vad_threshold,
             vad_neg_threshold=settings.stream_vad_neg_threshold,
@@ -137,7 +140,8 @@ class LiveSession:
         self._dropped: set[int] = set()  # cleared utterances: no final will come
         self._next_final = 0
         hints = config.options.speakers
-        self.speakers = SpeakerTracker(config.speaker_threshold, hints)
+        self.speakers = SpeakerTracker(config.speaker_threshold, hints, recluster=config.speaker_recluster)
+        self._announced: set[str] = set()  # the tracker's labels a SpeakerFound has reported
         self.names = VoiceNames(known if config.options.diarize else (), config.match_threshold)
         self._turns = (TurnDetector(config.turn_threshold)
                        if self._endpointer is not None and config.options.diarize and config.turn_threshold > 0
@@ -296,9 +300,18 @@ class LiveSession:
         offset = closing.start / SAMPLE_RATE
         words = [w for seg in closing.transcript.segments for w in seg.words]
         speaker = identity = None
+        moves = []
         seconds = (closing.end - closing.start) / SAMPLE_RATE
         if closing.voice is not None and np.any(closing.voice) and words:
-            speaker, new = self.speakers.assign(closing.voice, seconds)
+            self.speakers.assign(closing.voice, seconds, item)
+            moves = self.speakers.settle()
+            for label in list(self._announced):
+                if label not in self.speakers.labels:  # merged into another speaker
+                    self._announced.discard(label)
+                    self.names.forget(label)
+            speaker = self.speakers.speaker_of(item)
+            new = speaker not in self._announced
+            self._announced.add(speaker)
             if self.names:
                 before = self.names.identity(speaker)
                 identity = self.names.update(speaker, self.speakers.centroid(speaker))
@@ -319,6 +332,14 @@ class LiveSession:
             speaker_id=None if identity is None else identity.voice_id,
             speaker_confidence=None if identity is None else identity.confidence,
         ))
+        for move in moves:  # earlier finals whose label later audio corrected
+            items = tuple(i for i in move.items if i != item)
+            if items:
+                to, was = self.names.identity(move.speaker), self.names.identity(move.previous)
+                self._emit(SpeakerUpdate(
+                    items, move.speaker if to is None else to.name, move.previous if was is None else was.name,
+                    None if to is None else to.voice_id, None if to is None else to.confidence,
+                ))
 
     # --- speaker changes inside the open utterance ---
     def _maybe_turn(self) -> None:

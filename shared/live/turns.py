@@ -2,8 +2,8 @@
 
 The speaker encoder's vectors of 1.6 s windows every 0.4 s (on a grid fixed in the stream) cover the open
 utterance as it grows. For every hand-over point on that grid, the mean voice of the windows wholly
-before it is compared with the mean voice of those wholly after it (at least `min_side_windows` of each,
-counting only windows that are mostly speech); where their cosine distance peaks above `threshold`, and
+before it is compared with the mean voice of those wholly after it (at least `min_side_windows` and at
+most `side_windows` of each, counting only windows that are mostly speech); where their cosine distance peaks above `threshold`, and
 the peak stands with `confirm_windows` more windows scored after it, the utterance is cut (shared/live/endpoint.py `split`, at the least speech-like moment near there) and each
 piece gets its own final and speaker. The threshold is chosen on the tune half of quick hand-over
 conversations (local_dev/eval/live_turns.py).
@@ -32,40 +32,43 @@ def grid_start(sample: int) -> int:
 
 
 class TurnDetector:
-    def __init__(self, threshold: float, *, min_side_windows: int = 3, confirm_windows: int = 2,
-                 min_speech: float = 0.5):
+    def __init__(self, threshold: float, *, min_side_windows: int = 3, side_windows: int = 12,
+                 confirm_windows: int = 2, min_speech: float = 0.5):
         self.threshold = threshold
         self.min_side = min_side_windows
+        self.side = side_windows
         self.confirm = confirm_windows
         self.min_speech = min_speech
 
     def change(self, vectors: np.ndarray, speech: np.ndarray, *, settled: bool = False) -> int | None:
         """Where the voice changes in windows `vectors` (rows, window i starting i hops after the
         first), `speech` the share of each window that is speech: the grid index j of the hand-over
-        (windows < j - SPAN + 1 before it, windows >= j after it), or None. `settled`: the utterance
-        has ended, no window will follow (a peak needs no confirmation)."""
+        (the windows wholly before it, j - SPAN and earlier, against those from j on; at most
+        `side_windows` of each, so a third voice further off does not blur the two), or None.
+        `settled`: the utterance has ended, no window will follow (a peak needs no confirmation)."""
         n = len(vectors)
         keep = speech >= self.min_speech
         if keep.sum() < 2 * self.min_side:
             return None
         unit = vectors / (np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-9) * keep[:, None]
-        before = np.cumsum(unit, axis=0)  # before[i]: the sum of windows 0..i
-        count = np.cumsum(keep)
-        best, best_j = self.threshold, None
+        sums = np.concatenate([np.zeros((1, unit.shape[1])), np.cumsum(unit, axis=0)])  # sums[i]: windows < i
+        counts = np.concatenate([[0], np.cumsum(keep)])
+        best, best_j, last = self.threshold, None, 0
         for j in range(SPAN, n):
-            left, left_n = before[j - SPAN], count[j - SPAN]
-            right, right_n = before[-1] - before[j - 1], count[-1] - count[j - 1]
+            a, b = max(0, j - SPAN + 1 - self.side), j - SPAN + 1  # before: windows a..b-1
+            c, d = j, min(n, j + self.side)  # after: windows c..d-1
+            left, left_n = sums[b] - sums[a], counts[b] - counts[a]
+            right, right_n = sums[d] - sums[c], counts[d] - counts[c]
             if left_n < self.min_side or right_n < self.min_side:
                 continue
+            last = j
             distance = 1.0 - float(left @ right) / (np.linalg.norm(left) * np.linalg.norm(right) + 1e-9)
             if distance > best:
                 best, best_j = distance, j
         # a peak among the last hand-overs that can be scored may still be rising (the windows after it
         # hold the next voice only in part): it counts once `confirm` later windows have been scored
-        last = max((j for j in range(SPAN, n) if count[-1] - count[j - 1] >= self.min_side), default=0)
         confirm = 0 if settled else self.confirm
         return best_j if best_j is not None and best_j <= last - confirm else None
-
 
 def find_cut(detector: TurnDetector, endpointer: Endpointer, grid: int, vectors, *, settled: bool = False) -> int | None:
     """The sample where the utterance whose windows from `grid` are `vectors` changes speaker (its
