@@ -125,7 +125,8 @@ class Conversation:
     def live_rttm(self, settings, p: "Params", settled: bool = True) -> str:
         """Utterance-level turns, labelled as the session labels finals and, `settled`, as a client
         shows them once it has applied every speaker correction (SpeakerUpdate)."""
-        tracker = SpeakerTracker(p.speaker, SpeakerHints(), eager=0.5, recluster=p.recluster)
+        tracker = SpeakerTracker(p.speaker, SpeakerHints(), eager=0.5, recluster=p.recluster, fold_s=p.fold_s,
+                                 distinct=p.distinct)
         rows: dict[int, list] = {}
         for item, (a, b) in enumerate(self.utterances(settings, p)):
             speaker, _new = tracker.assign(self.voice(a, b), (b - a) / SAMPLE_RATE, item)
@@ -153,9 +154,12 @@ class Params:
     recluster: float = 0.0  # STREAM_SPEAKER_RECLUSTER (0: labels never settle)
     side: int = 12  # TurnDetector's side_windows ...
     min_side: int = 3  # ... and min_side_windows
+    fold_s: float = 3.0  # SpeakerTracker's fold_s ...
+    distinct: float = 0.28  # ... and distinct
 
     def __str__(self) -> str:
-        return f"{self.turn:g} | {self.side} | {self.min_side} | {self.speaker:g} | {self.recluster:g}"
+        return (f"{self.turn:g} | {self.side} | {self.min_side} | {self.speaker:g} | {self.recluster:g} | "
+                f"{self.fold_s:g} | {self.distinct:g}")
 
 
 def score(convs: list[Conversation], settings, p: Params, settled: bool = True) -> dict:
@@ -186,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speakers", default="0.15,0.2,0.25", help="speaker thresholds, swept on the chosen cuts")
     parser.add_argument("--reclusters", default="0,0.15,0.2,0.25",
                         help="re-clustering thresholds (0: labels never settle), swept with them")
+    parser.add_argument("--folds", default="3", help="re-clustered speakers heard less than this (s) are folded ...")
+    parser.add_argument("--distincts", default="0.28", help="... unless this far from every other")
     args = parser.parse_args(argv)
     settings = Settings(_env_file=None, device="cpu")
     encoder = EmbeddedDiarizer.from_settings(settings)
@@ -199,9 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     tune = groups.get("tune", [])
 
     # 1. where utterances are cut (labels settled at the default thresholds), then 2. how speakers are told apart
-    print("\n| turn threshold | side windows | min side | speaker threshold | recluster | tune DER | count right | "
-          "one speaker of many |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| turn threshold | side windows | min side | speaker threshold | recluster | fold under (s) | distinct "
+          "| tune DER | count right | one speaker of many |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     tuned: dict[Params, dict] = {}
 
     def row(p: Params) -> None:
@@ -223,13 +229,15 @@ def main(argv: list[str] | None = None) -> int:
     no_turns = Params(0, speaker0, recluster0)
     for s in floats(args.speakers):
         for r in floats(args.reclusters):
-            p = Params(cut.turn, s, r, cut.side, cut.min_side)
-            if p not in tuned:
-                row(p)
+            for f in floats(args.folds):
+                for d in floats(args.distincts):
+                    p = Params(cut.turn, s, r, cut.side, cut.min_side, f, d)
+                    if p not in tuned:
+                        row(p)
     chosen = best(list(tuned))
     print(f"\nchosen on the tune half: STREAM_TURN_THRESHOLD {chosen.turn:g} ({chosen.side} windows a side, at "
           f"least {chosen.min_side}), STREAM_SPEAKER_THRESHOLD {chosen.speaker:g}, STREAM_SPEAKER_RECLUSTER "
-          f"{chosen.recluster:g}")
+          f"{chosen.recluster:g} (folding speakers under {chosen.fold_s:g} s unless {chosen.distinct:g} from all)")
     print("\n| half | group | files | offline DER | live DER | live / offline | live, as first said | "
           "live, no turn cuts | count right | one speaker of many |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")

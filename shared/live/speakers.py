@@ -50,7 +50,8 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 class SpeakerTracker:
     def __init__(self, threshold: float, hints: SpeakerHints | None = None, *, min_found_s: float = 1.0,
-                 default_max: int = 8, eager: float = 0.75, recluster: float = 0.0, memory: int = 256):
+                 default_max: int = 8, eager: float = 0.75, recluster: float = 0.0, fold_s: float = 3.0,
+                 distinct: float = 0.28, memory: int = 256):
         hints = hints or SpeakerHints()
         self.threshold = threshold
         self.min_speakers = hints.num_speakers or hints.min_speakers or 1
@@ -58,6 +59,8 @@ class SpeakerTracker:
         self.min_found_s = min_found_s
         self.eager = eager
         self.recluster = recluster  # 0: labels never change; else the remembered utterances' clustering threshold
+        self.fold_s = fold_s  # a reclustered speaker heard less than this joins the most alike ...
+        self.distinct = distinct  # ... unless it lies this far from every other
         self.hints = hints
         self._older: dict[str, np.ndarray] = {}  # per speaker (founding order): the sum of forgotten utterances
         self._recent: deque[_Utterance] = deque(maxlen=memory)
@@ -119,7 +122,8 @@ class SpeakerTracker:
         spans = np.stack([ends - [u.seconds for u in recent], ends], axis=1)
         clusters = clustering.cluster(
             spans, np.stack([u.voice for u in recent]), np.arange(len(recent)), group=1,
-            threshold=self.recluster, num_speakers=self.hints.num_speakers,
+            threshold=self.recluster, min_speaker_s=self.fold_s, distinct=self.distinct,
+            num_speakers=self.hints.num_speakers,
             min_speakers=self.hints.min_speakers or 1, max_speakers=self.max_speakers,
         )
         labels = list(self._older)
