@@ -58,7 +58,9 @@ async def stream(url: str, pcm: bytes, speed: float) -> tuple[list[tuple[float, 
             stopped += event.type == "input_audio_buffer.committed"
             completed += event.type in ("conversation.item.input_audio_transcription.completed",
                                         "conversation.item.input_audio_transcription.failed")
-            if sender.done() and completed >= stopped and events[-1][1]["type"].endswith(("completed", "failed")):
+            # done once the last commit is answered: by its item's transcript, or by an error when nothing
+            # was open (the last utterance had closed on its own)
+            if sender.done() and completed >= stopped and events[-1][1]["type"].endswith(("completed", "failed", "error")):
                 break
         await sender
     return events, started

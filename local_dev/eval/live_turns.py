@@ -129,6 +129,8 @@ class Conversation:
                                  distinct=p.distinct)
         rows: dict[int, list] = {}
         for item, (a, b) in enumerate(self.utterances(settings, p)):
+            if not np.any(self.voice(a, b)):
+                continue  # under 0.3 s of audio: no voice, and the session gives it no speaker either
             speaker, _new = tracker.assign(self.voice(a, b), (b - a) / SAMPLE_RATE, item)
             rows[item] = [a, b, speaker]
             for move in tracker.settle() if settled else ():
@@ -184,7 +186,7 @@ def floats(text: str) -> list[float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=0, help="files per group and half (0: all)")
-    parser.add_argument("--turns", default="0,0.2,0.25,0.3,0.35", help="turn thresholds (0: no turn cuts)")
+    parser.add_argument("--turns", default="0,0.2,0.25,0.3", help="turn thresholds (0: no turn cuts)")
     parser.add_argument("--sides", default="6,8,12", help="the turn detector's windows a side, at most")
     parser.add_argument("--min-sides", default="2,3", help="the turn detector's windows a side, at least")
     parser.add_argument("--speakers", default="0.15,0.2,0.25", help="speaker thresholds, swept on the chosen cuts")

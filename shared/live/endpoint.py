@@ -221,9 +221,9 @@ class Endpointer:
         return self._cut(at)
 
     def quietest(self, near: int, search_s: float = TURN_SEARCH_S) -> int | None:
-        """The start of the least speech-like window within `search_s` of sample `near`, inside the open
-        utterance or, with none open, the one that closed last (None outside them)."""
-        start, probs = (self._open_at, self._probs) if self._open_at is not None else self._last
+        """The start of the least speech-like window within `search_s` of sample `near`, inside the
+        utterance that holds `near`: the open one or the one that closed last (None outside them)."""
+        start, probs = self._holding(near)
         if start is None or not start < near < start + len(probs) * WINDOW:
             return None
         reach = int(search_s * SAMPLE_RATE) // WINDOW
@@ -234,13 +234,20 @@ class Endpointer:
         return start + (first + int(np.argmin(probs[first:last]))) * WINDOW
 
     def speech_share(self, start: int, end: int) -> float:
-        """The share of the windows between samples `start` and `end` that score as speech, in the open
-        utterance or, with none open, the one that closed last (0 outside them)."""
-        at, probs = (self._open_at, self._probs) if self._open_at is not None else self._last
+        """The share of the windows between samples `start` and `end` that score as speech, in the
+        utterance that holds `start`: the open one or the one that closed last (0 outside them)."""
+        at, probs = self._holding(start)
         if at is None:
             return 0.0
         chosen = probs[max(0, (start - at) // WINDOW) : max(0, (end - at) // WINDOW)]
         return sum(p >= self.threshold for p in chosen) / len(chosen) if chosen else 0.0
+
+    def _holding(self, sample: int) -> tuple[int | None, list[float]]:
+        """The open utterance when it holds `sample`, else the one that closed last (a cut has just
+        ended it where the open one begins)."""
+        if self._open_at is not None and sample >= self._open_at:
+            return self._open_at, self._probs
+        return self._last
 
     def _cut(self, cut: int) -> list[Boundary]:
         rest = self._probs[(cut - self._open_at) // WINDOW :]
