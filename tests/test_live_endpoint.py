@@ -149,3 +149,17 @@ def test_the_running_floor_follows_the_recent_stream_in_bounded_memory():
         floor.add(-30.0)
     assert floor.value == pytest.approx(-30.0) and floor._levels.nbytes == size
     assert not floor.is_loud(-27.0) and floor.is_loud(-23.0)
+
+
+def test_a_split_cuts_where_asked_and_both_pieces_keep_their_speech_scores():
+    audio = load_audio(TWO_SPEAKERS)[: 6 * SAMPLE_RATE]  # the reader speaks throughout
+    ep = Endpointer(threshold=0.2, neg_threshold=0.1)
+    kinds = [b.kind for b in ep.feed(audio)]
+    assert kinds == ["start"] and ep.is_open
+    before = ep.speech_share(SAMPLE_RATE, 3 * SAMPLE_RATE)
+    cut = ep.quietest(4 * SAMPLE_RATE)
+    assert abs(cut - 4 * SAMPLE_RATE) <= 0.6 * SAMPLE_RATE + WINDOW
+    assert [(b.kind, b.sample) for b in ep.split(cut)] == [("end", cut), ("start", cut)]
+    # a range of the closed piece is read from it, not from the utterance the cut opened
+    assert ep.speech_share(SAMPLE_RATE, 3 * SAMPLE_RATE) == pytest.approx(before) and before > 0.5
+    assert ep.split(cut - SAMPLE_RATE) == []  # outside the open utterance: nothing
