@@ -206,7 +206,7 @@ def live(cases, diarizer, known_vectors: dict[str, np.ndarray], threshold: float
     """Per final utterance (the live endpointer's cut) of an enrolled speaker (one reference speaker over
     80 % of its speech): named right / named wrong; unknown speakers' utterances named; and the seconds of
     an enrolled speaker's speech before a conversation first names it right (median)."""
-    from local_dev.eval.live_speakers import utterances
+    from local_dev.eval.live_turns import live_cut
 
     settings = Settings(_env_file=None, device="cpu")
     c = {"enrolled": 0, "right": 0, "wrong": 0, "unknown": 0, "unknown_named": 0}
@@ -216,7 +216,7 @@ def live(cases, diarizer, known_vectors: dict[str, np.ndarray], threshold: float
         names, mat = list(known), np.stack(list(known.values()))
         heard: dict[str, float] = {}
         first: dict[str, float] = {}
-        for a, b in utterances(case.audio, settings):
+        for a, b in live_cut(case.audio, settings):
             lo, hi = a / 16000, b / 16000
             share = {}
             for x, y, s in case.turns:

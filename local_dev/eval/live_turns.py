@@ -63,6 +63,42 @@ def chosen_items(limit: int = 0) -> list[sets.Item]:
     return out
 
 
+def live_cut(audio: np.ndarray, settings, detector: TurnDetector | None = None,
+             windows: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """A live session's utterances (sample spans) over `audio` fed 0.5 s at a time: cut by its endpointer
+    and, with a `detector` and the file's grid `windows` (window k from sample k HOP), at speaker changes."""
+    ep = Endpointer(threshold=settings.stream_vad_threshold, neg_threshold=settings.stream_vad_neg_threshold,
+                    silence_ms=settings.stream_silence_ms, max_utterance_s=settings.stream_max_utterance_s)
+    bounds, start = [], None
+
+    def vectors(received: int) -> tuple[int, np.ndarray]:
+        first = grid_start(start) // HOP
+        return first * HOP, windows[first : max(first, min((received - WIN) // HOP + 1, len(windows)))]
+
+    def take(boundaries, received: int) -> None:
+        nonlocal start
+        for b in boundaries:
+            if b.kind == "start":
+                start = b.sample
+                continue
+            if detector is not None:  # as LiveSession._end_utterance: a last look, nothing follows
+                cut = find_cut(detector, ep, *vectors(received), settled=True, until=b.sample)
+                if cut is not None and start < cut < b.sample:
+                    bounds.append((start, cut))
+                    start = cut
+            bounds.append((start, b.sample))
+
+    for at in range(0, len(audio), FEED):
+        received = min(at + FEED, len(audio))
+        take(ep.feed(audio[at:received]), received)
+        if detector is not None and ep.is_open:  # as LiveSession._windows_done
+            cut = find_cut(detector, ep, *vectors(received))
+            if cut is not None:
+                take(ep.split(cut), received)
+    take(ep.close(len(audio)), len(audio))
+    return [(a, b) for a, b in bounds if b > a]
+
+
 class Conversation:
     """One file, with what every replay of it reuses: its audio, its grid windows, utterance voices."""
 
@@ -87,40 +123,8 @@ class Conversation:
         key = (p.turn, p.side, p.min_side)
         if key not in self._cuts:
             detector = TurnDetector(p.turn, side_windows=p.side, min_side_windows=p.min_side) if p.turn else None
-            self._cuts[key] = self._utterances(settings, detector)
+            self._cuts[key] = live_cut(self.audio, settings, detector, self.windows)
         return self._cuts[key]
-
-    def _utterances(self, settings, detector: TurnDetector | None) -> list[tuple[int, int]]:
-        ep = Endpointer(threshold=settings.stream_vad_threshold, neg_threshold=settings.stream_vad_neg_threshold,
-                        silence_ms=settings.stream_silence_ms, max_utterance_s=settings.stream_max_utterance_s)
-        bounds, start = [], None
-
-        def vectors(received: int) -> tuple[int, np.ndarray]:
-            first = grid_start(start) // HOP
-            return first * HOP, self.windows[first : max(first, min((received - WIN) // HOP + 1, len(self.windows)))]
-
-        def take(boundaries, received: int) -> None:
-            nonlocal start
-            for b in boundaries:
-                if b.kind == "start":
-                    start = b.sample
-                    continue
-                if detector is not None:  # as LiveSession._end_utterance: a last look, nothing follows
-                    cut = find_cut(detector, ep, *vectors(received), settled=True)
-                    if cut is not None and start < cut < b.sample:
-                        bounds.append((start, cut))
-                        start = cut
-                bounds.append((start, b.sample))
-
-        for at in range(0, len(self.audio), FEED):
-            received = min(at + FEED, len(self.audio))
-            take(ep.feed(self.audio[at:received]), received)
-            if detector is not None and ep.is_open:  # as LiveSession._windows_done
-                cut = find_cut(detector, ep, *vectors(received))
-                if cut is not None:
-                    take(ep.split(cut), received)
-        take(ep.close(len(self.audio)), len(self.audio))
-        return [(a, b) for a, b in bounds if b > a]
 
     def live_rttm(self, settings, p: "Params", settled: bool = True) -> str:
         """Utterance-level turns, labelled as the session labels finals and, `settled`, as a client
@@ -155,7 +159,7 @@ class Params:
     speaker: float  # STREAM_SPEAKER_THRESHOLD
     recluster: float = 0.0  # STREAM_SPEAKER_RECLUSTER (0: labels never settle)
     side: int = 12  # TurnDetector's side_windows ...
-    min_side: int = 3  # ... and min_side_windows
+    min_side: int = 2  # ... and min_side_windows
     fold_s: float = 3.0  # SpeakerTracker's fold_s ...
     distinct: float = 0.28  # ... and distinct
 
@@ -225,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     for t in floats(args.turns):
         for side in (int(v) for v in args.sides.split(",")):
             for m in (int(v) for v in args.min_sides.split(",")):
-                if t or (side, m) == (12, 3):
+                if t or (side, m) == (12, 2):
                     row(Params(t, speaker0, recluster0, side, m))
     cut = best(list(tuned))
     no_turns = Params(0, speaker0, recluster0)

@@ -148,7 +148,7 @@ class Settings(BaseSettings):
         description="live speakers: cosine distance to every speaker that founds a new one (make eval-live)"
     )
     stream_turn_threshold: float = Field(
-        default=0.2, ge=0.0, lt=2.0,
+        default=0.25, ge=0.0, lt=2.0,
         description="live speakers: cosine distance between the voices before and after a point of an open utterance "
         "that cuts it there (a speaker change); 0: utterances end only at silence (make eval-live)"
     )

@@ -70,7 +70,7 @@ class LiveConfig:
     partial_interval_s: float = 0.5
     partials: bool = True
     speaker_threshold: float = 0.2
-    turn_threshold: float = 0.2  # a speaker change inside an utterance cuts it (0: only silence does)
+    turn_threshold: float = 0.25  # a speaker change inside an utterance cuts it (0: only silence does)
     speaker_recluster: float = 0.2  # finals' speakers clustered again after each one, up to this distance (0: never)
     match_threshold: float = 0.75  # a speaker takes an enrolled voice's name from this cosine similarity up
 
@@ -243,7 +243,7 @@ class LiveSession:
         its windows show now that nothing follows (one the open-utterance watch had yet to confirm)."""
         utterance = self._open
         if self._turns is not None:
-            cut = find_cut(self._turns, self._endpointer, utterance.grid, utterance.vectors, settled=True)
+            cut = find_cut(self._turns, self._endpointer, utterance.grid, utterance.vectors, settled=True, until=end)
             if cut is not None and utterance.start < cut < end:
                 self._close(cut)
                 self._boundary(Boundary("start", cut, cut))

@@ -32,7 +32,7 @@ def grid_start(sample: int) -> int:
 
 
 class TurnDetector:
-    def __init__(self, threshold: float, *, min_side_windows: int = 3, side_windows: int = 12,
+    def __init__(self, threshold: float, *, min_side_windows: int = 2, side_windows: int = 12,
                  confirm_windows: int = 2, min_speech: float = 0.5):
         self.threshold = threshold
         self.min_side = min_side_windows
@@ -70,10 +70,13 @@ class TurnDetector:
         confirm = 0 if settled else self.confirm
         return best_j if best_j is not None and best_j <= last - confirm else None
 
-def find_cut(detector: TurnDetector, endpointer: Endpointer, grid: int, vectors, *, settled: bool = False) -> int | None:
+def find_cut(detector: TurnDetector, endpointer: Endpointer, grid: int, vectors, *, settled: bool = False,
+             until: int | None = None) -> int | None:
     """The sample where the utterance whose windows from `grid` are `vectors` changes speaker (its
     least speech-like moment near the change), or None: in the open utterance or, `settled`, the one
-    the endpointer closed last."""
+    the endpointer closed last at `until` (windows reaching past it belong to the next)."""
+    if until is not None:
+        vectors = vectors[: max(0, (until - grid - SPAN * HOP) // HOP + 1)]
     if not len(vectors):
         return None
     starts = [grid + k * HOP for k in range(len(vectors))]
