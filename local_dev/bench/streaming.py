@@ -11,7 +11,8 @@ time and at 4x. Per protocol and speed:
 - stable-word latency p50/p95: the same to its first appearance as a stable partial word (never taken
   back); both match the partials' words to the final's words of the utterance (in order, and within
   MATCH_S of the final word's time), each final word timed by its end,
-- final latency p50/p95: an utterance's end to its final,
+- final latency p50/p95: an utterance's end to its final (and, after the table, the p50 of finals cut at
+  a speaker change, timed from the cut, apart from the others),
 - partial interval mean/p95: the wall time between successive partial events of the same open utterance,
   as the stream got them (a partial is sent when its words change: a decode that changes nothing sends
   none); with more streams than the cores serve, partials give way to finals (shared/live/models.py),
@@ -69,6 +70,8 @@ class Measured:
     first_word_latency: list[float] = field(default_factory=list)  # tentative or stable
     stable_latency: list[float] = field(default_factory=list)
     final_latency: list[float] = field(default_factory=list)
+    cut_final_latency: list[float] = field(default_factory=list)  # those of finals ended by a speaker change ...
+    other_final_latency: list[float] = field(default_factory=list)  # ... and of the rest (silence, a commit)
     partial_intervals: list[float] = field(default_factory=list)  # between partials of one utterance
     partial_words: int = 0
     changed_words: int = 0
@@ -188,8 +191,13 @@ def score(clip: Clip, finals: list[dict], partials: list[tuple[float, dict]], fi
         said = normalize_words(event["text"])
         into.partial_words += len(said)
         into.changed_words += sum(w not in final_words for w in said)
+    starts = {f["start"] for f in finals}
     for item, f in by_item.items():
         into.final_latency.append(final_at[item] - f["end"] / speed)
+        if f["end"] in starts:  # the next utterance opens where this one ends: a cut at a speaker change
+            into.cut_final_latency.append(into.final_latency[-1])
+        else:
+            into.other_final_latency.append(into.final_latency[-1])
         words = _words(f["words"])
         seen, settled = first_shown([(a, e) for a, e in partials if e["utterance"] == item], words)
         into.first_word_latency += [at - words[j][1] / speed for j, at in seen.items()]
@@ -251,6 +259,11 @@ def table(results: dict[tuple[str, float], Measured]) -> str:
             f"{_mean(m.partial_intervals):.2f} / {_pct(m.partial_intervals, 95):.2f} | {m.retracted} | "
             f"{m.changed_words / max(m.partial_words, 1):.0%} of {m.partial_words} | "
             f"{statistics.mean(m.wers):.3f} | {statistics.mean(m.ders):.3f} / {{offline_der}} |")
+    for (protocol, speed), m in results.items():
+        if m.cut_final_latency:
+            lines.append(f"\n{protocol} {speed:g}x: {len(m.cut_final_latency)} of {len(m.final_latency)} finals ended "
+                         f"at a speaker change, final p50 {_pct(m.cut_final_latency, 50):.2f} s; the others "
+                         f"{_pct(m.other_final_latency, 50):.2f} s")
     return "\n".join(lines)
 
 
