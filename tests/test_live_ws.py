@@ -77,11 +77,15 @@ def test_pcm16_stream_gives_partials_finals_and_speakers(two_speakers_run):
         assert p["text"] == "".join(w["word"] for w in p["words"])
         assert p["tentative"] == "".join(w["word"] for w in p["tentative_words"])
         final = next((f for f in finals if f["utterance"] == p["utterance"]), None)
+        # an utterance cut at a speaker change (the next one opens where it ends): its partials may have
+        # heard past the cut, words the next utterance's final holds
+        after = final and next((f for f in finals if f["start"] == final["end"]), None)
         previous = 0.0
         for w in p["tentative_words"]:
             assert set(w) == {"word", "start", "end", "probability"} and 0 <= w["probability"] <= 1
             assert previous - 0.11 <= w["start"] <= w["end"]
-            assert final is None or final["start"] - 0.5 <= w["start"] <= w["end"] <= final["end"] + 0.5, (w, final)
+            assert final is None or final["start"] - 0.5 <= w["start"] <= w["end"] <= (after or final)["end"] + 0.5, (
+                w, final)
             previous = w["end"]
     # an utterance's first decode has nothing agreed yet: its words come first as tentative ones
     assert any(p["tentative"].strip() and not p["words"] for p in partials)
@@ -107,7 +111,11 @@ def test_resume_after_the_connection_is_cut(server, two_speakers_run):
     assert run.reconnects == 1
     uninterrupted = two_speakers_run
     assert wer(uninterrupted.transcript(), run.transcript()) < 0.05
-    assert [f["speaker"] for f in run.finals] == [f["speaker"] for f in uninterrupted.finals]
+    # sent faster than real time, its utterances may be cut elsewhere at speaker changes (the voice windows
+    # arrive later against the audio): its speakers are compared in time, not final by final
+    turns = [dict(speaker=s, start=a, end=b) for s, a, b in reference_turns(TWO_SPEAKERS)]
+    assert len({f["speaker"] for f in run.finals}) == 2
+    assert speakers_match_reference(run.finals, turns) > 0.85, speakers_match_reference(run.finals, turns)
     assert [f["utterance"] for f in run.finals] == list(range(len(run.finals)))  # none lost, none twice
 
 
