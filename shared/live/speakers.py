@@ -138,8 +138,7 @@ class SpeakerTracker:
         out = [(u, named[int(c)]) for u, c in zip(recent, clusters) if named[int(c)] != u.speaker]
         for label in labels:  # a speaker left with no utterance and nothing older is gone
             if label not in named.values() and not np.any(self._older[label]):
-                if all(named[int(c)] != label for c in clusters):
-                    del self._older[label]
+                del self._older[label]
         return out
 
     def _sums(self) -> dict[str, np.ndarray]:
