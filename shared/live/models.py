@@ -89,23 +89,25 @@ class LiveModels:
         duration = round(len(audio) / SAMPLE_RATE, 3)
         chunk = Chunk(index=0, start=0.0, end=duration, keep_start=0.0, keep_end=duration, speech=[(0.0, duration)])
 
-        def call() -> Future:
-            return _first(self.runner.submit(Stages.live_final, [ChunkAudio(chunk, ArrayAudio(audio))], options))
-
-        return self._background(call) if background else self._first_class(call)
+        return self._one(Stages.live_final, [ChunkAudio(chunk, ArrayAudio(audio))], options,
+                         background=background, first_class=True)
 
     def embed(self, audio: np.ndarray, background: bool = False) -> Future:
-        def call() -> Future:
-            return _first(self.runner.submit(Stages.embed_voice, [audio]))
-
-        return self._background(call) if background else self._first_class(call)
+        return self._one(Stages.embed_voice, [audio], background=background, first_class=True)
 
     def windows(self, audio: np.ndarray, background: bool = False) -> Future:
         """The encoder's window vectors over `audio` (Stages.embed_windows)."""
-        def call() -> Future:
-            return _first(self.runner.submit(Stages.embed_windows, [audio]))
+        return self._one(Stages.embed_windows, [audio], background=background, first_class=False)
 
-        return self._background(call) if background else call()
+    def _one(self, stage: Callable, *args: Any, background: bool, first_class: bool) -> Future:
+        """One stage call on a one-item batch (a Future of its one result): in the background lane, or now;
+        `first_class`: a live final's call, which partial batches wait for (module docstring)."""
+        def call() -> Future:
+            return _first(self.runner.submit(stage, *args))
+
+        if background:
+            return self._background(call)
+        return self._first_class(call) if first_class else call()
 
     def _first_class(self, call: Callable[[], Future]) -> Future:
         """Submit a live final's call now; partial batches wait while it is pending (module docstring)."""
